@@ -1,0 +1,132 @@
+"""Routing tools shared by the tutors, and the in-session handoff they perform.
+
+A route tool hands the floor to another tutor of the same `AgentSession`: the outgoing
+tutor speaks a fixed line with `session.say`, and the tool returns only the incoming
+tutor (no tool output), so the outgoing model is not asked for a closing reply. The
+incoming tutor gets the conversation so far and `_pending_question`, and answers in its
+`on_enter`.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from livekit.agents import Agent, RunContext, StopResponse, ToolError, function_tool, llm
+
+from agent.state import SessionUserdata, TutorKind
+
+logger = logging.getLogger("tutor.routing")
+
+ANNOUNCEMENTS: dict[TutorKind, str] = {
+    "math": "Let me connect you with our Mathematics tutor!",
+    "history": "Let me connect you with our History tutor!",
+    "english": "Let me connect you with our English tutor!",
+    "orchestrator": "Let me pass you back to your main tutor!",
+}
+
+# how much of the conversation an incoming tutor is given (messages, newest kept)
+MAX_CARRIED_ITEMS = 40
+
+
+def hand_off(context: RunContext[SessionUserdata], target: TutorKind, question: str) -> Agent:
+    """Check the guards, announce, and build the incoming tutor of `target`.
+
+    Everything up to the first await-free return runs synchronously, so two route calls
+    of one model turn, even executed concurrently, see each other's claim.
+    """
+    # imported here because the tutor modules import the tools below
+    from agent.tutors.base import Tutor, build_tutor
+
+    userdata = context.userdata
+    current = context.session.current_agent
+    if isinstance(current, Tutor) and current.kind == target:
+        raise ToolError(
+            f"You are already the {current.title}. Answer the student's question yourself."
+        )
+    speech_id = context.speech_handle.id
+    if userdata.routing_speech_id == speech_id:
+        logger.info(
+            "dropped a second route call in the same turn",
+            extra={**userdata.log_fields(), "target": target},
+        )
+        raise StopResponse()
+    if userdata.handoffs_since_student_turn >= userdata.max_handoffs_without_student_turn:
+        logger.warning(
+            "handoff refused: too many in a row", extra={**userdata.log_fields(), "target": target}
+        )
+        raise ToolError(
+            "Too many handoffs without hearing from the student. Do not route again: "
+            "answer the student yourself as well as you can."
+        )
+
+    userdata.routing_speech_id = speech_id
+    userdata.note_handoff(target)
+    incoming = build_tutor(
+        target,
+        userdata,
+        chat_ctx=carried_context(context),
+        pending_question=question.strip() or None,
+        question_in_context=True,
+    )
+    context.session.say(ANNOUNCEMENTS[target])
+    logger.info(
+        "handoff",
+        extra={
+            **userdata.log_fields(),
+            "target": target,
+            "handoff_count": userdata.handoff_count,
+        },
+    )
+    return incoming
+
+
+def carried_context(context: RunContext[SessionUserdata]) -> llm.ChatContext:
+    """The conversation so far, without tool calls and instructions, newest items kept."""
+    history = context.session.history.copy(
+        exclude_function_call=True, exclude_instructions=True, exclude_handoff=True
+    )
+    return history.truncate(max_items=MAX_CARRIED_ITEMS)
+
+
+@function_tool
+async def route_to_math(context: RunContext[SessionUserdata], question_summary: str) -> Agent:
+    """Hand the student to the Mathematics tutor for any maths question: arithmetic,
+    fractions, algebra, geometry, word problems.
+
+    Args:
+        question_summary: The student's question, restated completely in one sentence.
+    """
+    return hand_off(context, "math", question_summary)
+
+
+@function_tool
+async def route_to_history(context: RunContext[SessionUserdata], question_summary: str) -> Agent:
+    """Hand the student to the History tutor for any history question: events, people,
+    dates, civilisations.
+
+    Args:
+        question_summary: The student's question, restated completely in one sentence.
+    """
+    return hand_off(context, "history", question_summary)
+
+
+@function_tool
+async def route_to_english(context: RunContext[SessionUserdata], question_summary: str) -> Agent:
+    """Hand the student to the English tutor for English language questions: grammar,
+    vocabulary, spelling, reading, writing, pronunciation.
+
+    Args:
+        question_summary: The student's question, restated completely in one sentence.
+    """
+    return hand_off(context, "english", question_summary)
+
+
+@function_tool
+async def route_back_to_orchestrator(context: RunContext[SessionUserdata], reason: str) -> Agent:
+    """Hand the student back to the main tutor when they ask about something outside your
+    subject, want to stop, or say goodbye.
+
+    Args:
+        reason: What the student wants now, e.g. their new question, or "said goodbye".
+    """
+    return hand_off(context, "orchestrator", reason)

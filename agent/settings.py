@@ -1,0 +1,79 @@
+"""Configuration, read from the environment and `.env` (see `.env.example`)."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+from pydantic import Field, SecretStr, ValidationError
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class SettingsError(Exception):
+    """A setting is missing or invalid; the message is one line naming the variable(s)."""
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_file=".env", extra="ignore", frozen=True)
+
+    # LiveKit server and API credentials
+    livekit_url: str = Field(min_length=1)
+    livekit_api_key: str = Field(min_length=1)
+    livekit_api_secret: SecretStr = Field(min_length=1)
+
+    # OpenAI (STT, LLM, TTS, realtime)
+    openai_api_key: SecretStr = Field(min_length=1)
+
+    # models per role
+    orchestrator_llm_model: str = "gpt-4.1-mini"
+    math_llm_model: str = "gpt-4.1-mini"
+    history_llm_model: str = "gpt-4.1-mini"
+    english_llm_model: str = "gpt-4.1-mini"
+    stt_model: str = "gpt-4o-mini-transcribe"
+    tts_model: str = "gpt-4o-mini-tts"
+    realtime_model: str = "gpt-realtime"
+
+    # one distinct voice per tutor
+    orchestrator_voice: str = "coral"
+    math_voice: str = "sage"
+    history_voice: str = "ash"
+    english_voice: str = "shimmer"
+
+    # worker names (explicit dispatch)
+    orchestrator_agent_name: str = "learning-orchestrator"
+    english_agent_name: str = "learning-english"
+
+    # timeouts and limits
+    handover_ready_timeout: float = Field(default=6.0, gt=0)
+    dispatch_attempt_timeout: float = Field(default=4.0, gt=0)
+    dispatch_max_attempts: int = Field(default=3, ge=1)
+    max_handoffs_without_student_turn: int = Field(default=3, ge=1)
+
+
+def _env_name(loc: tuple[int | str, ...]) -> str:
+    return str(loc[0]).upper() if loc else "?"
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Read the settings; raise `SettingsError` with one readable line on any problem."""
+    try:
+        return Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as e:
+        missing = [_env_name(err["loc"]) for err in e.errors() if err["type"] == "missing"]
+        invalid = [
+            f"{_env_name(err['loc'])} ({err['msg']})"
+            for err in e.errors()
+            if err["type"] != "missing"
+        ]
+        parts = []
+        if missing:
+            parts.append("missing required setting(s): " + ", ".join(missing))
+        if invalid:
+            parts.append("invalid setting(s): " + "; ".join(invalid))
+        raise SettingsError(
+            "; ".join(parts) + " (set them in the environment or in .env; see .env.example)"
+        ) from None
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return load_settings()

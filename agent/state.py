@@ -1,0 +1,63 @@
+"""Per-conversation state shared by every tutor of one `AgentSession`."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from livekit.agents import llm, stt, tts
+from livekit.agents.types import NOT_GIVEN, NotGivenOr
+
+TutorKind = Literal["orchestrator", "math", "history", "english"]
+
+MAX_HANDOFFS_WITHOUT_STUDENT_TURN = 3
+
+
+@dataclass(frozen=True)
+class TutorModels:
+    """Optional per-tutor models; anything left unset falls back to the session's."""
+
+    llm: NotGivenOr[llm.LLM | llm.RealtimeModel] = NOT_GIVEN
+    stt: NotGivenOr[stt.STT] = NOT_GIVEN
+    tts: NotGivenOr[tts.TTS] = NOT_GIVEN
+
+    def as_kwargs(self) -> dict[str, Any]:
+        return {"llm": self.llm, "stt": self.stt, "tts": self.tts}
+
+
+def new_session_id() -> str:
+    return uuid.uuid4().hex[:12]
+
+
+@dataclass
+class SessionUserdata:
+    session_id: str = field(default_factory=new_session_id)
+    student_identity: str = ""
+    room_name: str = ""
+    subjects_visited: list[TutorKind] = field(default_factory=list)
+    handoff_count: int = 0
+    handoffs_since_student_turn: int = 0
+    max_handoffs_without_student_turn: int = MAX_HANDOFFS_WITHOUT_STUDENT_TURN
+    greeted: bool = False
+    active_tutor: TutorKind | None = None
+    # models each tutor is built with when a handoff creates it (the worker fills this in)
+    tutor_models: dict[TutorKind, TutorModels] = field(default_factory=dict)
+    # the speech (model turn) that already handed off: a second route call in it is dropped
+    routing_speech_id: str | None = None
+
+    def note_student_turn(self) -> None:
+        self.handoffs_since_student_turn = 0
+
+    def note_handoff(self, target: TutorKind) -> None:
+        self.handoff_count += 1
+        self.handoffs_since_student_turn += 1
+        if target not in self.subjects_visited:
+            self.subjects_visited.append(target)
+
+    def log_fields(self) -> dict[str, Any]:
+        return {
+            "session_id": self.session_id,
+            "student": self.student_identity,
+            "tutor": self.active_tutor,
+        }

@@ -1,0 +1,128 @@
+"""What every tutor shares: the pending question and how a tutor takes the floor."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, ClassVar, TypedDict
+
+from livekit.agents import Agent, llm, stt, tts
+from livekit.agents.types import NOT_GIVEN, NotGivenOr
+
+from agent.state import SessionUserdata, TutorKind, TutorModels
+
+logger = logging.getLogger("tutor")
+
+# marks a user message we put into the context ourselves (not something the student said)
+SYNTHETIC_TURN_KEY = "tutor.synthetic_turn"
+
+_REGISTRY: dict[TutorKind, type[Tutor]] = {}
+
+
+class TutorOptions(TypedDict, total=False):
+    """What a concrete tutor accepts; all optional, so `MathAgent()` works as is."""
+
+    tools: list[llm.Tool | llm.Toolset]
+    chat_ctx: llm.ChatContext | None
+    llm: NotGivenOr[llm.LLM | llm.RealtimeModel]
+    stt: NotGivenOr[stt.STT]
+    tts: NotGivenOr[tts.TTS]
+    pending_question: str | None
+    question_in_context: bool
+
+
+class Tutor(Agent):
+    """A tutor that, on entering, answers the question it was handed, or opens politely.
+
+    `_pending_question` is set by the routing tool (in-session) or by the worker from
+    dispatch metadata (across workers). `_question_in_context` says whether the student's
+    own words are already the latest turn of the copied conversation: then the reply answers
+    that turn and the question is not added again (the model sees it exactly once).
+    """
+
+    kind: ClassVar[TutorKind]
+    title: ClassVar[str]  # how the student hears this tutor named, e.g. "Mathematics tutor"
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "kind" in cls.__dict__:
+            _REGISTRY[cls.kind] = cls
+
+    def __init__(
+        self,
+        *,
+        instructions: str,
+        tools: list[llm.Tool | llm.Toolset] | None = None,
+        chat_ctx: NotGivenOr[llm.ChatContext | None] = NOT_GIVEN,
+        llm: NotGivenOr[llm.LLM | llm.RealtimeModel] = NOT_GIVEN,
+        stt: NotGivenOr[stt.STT] = NOT_GIVEN,
+        tts: NotGivenOr[tts.TTS] = NOT_GIVEN,
+        pending_question: str | None = None,
+        question_in_context: bool = False,
+    ) -> None:
+        super().__init__(
+            instructions=instructions, tools=tools, chat_ctx=chat_ctx, llm=llm, stt=stt, tts=tts
+        )
+        self._pending_question: str | None = pending_question
+        self._question_in_context = question_in_context
+
+    @property
+    def userdata(self) -> SessionUserdata:
+        return self.session.userdata
+
+    async def on_enter(self) -> None:
+        userdata = self.userdata
+        userdata.active_tutor = self.kind
+        question, self._pending_question = self._pending_question, None
+        logger.info(
+            "tutor entered",
+            extra={**userdata.log_fields(), "pending_question": bool(question)},
+        )
+        if question:
+            self.answer(question)
+        else:
+            self.session.generate_reply(instructions=self.opening_instructions())
+
+    def answer(self, question: str) -> None:
+        """Answer the handed-over question now, putting it in the context only if absent."""
+        if self._question_in_context:
+            self.session.generate_reply(instructions=self.takeover_instructions())
+            return
+        turn = llm.ChatMessage(
+            role="user", content=[question], extra={SYNTHETIC_TURN_KEY: "handoff"}
+        )
+        self.session.generate_reply(user_input=turn, instructions=self.takeover_instructions())
+
+    def takeover_instructions(self) -> str:
+        return (
+            f"You have just taken over as the {self.title}. Answer the student's latest "
+            "question right away, in a sentence or two, without greeting at length and "
+            "without asking them to repeat it."
+        )
+
+    def opening_instructions(self) -> str:
+        return (
+            f"You have just taken over as the {self.title}. Introduce yourself in one short "
+            "sentence and ask the student what they would like to learn."
+        )
+
+
+def build_tutor(
+    kind: TutorKind,
+    userdata: SessionUserdata,
+    *,
+    chat_ctx: llm.ChatContext | None = None,
+    pending_question: str | None = None,
+    question_in_context: bool = False,
+) -> Tutor:
+    """Create the tutor of `kind` with the models the worker configured for it."""
+    models = userdata.tutor_models.get(kind, TutorModels())
+    return _REGISTRY[kind](
+        chat_ctx=chat_ctx,
+        pending_question=pending_question,
+        question_in_context=question_in_context,
+        **models.as_kwargs(),
+    )
+
+
+def is_synthetic_turn(message: llm.ChatMessage) -> bool:
+    return SYNTHETIC_TURN_KEY in message.extra

@@ -1,0 +1,58 @@
+"""Start the real tutors in a real text-mode `AgentSession`, each on its own scripted LLM."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Mapping, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+
+from livekit.agents import AgentSession
+from livekit.agents.voice.run_result import RunResult
+
+from agent.session import create_session
+from agent.state import SessionUserdata, TutorKind, TutorModels
+from agent.tutors import build_tutor
+from tests.fakes.llm import Reply, RequestLog, ScriptedLLM, say
+
+GREETING = "Hi! I can help with maths, history and English. What would you like to learn?"
+
+
+@dataclass
+class Tutoring:
+    session: AgentSession[SessionUserdata]
+    llms: dict[TutorKind, ScriptedLLM]
+    log: RequestLog
+    opening: RunResult
+
+    @property
+    def userdata(self) -> SessionUserdata:
+        return self.session.userdata
+
+    async def turn(self, text: str) -> RunResult:
+        return await self.session.run(user_input=text)
+
+
+@asynccontextmanager
+async def tutoring(
+    scripts: Mapping[TutorKind, Sequence[Reply]],
+    *,
+    first: TutorKind = "orchestrator",
+    opening: Reply | None = None,
+) -> AsyncIterator[Tutoring]:
+    """A started session whose `first` tutor has spoken its opening (`opening` script reply)."""
+    log = RequestLog()
+    llms: dict[TutorKind, ScriptedLLM] = {}
+    for kind in ("orchestrator", "math", "history", "english"):
+        script = list(scripts.get(kind, ()))
+        if kind == first:
+            script.insert(0, opening or say(GREETING))
+        llms[kind] = ScriptedLLM(script, name=kind, log=log)
+    userdata = SessionUserdata(
+        student_identity="student-1",
+        room_name="room-1",
+        tutor_models={kind: TutorModels(llm=fake) for kind, fake in llms.items()},
+    )
+    session = create_session(userdata)
+    async with session:
+        opening_run = await session.start(build_tutor(first, userdata), capture_run=True)
+        yield Tutoring(session=session, llms=llms, log=log, opening=opening_run)
