@@ -11,7 +11,15 @@ from __future__ import annotations
 
 import logging
 
-from livekit.agents import Agent, RunContext, StopResponse, ToolError, function_tool, llm
+from livekit.agents import (
+    Agent,
+    AgentSession,
+    RunContext,
+    StopResponse,
+    ToolError,
+    function_tool,
+    llm,
+)
 
 from agent.state import SessionUserdata, TutorKind
 
@@ -28,14 +36,14 @@ ANNOUNCEMENTS: dict[TutorKind, str] = {
 MAX_CARRIED_ITEMS = 40
 
 
-def hand_off(context: RunContext[SessionUserdata], target: TutorKind, question: str) -> Agent:
-    """Check the guards, announce, and build the incoming tutor of `target`.
+def claim_handoff(context: RunContext[SessionUserdata], target: TutorKind) -> None:
+    """Apply the guards and claim this model turn's one handoff, or raise.
 
-    Everything up to the first await-free return runs synchronously, so two route calls
-    of one model turn, even executed concurrently, see each other's claim.
+    It never awaits, so two route calls of one model turn, even executed concurrently,
+    see each other's claim.
     """
     # imported here because the tutor modules import the tools below
-    from agent.tutors.base import Tutor, build_tutor
+    from agent.tutors.base import Tutor
 
     userdata = context.userdata
     current = context.session.current_agent
@@ -58,75 +66,95 @@ def hand_off(context: RunContext[SessionUserdata], target: TutorKind, question: 
             "Too many handoffs without hearing from the student. Do not route again: "
             "answer the student yourself as well as you can."
         )
-
     userdata.routing_speech_id = speech_id
     userdata.note_handoff(target)
+    logger.info(
+        "handoff",
+        extra={**userdata.log_fields(), "target": target, "handoff_count": userdata.handoff_count},
+    )
+
+
+def route(context: RunContext[SessionUserdata], target: TutorKind, question: str) -> Agent | None:
+    """Hand over to `target`: across workers if another worker hosts it, else in-session."""
+    crossing = context.userdata.crossing
+    if crossing is not None and target in crossing.workers:
+        claim_handoff(context, target)
+        crossing.start(context.session, target, question.strip())
+        return None  # no tool output: the outgoing model is not asked to reply
+    return hand_off(context, target, question)
+
+
+def hand_off(context: RunContext[SessionUserdata], target: TutorKind, question: str) -> Agent:
+    """In-session: announce, and return the incoming tutor with the question pending."""
+    from agent.tutors.base import build_tutor
+
+    claim_handoff(context, target)
     incoming = build_tutor(
         target,
-        userdata,
-        chat_ctx=carried_context(context),
+        context.userdata,
+        chat_ctx=carried_context(context.session),
         pending_question=question.strip() or None,
         question_in_context=True,
     )
     context.session.say(ANNOUNCEMENTS[target])
-    logger.info(
-        "handoff",
-        extra={
-            **userdata.log_fields(),
-            "target": target,
-            "handoff_count": userdata.handoff_count,
-        },
-    )
     return incoming
 
 
-def carried_context(context: RunContext[SessionUserdata]) -> llm.ChatContext:
+def carried_context(session: AgentSession[SessionUserdata]) -> llm.ChatContext:
     """The conversation so far, without tool calls and instructions, newest items kept."""
-    history = context.session.history.copy(
+    history = session.history.copy(
         exclude_function_call=True, exclude_instructions=True, exclude_handoff=True
     )
     return history.truncate(max_items=MAX_CARRIED_ITEMS)
 
 
 @function_tool
-async def route_to_math(context: RunContext[SessionUserdata], question_summary: str) -> Agent:
+async def route_to_math(
+    context: RunContext[SessionUserdata], question_summary: str
+) -> Agent | None:
     """Hand the student to the Mathematics tutor for any maths question: arithmetic,
     fractions, algebra, geometry, word problems.
 
     Args:
         question_summary: The student's question, restated completely in one sentence.
     """
-    return hand_off(context, "math", question_summary)
+    return route(context, "math", question_summary)
 
 
 @function_tool
-async def route_to_history(context: RunContext[SessionUserdata], question_summary: str) -> Agent:
+async def route_to_history(
+    context: RunContext[SessionUserdata], question_summary: str
+) -> Agent | None:
     """Hand the student to the History tutor for any history question: events, people,
     dates, civilisations.
 
     Args:
         question_summary: The student's question, restated completely in one sentence.
     """
-    return hand_off(context, "history", question_summary)
+    return route(context, "history", question_summary)
 
 
 @function_tool
-async def route_to_english(context: RunContext[SessionUserdata], question_summary: str) -> Agent:
+async def route_to_english(
+    context: RunContext[SessionUserdata], question_summary: str
+) -> Agent | None:
     """Hand the student to the English tutor for English language questions: grammar,
     vocabulary, spelling, reading, writing, pronunciation.
 
     Args:
         question_summary: The student's question, restated completely in one sentence.
     """
-    return hand_off(context, "english", question_summary)
+    return route(context, "english", question_summary)
 
 
 @function_tool
-async def route_back_to_orchestrator(context: RunContext[SessionUserdata], reason: str) -> Agent:
+async def route_back_to_orchestrator(
+    context: RunContext[SessionUserdata], reason: str
+) -> Agent | None:
     """Hand the student back to the main tutor when they ask about something outside your
     subject, want to stop, or say goodbye.
 
     Args:
         reason: What the student wants now, e.g. their new question, or "said goodbye".
     """
-    return hand_off(context, "orchestrator", reason)
+    return route(context, "orchestrator", reason)

@@ -28,3 +28,9 @@ def create_session(userdata: SessionUserdata, **models: Any) -> AgentSession[Ses
 
     session.on("conversation_item_added", on_item)
     return session
+
+
+def set_listening(session: AgentSession[Any], listening: bool) -> None:
+    """Turn the student's audio input on or off (nothing to do in text-only sessions)."""
+    if session.input.audio is not None:
+        session.input.set_audio_enabled(listening)

@@ -77,3 +77,11 @@ def load_settings(**overrides: object) -> Settings:
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:
     return load_settings()
+
+
+def load_settings_or_exit(worker: str) -> Settings:
+    """For a worker's start-up: one clear line and a non-zero exit instead of a traceback."""
+    try:
+        return get_settings()
+    except SettingsError as e:
+        raise SystemExit(f"{worker}: {e}") from None

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from livekit.agents import llm, stt, tts
 from livekit.agents.types import NOT_GIVEN, NotGivenOr
+
+if TYPE_CHECKING:
+    from agent.crossing import Crossing
 
 TutorKind = Literal["orchestrator", "math", "history", "english"]
 
@@ -45,6 +48,8 @@ class SessionUserdata:
     tutor_models: dict[TutorKind, TutorModels] = field(default_factory=dict)
     # the speech (model turn) that already handed off: a second route call in it is dropped
     routing_speech_id: str | None = None
+    # set by a worker that can hand the student to tutors on other workers
+    crossing: Crossing | None = None
 
     def note_student_turn(self) -> None:
         self.handoffs_since_student_turn = 0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import Any, ClassVar, TypedDict
 
@@ -28,6 +29,7 @@ class TutorOptions(TypedDict, total=False):
     tts: NotGivenOr[tts.TTS]
     pending_question: str | None
     question_in_context: bool
+    floor: asyncio.Event | None
 
 
 class Tutor(Agent):
@@ -35,8 +37,10 @@ class Tutor(Agent):
 
     `_pending_question` is set by the routing tool (in-session) or by the worker from
     dispatch metadata (across workers). `_question_in_context` says whether the student's
-    own words are already the latest turn of the copied conversation: then the reply answers
-    that turn and the question is not added again (the model sees it exactly once).
+    own words are already in the copied conversation: then the reply answers them and the
+    question is not added again (the model sees it exactly once). `floor`, when given, is
+    set by the worker once the outgoing tutor of a floor handover has left; until then the
+    tutor stays silent.
     """
 
     kind: ClassVar[TutorKind]
@@ -58,18 +62,23 @@ class Tutor(Agent):
         tts: NotGivenOr[tts.TTS] = NOT_GIVEN,
         pending_question: str | None = None,
         question_in_context: bool = False,
+        floor: asyncio.Event | None = None,
     ) -> None:
         super().__init__(
             instructions=instructions, tools=tools, chat_ctx=chat_ctx, llm=llm, stt=stt, tts=tts
         )
         self._pending_question: str | None = pending_question
         self._question_in_context = question_in_context
+        self._floor = floor
 
     @property
     def userdata(self) -> SessionUserdata:
         return self.session.userdata
 
     async def on_enter(self) -> None:
+        if self._floor is not None:
+            # joined through a floor handover: the outgoing tutor is still finishing
+            await self._floor.wait()
         userdata = self.userdata
         userdata.active_tutor = self.kind
         question, self._pending_question = self._pending_question, None
@@ -113,6 +122,7 @@ def build_tutor(
     chat_ctx: llm.ChatContext | None = None,
     pending_question: str | None = None,
     question_in_context: bool = False,
+    floor: asyncio.Event | None = None,
 ) -> Tutor:
     """Create the tutor of `kind` with the models the worker configured for it."""
     models = userdata.tutor_models.get(kind, TutorModels())
@@ -120,6 +130,7 @@ def build_tutor(
         chat_ctx=chat_ctx,
         pending_question=pending_question,
         question_in_context=question_in_context,
+        floor=floor,
         **models.as_kwargs(),
     )
 

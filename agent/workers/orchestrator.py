@@ -7,23 +7,15 @@ Run it with the livekit-agents CLI, which finds the module-level `server`:
 
 from __future__ import annotations
 
-import logging
-
 from livekit.agents import AgentServer, JobContext, JobProcess
 from livekit.plugins import silero
 
-from agent.session import create_session
-from agent.settings import SettingsError, get_settings
-from agent.state import SessionUserdata
-from agent.tutors import OrchestratorAgent
-from agent.workers.models import pipeline_tutor_models, session_stt
+from agent.livekit_room import LiveKitHandoverRoom
+from agent.settings import load_settings_or_exit
+from agent.workers.models import dispatcher_for, pipeline_tutor_models, session_stt
+from agent.workers.runner import JobDeps, run_tutor_job
 
-logger = logging.getLogger("tutor.worker")
-
-try:
-    settings = get_settings()
-except SettingsError as e:
-    raise SystemExit(f"learning-orchestrator: {e}") from None
+settings = load_settings_or_exit("learning-orchestrator")
 
 
 def prewarm(proc: JobProcess) -> None:
@@ -36,20 +28,21 @@ server = AgentServer(setup_fnc=prewarm)
 
 @server.rtc_session(agent_name=settings.orchestrator_agent_name)
 async def entrypoint(ctx: JobContext) -> None:
-    participant = await ctx.wait_for_participant()
-    userdata = SessionUserdata(
-        student_identity=participant.identity,
-        room_name=ctx.room.name,
-        tutor_models=pipeline_tutor_models(settings),
-        max_handoffs_without_student_turn=settings.max_handoffs_without_student_turn,
+    await ctx.connect()
+    tutor_models = pipeline_tutor_models(settings)
+    dispatcher = dispatcher_for(settings)
+    ctx.add_shutdown_callback(dispatcher.aclose)
+    deps = JobDeps(
+        tutor_models=tutor_models,
+        session_models={
+            "stt": session_stt(settings),
+            "vad": ctx.proc.userdata["vad"],
+            "llm": tutor_models["orchestrator"].llm,
+            "tts": tutor_models["orchestrator"].tts,
+        },
+        dispatcher=dispatcher,
+        handover_room=LiveKitHandoverRoom(ctx.room),
+        workers={"english": settings.english_agent_name},
+        start_options={"room": ctx.room},
     )
-    orchestrator_models = userdata.tutor_models["orchestrator"]
-    session = create_session(
-        userdata,
-        stt=session_stt(settings),
-        llm=orchestrator_models.llm,
-        tts=orchestrator_models.tts,
-        vad=ctx.proc.userdata["vad"],
-    )
-    logger.info("job started", extra={**userdata.log_fields(), "job_id": ctx.job.id})
-    await session.start(OrchestratorAgent(**orchestrator_models.as_kwargs()), room=ctx.room)
+    await run_tutor_job(ctx, kind="orchestrator", settings=settings, deps=deps)

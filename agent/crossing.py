@@ -1,0 +1,139 @@
+"""The outgoing side of a handover to a tutor on another worker, wired to a live session."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from livekit.agents import AgentSession
+
+from agent.dispatch_metadata import dispatch_metadata
+from agent.handover import (
+    HandoverResult,
+    HandoverRoom,
+    Outcome,
+    Transfer,
+    hand_over,
+    new_handover_id,
+)
+from agent.routing import ANNOUNCEMENTS, carried_context
+from agent.session import set_listening
+from agent.state import SessionUserdata, TutorKind
+from agent.tutors.base import build_tutor
+
+logger = logging.getLogger("tutor.crossing")
+
+STAY_LINE = (
+    "I couldn't reach your main tutor just now, so let's keep going together. "
+    "What would you like to do?"
+)
+
+
+class DispatchClient(Protocol):
+    async def dispatch(
+        self,
+        *,
+        agent_name: str,
+        room: str,
+        metadata: str,
+        log_fields: Mapping[str, Any] | None = None,
+    ) -> Any: ...
+
+    async def cancel(self, dispatch: Any) -> bool: ...
+
+
+@dataclass
+class Crossing:
+    """What a session needs to hand the student to another worker, and its bookkeeping."""
+
+    room: HandoverRoom
+    room_name: str
+    dispatcher: DispatchClient
+    workers: Mapping[TutorKind, str]  # tutors hosted by other workers -> their agent name
+    ready_timeout: float
+    end_job: Callable[[str], Awaitable[None]]  # close the session and leave the room
+    results: list[HandoverResult] = field(default_factory=list)
+    _tasks: set[asyncio.Task[None]] = field(default_factory=set)
+
+    def start(
+        self, session: AgentSession[SessionUserdata], target: TutorKind, question: str
+    ) -> None:
+        """Announce, stop listening and hand over in the background (the tool returns now)."""
+        userdata = session.userdata
+        handover_id = new_handover_id()
+        # the current tutor's context: it includes what an earlier handover brought in
+        snapshot = Transfer.from_history(handover_id, session.current_agent.chat_ctx)
+        set_listening(session, False)
+        announcement = session.say(ANNOUNCEMENTS[target])
+        fields = {
+            "session": userdata.session_id,
+            "student": userdata.student_identity,
+            "question": question,
+            "handover": handover_id,
+            "from": self.room.local_identity,
+        }
+        if target == "orchestrator":
+            fields["return_from_english"] = fields.pop("session")
+        metadata = dispatch_metadata(**fields)
+        task = asyncio.create_task(
+            self._complete(
+                session, target, question, handover_id, snapshot, metadata, announcement
+            ),
+            name=f"crossing_to_{target}",
+        )
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def wait_idle(self) -> None:
+        """Wait for every handover in flight (tests and shutdown)."""
+        while self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    async def _complete(
+        self,
+        session: AgentSession[SessionUserdata],
+        target: TutorKind,
+        question: str,
+        handover_id: str,
+        snapshot: Transfer,
+        metadata: str,
+        announcement: Awaitable[Any],
+    ) -> None:
+        userdata = session.userdata
+        result = await hand_over(
+            self.room,
+            handover_id=handover_id,
+            transfer=lambda: snapshot,
+            dispatch=lambda: self.dispatcher.dispatch(
+                agent_name=self.workers[target],
+                room=self.room_name,
+                metadata=metadata,
+                log_fields=userdata.log_fields(),
+            ),
+            cancel_dispatch=self.dispatcher.cancel,
+            announcement_done=announcement,
+            ready_timeout=self.ready_timeout,
+        )
+        self.results.append(result)
+        fields = {**userdata.log_fields(), "target": target, "outcome": result.outcome.value}
+        if result.outcome is Outcome.HANDED_OVER:
+            logger.info("handed over across workers", extra=fields)
+            await self.end_job(f"handed over to {self.workers[target]}")
+            return
+        logger.warning("handover failed, falling back", extra=fields)
+        set_listening(session, True)
+        if target == "orchestrator":
+            session.say(STAY_LINE)
+        else:
+            session.update_agent(
+                build_tutor(
+                    target,
+                    userdata,
+                    chat_ctx=carried_context(session),
+                    pending_question=question or None,
+                    question_in_context=True,
+                )
+            )

@@ -1,0 +1,110 @@
+"""What a worker does with one job: read its dispatch metadata, and take the floor.
+
+Both workers share this. A job either starts a conversation (the student's token dispatched
+the orchestrator) or continues one across workers (a floor handover: the metadata names the
+outgoing tutor and the handover id, see `agent.handover`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+from livekit.agents import Agent, AgentSession
+
+from agent.dispatch_metadata import parse_dispatch_metadata
+from agent.handover import HandoverRoom, declare_ready, fetch_transfer, wait_for_floor
+from agent.session import set_listening
+from agent.state import SessionUserdata, TutorKind
+from agent.tutors.base import build_tutor
+
+logger = logging.getLogger("tutor.job")
+
+
+@dataclass(frozen=True)
+class JobPlan:
+    """What the dispatch metadata says this job is."""
+
+    session_id: str | None = None
+    student: str = ""
+    question: str | None = None
+    handover_id: str | None = None
+    outgoing: str | None = None  # identity of the tutor handing over to us
+    returning: bool = False  # back from the English worker
+
+    @property
+    def is_handover(self) -> bool:
+        return bool(self.handover_id and self.outgoing)
+
+
+def plan_job(metadata: str) -> JobPlan:
+    """Read `ctx.job.metadata`; unreadable parts are dropped (the parser logs a warning)."""
+    fields = parse_dispatch_metadata(metadata)
+    returning_session = fields.get("return_from_english")
+    return JobPlan(
+        session_id=returning_session or fields.get("session") or None,
+        student=fields.get("student", ""),
+        question=fields.get("question", "").strip() or None,
+        handover_id=fields.get("handover") or None,
+        outgoing=fields.get("from") or None,
+        returning=bool(returning_session),
+    )
+
+
+def apply_plan(userdata: SessionUserdata, plan: JobPlan) -> None:
+    if plan.session_id:
+        userdata.session_id = plan.session_id
+    if plan.student:
+        userdata.student_identity = plan.student
+    # a conversation that continues from another worker has had its greeting
+    userdata.greeted = plan.returning or plan.is_handover
+
+
+async def start_tutor(
+    *,
+    kind: TutorKind,
+    plan: JobPlan,
+    session: AgentSession[SessionUserdata],
+    room: HandoverRoom | None,
+    start_session: Callable[[Agent], Awaitable[None]],
+    end_job: Callable[[str], Awaitable[None]],
+    timeout: float,
+) -> bool:
+    """Start the `kind` tutor for this job. False if a handover was cancelled (job ended).
+
+    In a floor handover the tutor starts muted with the conversation fetched from the
+    outgoing tutor (or only the metadata question, if that fails), reports ready, and
+    answers the moment the outgoing tutor has left.
+    """
+    userdata = session.userdata
+    if not plan.is_handover or room is None or plan.outgoing is None or not plan.handover_id:
+        await start_session(build_tutor(kind, userdata, pending_question=plan.question))
+        return True
+
+    transfer = await fetch_transfer(
+        room, outgoing=plan.outgoing, handover_id=plan.handover_id, timeout=timeout
+    )
+    floor = asyncio.Event()
+    tutor = build_tutor(
+        kind,
+        userdata,
+        chat_ctx=transfer.to_chat_ctx() if transfer else None,
+        pending_question=plan.question,
+        question_in_context=bool(transfer and transfer.has_student_turn),
+        floor=floor,
+    )
+    await start_session(tutor)
+    set_listening(session, False)
+    if not await declare_ready(
+        room, outgoing=plan.outgoing, handover_id=plan.handover_id, timeout=timeout
+    ):
+        logger.info("handover cancelled by the outgoing tutor", extra=userdata.log_fields())
+        await end_job("handover cancelled")
+        return False
+    await wait_for_floor(room, outgoing=plan.outgoing, timeout=timeout)
+    set_listening(session, True)
+    floor.set()
+    logger.info("took the floor", extra=userdata.log_fields())
+    return True

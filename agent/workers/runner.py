@@ -1,0 +1,82 @@
+"""The job body both workers share: one session, one tutor, handovers in and out."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from livekit.agents import Agent, AgentSession, JobContext
+from livekit.agents.voice.room_io import RoomOptions
+
+from agent.crossing import Crossing, DispatchClient
+from agent.handover import HandoverRoom
+from agent.jobs import apply_plan, plan_job, start_tutor
+from agent.session import create_session
+from agent.settings import Settings
+from agent.state import SessionUserdata, TutorKind, TutorModels
+
+logger = logging.getLogger("tutor.worker")
+
+
+@dataclass
+class JobDeps:
+    """Everything a job uses that crosses the process boundary (models, room, API)."""
+
+    tutor_models: dict[TutorKind, TutorModels]
+    session_models: Mapping[str, Any]  # passed to AgentSession: stt, vad, tts, llm
+    dispatcher: DispatchClient
+    handover_room: HandoverRoom | None
+    workers: Mapping[TutorKind, str]  # tutors hosted elsewhere -> worker (agent) name
+    start_options: Mapping[str, Any] = field(default_factory=dict)  # for session.start
+
+
+async def run_tutor_job(
+    ctx: JobContext, *, kind: TutorKind, settings: Settings, deps: JobDeps
+) -> AgentSession[SessionUserdata]:
+    """Start the `kind` tutor for `ctx`'s job and return its running session."""
+    plan = plan_job(ctx.job.metadata)
+    userdata = SessionUserdata(
+        room_name=ctx.room.name,
+        tutor_models=deps.tutor_models,
+        max_handoffs_without_student_turn=settings.max_handoffs_without_student_turn,
+    )
+    apply_plan(userdata, plan)
+    session = create_session(userdata, **deps.session_models)
+    start_options = dict(deps.start_options)
+    if plan.student and "room" in start_options:
+        # listen to the student, never to the other tutor sharing the room
+        start_options["room_options"] = RoomOptions(participant_identity=plan.student)
+
+    async def end_job(reason: str) -> None:
+        logger.info("job ending", extra={**userdata.log_fields(), "reason": reason})
+        await session.aclose()
+        ctx.shutdown(reason=reason)
+
+    async def start_session(agent: Agent) -> None:
+        await session.start(agent, **start_options)
+
+    if deps.handover_room is not None:
+        userdata.crossing = Crossing(
+            room=deps.handover_room,
+            room_name=ctx.room.name,
+            dispatcher=deps.dispatcher,
+            workers=deps.workers,
+            ready_timeout=settings.handover_ready_timeout,
+            end_job=end_job,
+        )
+    logger.info(
+        "job started",
+        extra={**userdata.log_fields(), "job_id": ctx.job.id, "handover": plan.is_handover},
+    )
+    await start_tutor(
+        kind=kind,
+        plan=plan,
+        session=session,
+        room=deps.handover_room,
+        start_session=start_session,
+        end_job=end_job,
+        timeout=settings.handover_ready_timeout,
+    )
+    return session

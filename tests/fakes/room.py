@@ -1,0 +1,153 @@
+"""An in-memory room: participants with RPC and presence, and a timeline of who speaks.
+
+Each participant gets a `MemoryRoom` view implementing `agent.handover.HandoverRoom`.
+`join_delay` and `rpc_delay` simulate the network and a worker's job start.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+
+from agent.handover import RpcFailed, RpcHandler
+
+
+@dataclass(frozen=True)
+class FloorEvent:
+    at: float
+    identity: str
+    what: str  # "join", "leave", "start", "stop", "cut" (speech cut short by leaving)
+
+
+@dataclass
+class RoomHub:
+    rpc_delay: float = 0.0
+    timeline: list[FloorEvent] = field(default_factory=list)
+    _present: dict[str, MemoryRoom] = field(default_factory=dict)
+    _changed: asyncio.Condition = field(default_factory=asyncio.Condition)
+
+    async def join(self, identity: str) -> MemoryRoom:
+        view = MemoryRoom(self, identity)
+        self._present[identity] = view
+        self._record(identity, "join")
+        await self._notify()
+        return view
+
+    async def leave(self, identity: str) -> None:
+        if self._present.pop(identity, None) is not None:
+            if self.is_speaking(identity):
+                self._record(identity, "cut")  # left in the middle of speaking
+            self._record(identity, "leave")
+        await self._notify()
+
+    def mark_spoken(self, identity: str) -> None:
+        """An utterance of no duration (text mode): an instant on the floor timeline."""
+        self._record(identity, "start")
+        self._record(identity, "stop")
+
+    def first_words(self, identity: str) -> float | None:
+        spans = self.speech_spans(identity)
+        return spans[0][0] if spans else None
+
+    def cut_short(self, identity: str) -> bool:
+        return any(e.identity == identity and e.what == "cut" for e in self.timeline)
+
+    def present(self) -> list[str]:
+        return list(self._present)
+
+    def is_speaking(self, identity: str) -> bool:
+        state = False
+        for e in self.timeline:
+            if e.identity == identity and e.what in ("start", "stop", "cut"):
+                state = e.what == "start"
+        return state
+
+    def max_concurrent_speakers(self) -> int:
+        speaking: set[str] = set()
+        worst = 0
+        for e in self.timeline:
+            if e.what == "start":
+                speaking.add(e.identity)
+            elif e.what in ("stop", "cut", "leave"):
+                speaking.discard(e.identity)
+            worst = max(worst, len(speaking))
+        return worst
+
+    def speech_spans(self, identity: str) -> list[tuple[float, float]]:
+        spans: list[tuple[float, float]] = []
+        started: float | None = None
+        for e in self.timeline:
+            if e.identity != identity:
+                continue
+            if e.what == "start":
+                started = e.at
+            elif e.what in ("stop", "cut") and started is not None:
+                spans.append((started, e.at))
+                started = None
+        return spans
+
+    def _record(self, identity: str, what: str) -> None:
+        self.timeline.append(FloorEvent(time.monotonic(), identity, what))
+
+    async def _notify(self) -> None:
+        async with self._changed:
+            self._changed.notify_all()
+
+
+class MemoryRoom:
+    def __init__(self, hub: RoomHub, identity: str) -> None:
+        self.hub = hub
+        self._identity = identity
+        self._rpc: dict[str, RpcHandler] = {}
+
+    @property
+    def local_identity(self) -> str:
+        return self._identity
+
+    def register_rpc(self, method: str, handler: RpcHandler) -> None:
+        self._rpc[method] = handler
+
+    def unregister_rpc(self, method: str) -> None:
+        self._rpc.pop(method, None)
+
+    async def call_rpc(self, destination: str, method: str, payload: str, timeout: float) -> str:
+        target = self.hub._present.get(destination)
+        if target is None:
+            raise RpcFailed(f"{destination} is not in the room")
+        handler = target._rpc.get(method)
+        if handler is None:
+            raise RpcFailed(f"{destination} does not handle {method}")
+        try:
+            async with asyncio.timeout(timeout):
+                if self.hub.rpc_delay:
+                    await asyncio.sleep(self.hub.rpc_delay)
+                return await handler(self._identity, payload)
+        except TimeoutError as e:
+            raise RpcFailed(f"{method} on {destination} timed out") from e
+
+    def is_present(self, identity: str) -> bool:
+        return identity in self.hub._present
+
+    async def wait_until_present(self, identity: str) -> None:
+        async with self.hub._changed:
+            await self.hub._changed.wait_for(lambda: self.is_present(identity))
+
+    async def wait_until_left(self, identity: str) -> None:
+        async with self.hub._changed:
+            await self.hub._changed.wait_for(lambda: not self.is_present(identity))
+
+    async def leave(self) -> None:
+        await self.hub.leave(self._identity)
+
+    @asynccontextmanager
+    async def speaking(self) -> AsyncIterator[None]:
+        """Mark this participant as holding the floor for the duration of the block."""
+        self.hub._record(self._identity, "start")
+        try:
+            yield
+        finally:
+            if self.is_present(self._identity) and self.hub.is_speaking(self._identity):
+                self.hub._record(self._identity, "stop")
