@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from functools import lru_cache
+from typing import TypeVar
 
 from pydantic import Field, SecretStr, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -12,13 +13,22 @@ class SettingsError(Exception):
     """A setting is missing or invalid; the message is one line naming the variable(s)."""
 
 
-class Settings(BaseSettings):
+class LiveKitSettings(BaseSettings):
+    """What talking to the LiveKit server needs (enough for the token command)."""
+
     model_config = SettingsConfigDict(env_file=".env", extra="ignore", frozen=True)
 
-    # LiveKit server and API credentials
     livekit_url: str = Field(min_length=1)
     livekit_api_key: str = Field(min_length=1)
     livekit_api_secret: SecretStr = Field(min_length=1)
+
+    # worker names (explicit dispatch)
+    orchestrator_agent_name: str = "learning-orchestrator"
+    english_agent_name: str = "learning-english"
+
+
+class Settings(LiveKitSettings):
+    """Everything a worker needs."""
 
     # OpenAI (STT, LLM, TTS, realtime)
     openai_api_key: SecretStr = Field(min_length=1)
@@ -38,9 +48,8 @@ class Settings(BaseSettings):
     history_voice: str = "ash"
     english_voice: str = "shimmer"
 
-    # worker names (explicit dispatch)
-    orchestrator_agent_name: str = "learning-orchestrator"
-    english_agent_name: str = "learning-english"
+    # the worker's HTTP health endpoint (two workers sharing a network need two ports)
+    worker_http_port: int = Field(default=8081, ge=1, le=65535)
 
     # timeouts and limits
     handover_ready_timeout: float = Field(default=6.0, gt=0)
@@ -49,14 +58,17 @@ class Settings(BaseSettings):
     max_handoffs_without_student_turn: int = Field(default=3, ge=1)
 
 
+S = TypeVar("S", bound=BaseSettings)
+
+
 def _env_name(loc: tuple[int | str, ...]) -> str:
     return str(loc[0]).upper() if loc else "?"
 
 
-def load_settings(**overrides: object) -> Settings:
+def load_settings(kind: type[S] = Settings, **overrides: object) -> S:  # type: ignore[assignment]
     """Read the settings; raise `SettingsError` with one readable line on any problem."""
     try:
-        return Settings(**overrides)  # type: ignore[arg-type]
+        return kind(**overrides)
     except ValidationError as e:
         missing = [_env_name(err["loc"]) for err in e.errors() if err["type"] == "missing"]
         invalid = [

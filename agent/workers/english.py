@@ -17,7 +17,7 @@ from agent.workers.runner import JobDeps, run_tutor_job
 
 settings = load_settings_or_exit("learning-english")
 
-server = AgentServer()
+server = AgentServer(port=settings.worker_http_port)
 
 
 @server.rtc_session(agent_name=settings.english_agent_name)

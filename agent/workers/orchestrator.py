@@ -23,7 +23,7 @@ def prewarm(proc: JobProcess) -> None:
     proc.userdata["vad"] = silero.VAD.load()
 
 
-server = AgentServer(setup_fnc=prewarm)
+server = AgentServer(setup_fnc=prewarm, port=settings.worker_http_port)
 
 
 @server.rtc_session(agent_name=settings.orchestrator_agent_name)

@@ -1,0 +1,58 @@
+"""`python -m agent token --room ROOM --identity STUDENT`: a token for the Agents Playground."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from datetime import timedelta
+
+from agent.settings import LiveKitSettings, SettingsError, load_settings
+from agent.token import DEFAULT_TTL, TokenRequestError, student_token
+
+PLAYGROUND_STEPS = """\
+Join as the student:
+  1. Open the LiveKit Agents Playground: https://agents-playground.livekit.io
+     (or a self-hosted one), and choose to connect manually.
+  2. Server URL: {url}
+  3. Token: the line above.
+  4. Connect and allow the microphone. The orchestrator joins and greets you.
+The token is valid for {minutes} minutes, for room '{room}' only."""
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m agent", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+    token = commands.add_parser("token", help="print a student's access token")
+    token.add_argument("--room", required=True, help="room to join")
+    token.add_argument("--identity", required=True, help="the student's identity")
+    token.add_argument(
+        "--ttl-minutes",
+        type=int,
+        default=int(DEFAULT_TTL.total_seconds() // 60),
+        help="validity in minutes (default: %(default)s)",
+    )
+    token.add_argument("--url", help="server URL to show (default: LIVEKIT_URL)")
+    args = parser.parse_args(argv)
+
+    try:
+        settings = load_settings(LiveKitSettings)
+        jwt = student_token(
+            settings,
+            room=args.room,
+            identity=args.identity,
+            ttl=timedelta(minutes=args.ttl_minutes),
+        )
+    except (SettingsError, TokenRequestError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(jwt)
+    steps = PLAYGROUND_STEPS.format(
+        url=args.url or settings.livekit_url, minutes=args.ttl_minutes, room=args.room
+    )
+    print(steps, file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,128 @@
+"""The compose stack, the server config and the image, checked without a Docker engine."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from agent.settings import Settings
+
+REPO = Path(__file__).resolve().parent.parent
+WORKERS = {"orchestrator": "agent/workers/orchestrator.py", "english": "agent/workers/english.py"}
+
+
+@pytest.fixture(scope="module")
+def compose() -> dict[str, Any]:
+    return yaml.safe_load((REPO / "docker-compose.yml").read_text())
+
+
+@pytest.fixture(scope="module")
+def livekit_config() -> dict[str, Any]:
+    return yaml.safe_load((REPO / "livekit.yaml").read_text())
+
+
+def test_compose_runs_exactly_the_server_and_both_named_workers(compose: dict) -> None:
+    services = compose["services"]
+    assert set(services) == {"livekit", "orchestrator", "english"}
+    for name, path in WORKERS.items():
+        command = services[name]["command"]
+        assert command[-2:] == ["start", path]
+        assert services[name]["environment"]["LIVEKIT_URL"] == "ws://livekit:7880"
+    # the worker modules register under the names the dispatches use
+    defaults = Settings.model_fields
+    assert defaults["orchestrator_agent_name"].default == "learning-orchestrator"
+    assert defaults["english_agent_name"].default == "learning-english"
+    assert services["orchestrator"]["image"] == services["english"]["image"]
+    assert "build" in services["orchestrator"]
+
+
+def test_server_image_is_pinned(compose: dict) -> None:
+    image = compose["services"]["livekit"]["image"]
+    assert re.fullmatch(r"livekit/livekit-server:v\d+\.\d+\.\d+", image)
+
+
+def test_server_ports_match_its_config(compose: dict, livekit_config: dict) -> None:
+    ports = compose["services"]["livekit"]["ports"]
+    rtc = livekit_config["rtc"]
+    assert "7880:7880" in ports and livekit_config["port"] == 7880
+    assert "7881:7881" in ports and rtc["tcp_port"] == 7881
+    udp = f"{rtc['port_range_start']}-{rtc['port_range_end']}"
+    assert f"{udp}:{udp}/udp" in ports
+
+
+def test_keys_come_from_the_environment_not_the_repository(
+    compose: dict, livekit_config: dict
+) -> None:
+    assert "keys" not in livekit_config
+    keys = compose["services"]["livekit"]["environment"]["LIVEKIT_KEYS"]
+    assert "${LIVEKIT_API_KEY" in keys and "${LIVEKIT_API_SECRET" in keys
+    for worker in WORKERS:
+        assert compose["services"][worker]["env_file"] == ".env"
+    ignored = (REPO / ".gitignore").read_text().split()
+    assert ".env" in ignored and ".env" in (REPO / ".dockerignore").read_text().split()
+
+
+def test_services_wait_for_health_and_restart(compose: dict) -> None:
+    services = compose["services"]
+    for service in services.values():
+        assert service["restart"] == "unless-stopped"
+        assert service["healthcheck"]["test"]
+    for worker in WORKERS:
+        assert services[worker]["depends_on"]["livekit"]["condition"] == "service_healthy"
+        port = services[worker]["environment"]["WORKER_HTTP_PORT"]
+        assert f"127.0.0.1:{port}/" in " ".join(services[worker]["healthcheck"]["test"])
+    ports = {services[w]["environment"]["WORKER_HTTP_PORT"] for w in WORKERS}
+    assert len(ports) == len(WORKERS)  # they share one network namespace
+
+
+def test_no_redis_without_multi_node(compose: dict, livekit_config: dict) -> None:
+    assert "redis" not in compose["services"] and "redis" not in livekit_config
+
+
+def test_docker_compose_accepts_the_file(tmp_path: Path) -> None:
+    binary = shutil.which("docker-compose")
+    if binary is None:
+        if os.environ.get("CI"):
+            pytest.fail("docker-compose is missing: .ci/run installs it")
+        pytest.skip("docker-compose is not installed here (CI installs it)")
+    for name in ("docker-compose.yml", "livekit.yaml", ".env.example"):
+        shutil.copy(REPO / name, tmp_path / name)
+    shutil.copy(REPO / ".env.example", tmp_path / ".env")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LIVEKIT_")}
+    proc = subprocess.run(
+        [binary, "config"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60
+    )
+    assert proc.returncode == 0, proc.stderr
+    rendered = yaml.safe_load(proc.stdout)
+    assert rendered["services"]["livekit"]["environment"]["LIVEKIT_KEYS"] == (
+        "devkey: change-me-to-a-long-random-secret-000"
+    )
+
+
+def test_dockerfile_installs_exactly_the_lock_and_runs_unprivileged() -> None:
+    dockerfile = (REPO / "Dockerfile").read_text()
+    assert re.search(r"^COPY .*uv\.lock", dockerfile, re.M)
+    installs = re.findall(r"uv sync[^\n]*", dockerfile)
+    assert installs and all("--frozen" in line for line in installs)
+    assert "pip install" not in dockerfile.replace("pip install --no-cache-dir uv==", "")
+    user = re.findall(r"^USER (\S+)", dockerfile, re.M)
+    assert user and user[-1] not in ("root", "0")
+    assert "livekit.agents download-files" in dockerfile
+
+
+def test_env_example_documents_every_setting_with_a_placeholder() -> None:
+    lines = (REPO / ".env.example").read_text().splitlines()
+    documented = {line.split("=", 1)[0] for line in lines if re.match(r"^[A-Z_]+=", line)}
+    assert documented == {name.upper() for name in Settings.model_fields}
+    for i, line in enumerate(lines):
+        if re.match(r"^[A-Z_]+=", line):
+            assert lines[i - 1].startswith("#"), f"{line} has no comment"
+    secret = next(line for line in lines if line.startswith("OPENAI_API_KEY="))
+    assert not secret.split("=", 1)[1].startswith("sk-")
