@@ -19,6 +19,7 @@ from livekit.agents import (
     ToolError,
     function_tool,
     llm,
+    tts,
 )
 
 from agent.state import SessionUserdata, TutorKind
@@ -85,19 +86,25 @@ def route(context: RunContext[SessionUserdata], target: TutorKind, question: str
 
 
 def hand_off(context: RunContext[SessionUserdata], target: TutorKind, question: str) -> Agent:
-    """In-session: announce, and return the incoming tutor with the question pending."""
-    from agent.tutors.base import build_tutor
+    """In-session: the incoming tutor, with the question pending and the outgoing tutor's
+    line (in the outgoing voice) to play first."""
+    from agent.tutors.base import Announcement, build_tutor
 
     claim_handoff(context, target)
-    incoming = build_tutor(
+    return build_tutor(
         target,
         context.userdata,
         chat_ctx=carried_context(context.session),
         pending_question=question.strip() or None,
         question_in_context=True,
+        announcement=Announcement(ANNOUNCEMENTS[target], outgoing_voice(context.session)),
     )
-    context.session.say(ANNOUNCEMENTS[target])
-    return incoming
+
+
+def outgoing_voice(session: AgentSession[SessionUserdata]) -> tts.TTS | None:
+    """The TTS the current tutor speaks with (its own, else the session's)."""
+    voice = session.current_agent.tts
+    return voice if isinstance(voice, tts.TTS) else session.tts
 
 
 def carried_context(session: AgentSession[SessionUserdata]) -> llm.ChatContext:

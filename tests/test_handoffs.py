@@ -8,8 +8,9 @@ from agent.routing import ANNOUNCEMENTS
 from agent.session import create_session
 from agent.state import SessionUserdata
 from agent.tutors import EnglishAgent, HistoryAgent, MathAgent, OrchestratorAgent
+from tests.fakes.audio import PacedTTS, PlaybackLog, RealtimeAudioOutput
 from tests.fakes.llm import UNSCRIPTED, ScriptedLLM, call, say
-from tests.fakes.tutoring import tutoring
+from tests.fakes.tutoring import KINDS, tutoring
 
 QUESTION = "What is 7 times 8?"
 
@@ -31,9 +32,9 @@ async def test_orchestrator_route_hands_off_and_specialist_answers_in_the_same_r
 
         result.expect.next_event().is_function_call(name=tool)
         result.expect.next_event().is_function_call_output()
-        result.expect.next_event().is_message(role="assistant")
         result.expect.next_event().is_agent_handoff(new_agent_type=tutor_cls)
-        result.expect.next_event().is_message(role="assistant")
+        result.expect.next_event().is_message(role="assistant")  # the announcement
+        result.expect.next_event().is_message(role="assistant")  # the answer
         result.expect.no_more_events()
         assert isinstance(t.session.current_agent, tutor_cls)
         # its first model request was told to answer the handed-over question
@@ -44,7 +45,7 @@ async def test_orchestrator_route_hands_off_and_specialist_answers_in_the_same_r
         assert t.userdata.subjects_visited == [kind]
 
 
-async def test_announcement_is_spoken_by_outgoing_tutor_before_the_answer() -> None:
+async def test_announcement_comes_before_the_answer() -> None:
     scripts = {
         "orchestrator": [call("route_to_math", question_summary=QUESTION)],
         "math": [say("7 times 8 is 56.")],
@@ -52,15 +53,28 @@ async def test_announcement_is_spoken_by_outgoing_tutor_before_the_answer() -> N
     async with tutoring(scripts) as t:
         result = await t.turn(QUESTION)
 
-        messages = [e.item for e in result.events if e.type == "message"]
-        assert [m.text_content for m in messages] == [ANNOUNCEMENTS["math"], "7 times 8 is 56."]
-        handoff_index = next(i for i, e in enumerate(result.events) if e.type == "agent_handoff")
-        line_index = next(
-            i
-            for i, e in enumerate(result.events)
-            if e.type == "message" and e.item.text_content == ANNOUNCEMENTS["math"]
-        )
-        assert line_index < handoff_index
+        messages = [e.item.text_content for e in result.events if e.type == "message"]
+        assert messages == [ANNOUNCEMENTS["math"], "7 times 8 is 56."]
+
+
+async def test_announcement_in_the_outgoing_voice_while_the_answer_is_prepared() -> None:
+    playback = PlaybackLog()
+    voices = {kind: PacedTTS(name=kind, ttfb=0.01, seconds_per_char=0.01) for kind in KINDS}
+    scripts = {
+        "orchestrator": [call("route_to_math", question_summary=QUESTION)],
+        "math": [say("7 times 8 is 56.")],
+    }
+    async with tutoring(scripts, voices=voices, audio_output=RealtimeAudioOutput(playback)) as t:
+        await t.turn(QUESTION)
+        await t.session.wait_for_idle()
+
+        assert voices["orchestrator"].spoken[-1] == ANNOUNCEMENTS["math"]
+        assert voices["math"].spoken == ["7 times 8 is 56."]
+        _greeting, line, answer = playback.utterances
+        assert line.ended is not None and answer.started >= line.ended  # one voice at a time
+        # the Mathematics tutor's model was already asked while the line was playing
+        [math_request] = t.llms["math"].requests
+        assert math_request.started_at < line.ended
 
 
 async def test_specialist_model_input_contains_the_question_exactly_once() -> None:

@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from typing import Any, ClassVar, TypedDict
 
+from livekit import rtc
 from livekit.agents import Agent, llm, stt, tts
 from livekit.agents.types import NOT_GIVEN, NotGivenOr
+from livekit.agents.voice import SpeechHandle
 
 from agent.state import SessionUserdata, TutorKind, TutorModels
 
@@ -17,6 +21,14 @@ logger = logging.getLogger("tutor")
 SYNTHETIC_TURN_KEY = "tutor.synthetic_turn"
 
 _REGISTRY: dict[TutorKind, type[Tutor]] = {}
+
+
+@dataclass(frozen=True)
+class Announcement:
+    """The outgoing tutor's fixed handoff line, in the outgoing tutor's voice (its TTS)."""
+
+    text: str
+    tts: tts.TTS | None = None
 
 
 class TutorOptions(TypedDict, total=False):
@@ -30,6 +42,7 @@ class TutorOptions(TypedDict, total=False):
     pending_question: str | None
     question_in_context: bool
     floor: asyncio.Event | None
+    announcement: Announcement | None
 
 
 class Tutor(Agent):
@@ -63,6 +76,7 @@ class Tutor(Agent):
         pending_question: str | None = None,
         question_in_context: bool = False,
         floor: asyncio.Event | None = None,
+        announcement: Announcement | None = None,
     ) -> None:
         super().__init__(
             instructions=instructions, tools=tools, chat_ctx=chat_ctx, llm=llm, stt=stt, tts=tts
@@ -70,6 +84,7 @@ class Tutor(Agent):
         self._pending_question: str | None = pending_question
         self._question_in_context = question_in_context
         self._floor = floor
+        self._announcement = announcement
 
     @property
     def userdata(self) -> SessionUserdata:
@@ -86,20 +101,41 @@ class Tutor(Agent):
             "tutor entered",
             extra={**userdata.log_fields(), "pending_question": bool(question)},
         )
+        if self._announcement is not None:
+            self.announce(self._announcement)
+            self._announcement = None
+        # the reply is queued behind the announcement; synthesise it while the line plays
+        self._set_preemptive_tts(True)
         if question:
-            self.answer(question)
+            handle = self.answer(question)
         else:
-            self.session.generate_reply(instructions=self.opening_instructions())
+            handle = self.session.generate_reply(instructions=self.opening_instructions())
+        handle.add_done_callback(lambda _: self._set_preemptive_tts(False))
 
-    def answer(self, question: str) -> None:
+    def announce(self, announcement: Announcement) -> None:
+        """Speak the outgoing tutor's line first, in its voice, while this tutor prepares.
+
+        Queued here rather than on the outgoing tutor, so that this tutor's model and TTS
+        already work on the answer while the line plays: no silence between the two.
+        """
+        audio = _synthesize(announcement.tts, announcement.text) if announcement.tts else None
+        self.session.say(announcement.text, audio=audio if audio is not None else NOT_GIVEN)
+
+    def _set_preemptive_tts(self, enabled: bool) -> None:
+        preemptive = {**self._turn_handling.get("preemptive_generation", {})}
+        preemptive["preemptive_tts"] = enabled
+        self._turn_handling = {**self._turn_handling, "preemptive_generation": preemptive}
+
+    def answer(self, question: str) -> SpeechHandle:
         """Answer the handed-over question now, putting it in the context only if absent."""
         if self._question_in_context:
-            self.session.generate_reply(instructions=self.takeover_instructions())
-            return
+            return self.session.generate_reply(instructions=self.takeover_instructions())
         turn = llm.ChatMessage(
             role="user", content=[question], extra={SYNTHETIC_TURN_KEY: "handoff"}
         )
-        self.session.generate_reply(user_input=turn, instructions=self.takeover_instructions())
+        return self.session.generate_reply(
+            user_input=turn, instructions=self.takeover_instructions()
+        )
 
     def takeover_instructions(self) -> str:
         return (
@@ -123,6 +159,7 @@ def build_tutor(
     pending_question: str | None = None,
     question_in_context: bool = False,
     floor: asyncio.Event | None = None,
+    announcement: Announcement | None = None,
 ) -> Tutor:
     """Create the tutor of `kind` with the models the worker configured for it."""
     models = userdata.tutor_models.get(kind, TutorModels())
@@ -131,8 +168,15 @@ def build_tutor(
         pending_question=pending_question,
         question_in_context=question_in_context,
         floor=floor,
+        announcement=announcement,
         **models.as_kwargs(),
     )
+
+
+async def _synthesize(voice: tts.TTS, text: str) -> AsyncIterator[rtc.AudioFrame]:
+    async with voice.synthesize(text) as stream:
+        async for chunk in stream:
+            yield chunk.frame
 
 
 def is_synthetic_turn(message: llm.ChatMessage) -> bool:

@@ -6,7 +6,9 @@ from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
-from livekit.agents import AgentSession
+from livekit.agents import AgentSession, tts
+from livekit.agents.types import NOT_GIVEN
+from livekit.agents.voice import io
 from livekit.agents.voice.run_result import RunResult
 
 from agent.session import create_session
@@ -32,17 +34,25 @@ class Tutoring:
         return await self.session.run(user_input=text)
 
 
+KINDS: tuple[TutorKind, ...] = ("orchestrator", "math", "history", "english")
+
+
 @asynccontextmanager
 async def tutoring(
     scripts: Mapping[TutorKind, Sequence[Reply]],
     *,
     first: TutorKind = "orchestrator",
     opening: Reply | None = None,
+    voices: Mapping[TutorKind, tts.TTS] | None = None,
+    audio_output: io.AudioOutput | None = None,
 ) -> AsyncIterator[Tutoring]:
-    """A started session whose `first` tutor has spoken its opening (`opening` script reply)."""
+    """A started session whose `first` tutor has spoken its opening (`opening` script reply).
+
+    Text only, unless `voices` (a TTS per tutor) and an `audio_output` are given.
+    """
     log = RequestLog()
     llms: dict[TutorKind, ScriptedLLM] = {}
-    for kind in ("orchestrator", "math", "history", "english"):
+    for kind in KINDS:
         script = list(scripts.get(kind, ()))
         if kind == first:
             script.insert(0, opening or say(GREETING))
@@ -50,9 +60,14 @@ async def tutoring(
     userdata = SessionUserdata(
         student_identity="student-1",
         room_name="room-1",
-        tutor_models={kind: TutorModels(llm=fake) for kind, fake in llms.items()},
+        tutor_models={
+            kind: TutorModels(llm=fake, tts=voices[kind] if voices else NOT_GIVEN)
+            for kind, fake in llms.items()
+        },
     )
     session = create_session(userdata)
+    if audio_output is not None:
+        session.output.audio = audio_output
     async with session:
         opening_run = await session.start(build_tutor(first, userdata), capture_run=True)
         yield Tutoring(session=session, llms=llms, log=log, opening=opening_run)

@@ -1,0 +1,1 @@
+"""Benchmarks (not tests): they measure and report; `python -m bench --help`."""

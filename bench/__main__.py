@@ -1,0 +1,20 @@
+"""`python -m bench {handoff,soak,density} [options]`: run one benchmark."""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+BENCHMARKS = ("handoff", "soak", "density")
+
+
+def main(argv: list[str]) -> int:
+    if not argv or argv[0] not in BENCHMARKS:
+        print(f"usage: python -m bench {{{','.join(BENCHMARKS)}}} [--help]", file=sys.stderr)
+        return 2
+    module = importlib.import_module(f"bench.{argv[0]}")
+    return int(module.main(argv[1:]) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
