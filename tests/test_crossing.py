@@ -143,8 +143,16 @@ async def test_english_hands_back_to_a_new_orchestrator_that_answers_the_reason(
         assert isinstance(back.session.current_agent, HistoryAgent)
         assert cluster.hub.present() == [back.identity]
         assert cluster.hub.max_concurrent_speakers() == 1
-        # the whole conversation came back: the first orchestrator's greeting included
+        # it prepared its answer while English still held the floor
         returning_request = cluster.llms["orchestrator"].requests[-1]
+        english_left = next(
+            e.at
+            for e in cluster.hub.timeline
+            if e.identity == english.identity and e.what == "leave"
+        )
+        assert returning_request.started_at < english_left
+        assert cluster.hub.first_words(back.identity) >= english_left
+        # the whole conversation came back: the first orchestrator's greeting included
         assert "Hi!" in returning_request.texts(role="assistant")
         assert returning_request.texts(role="user").count(napoleon) == 1
 
@@ -172,3 +180,31 @@ async def test_orchestrator_not_ready_keeps_english_on_the_floor_and_says_so() -
         assert not english.ended.is_set()
         assert cluster.cancelled == ["AD_2"]
         assert cluster.hub.present() == [english.identity]
+
+
+async def test_returning_orchestrator_hands_the_question_on_to_the_subject_tutor() -> None:
+    """In-session after a crossing: the subject tutor sees the transferred question once."""
+    napoleon = "Who was Napoleon? | Élan: 北京"
+    scripts = {
+        "orchestrator": [
+            call("route_to_english", question_summary=NOUN),
+            call("route_to_history", question_summary=napoleon),
+        ],
+        "english_rt": [
+            say("A noun names a thing."),
+            call("route_back_to_orchestrator", reason=napoleon),
+        ],
+        "history": [say("Napoleon was a French emperor.")],
+    }
+    async with classroom(scripts) as (cluster, first):
+        await first.session.run(user_input=NOUN)
+        english = await cluster.job(ENGLISH_WORKER, 1)
+        await asyncio.wait_for(english.spoke.wait(), WAIT)
+        await english.session.run(user_input=napoleon)
+        back = await cluster.job(ORCHESTRATOR_WORKER, 2)
+        await cluster.said(back, "Napoleon was a French emperor.")
+
+        [history_request] = cluster.llms["history"].requests
+        assert history_request.texts(role="user").count(napoleon) == 1
+        assert history_request.all_text().count(napoleon) == 1
+        assert NOUN in history_request.texts(role="user")  # the earlier conversation too

@@ -92,8 +92,14 @@ class Tutor(Agent):
 
     async def on_enter(self) -> None:
         if self._floor is not None:
-            # joined through a floor handover: the outgoing tutor is still finishing
-            await self._floor.wait()
+            # joined through a floor handover: the outgoing tutor is still finishing. Hold
+            # the speech queue until it has left, and prepare the answer behind the hold.
+            self.session.say(
+                "",
+                audio=_silent_until(self._floor),
+                add_to_chat_ctx=False,
+                allow_interruptions=False,
+            )
         userdata = self.userdata
         userdata.active_tutor = self.kind
         question, self._pending_question = self._pending_question, None
@@ -177,6 +183,12 @@ async def _synthesize(voice: tts.TTS, text: str) -> AsyncIterator[rtc.AudioFrame
     async with voice.synthesize(text) as stream:
         async for chunk in stream:
             yield chunk.frame
+
+
+async def _silent_until(event: asyncio.Event) -> AsyncIterator[rtc.AudioFrame]:
+    await event.wait()
+    return
+    yield  # an async generator that plays nothing
 
 
 def is_synthetic_turn(message: llm.ChatMessage) -> bool:

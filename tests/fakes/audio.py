@@ -73,6 +73,21 @@ class Utterance:
 @dataclass
 class PlaybackLog:
     utterances: list[Utterance] = field(default_factory=list)
+    _changed: asyncio.Condition = field(default_factory=asyncio.Condition)
+
+    async def played(self, count: int, timeout: float = 30.0) -> list[Utterance]:
+        """Wait until `count` utterances have finished playing; return them all."""
+
+        def done() -> bool:
+            return sum(u.ended is not None for u in self.utterances) >= count
+
+        async with asyncio.timeout(timeout), self._changed:
+            await self._changed.wait_for(done)
+        return self.utterances
+
+    async def _notify(self) -> None:
+        async with self._changed:
+            self._changed.notify_all()
 
 
 class RealtimeAudioOutput(io.AudioOutput):
@@ -120,3 +135,4 @@ class RealtimeAudioOutput(io.AudioOutput):
         utterance.ended = time.monotonic()
         played = min(pushed, utterance.ended - utterance.started)
         self.on_playback_finished(playback_position=played, interrupted=utterance.interrupted)
+        await self.log._notify()
