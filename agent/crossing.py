@@ -44,6 +44,8 @@ class DispatchClient(Protocol):
 
     async def cancel(self, dispatch: Any) -> bool: ...
 
+    async def cancel_matching(self, *, agent_name: str, room: str, metadata: str) -> bool: ...
+
 
 @dataclass
 class Crossing:
@@ -136,4 +138,9 @@ class Crossing:
                     pending_question=question or None,
                     question_in_context=True,
                 )
+            )
+        if result.dispatch is None:
+            # a dispatch call cut short (or failed on our side only) may have created it
+            await self.dispatcher.cancel_matching(
+                agent_name=self.workers[target], room=self.room_name, metadata=metadata
             )

@@ -206,6 +206,21 @@ class Dispatcher:
         logger.info("dispatch cancelled", extra={**fields, "outcome": "cancelled"})
         return True
 
+    async def cancel_matching(self, *, agent_name: str, room: str, metadata: str) -> bool:
+        """Delete any dispatch of `agent_name` in `room` with exactly `metadata`: one that a
+        call cut short (or failed on the client only) may have created without confirming it.
+        Never raises; False (logged) when the dispatches could not be listed or deleted."""
+        fields = {**self._log_fields, "target": agent_name, "room": room}
+        try:
+            async with asyncio.timeout(self._policy.attempt_timeout):
+                current = await self._api.agent_dispatch.list_dispatch(room)
+        except Exception as exc:
+            extra = {**fields, "outcome": "cancel_failed"} | _error_fields(exc)
+            logger.warning("dispatch cleanup failed", extra=extra)
+            return False
+        found = [d for d in current if d.agent_name == agent_name and d.metadata == metadata]
+        return all([await self.cancel(dispatch) for dispatch in found])
+
     async def aclose(self) -> None:
         """Stop dispatching; close the API if this dispatcher owns it. Idempotent."""
         if self._closed:

@@ -174,6 +174,11 @@ async def hand_over(
             if dispatch_task.done() and dispatch_task.exception() is not None:
                 break
         if ready.is_set():
+            # the incoming tutor is here, so its dispatch exists: a retry still in flight
+            # could only create a second one (and must not outlive this job's API client)
+            if not dispatch_task.done():
+                dispatch_task.cancel()
+            await asyncio.gather(dispatch_task, return_exceptions=True)
             await announcement_done
             return HandoverResult(
                 Outcome.HANDED_OVER,

@@ -86,6 +86,10 @@ async def start_tutor(
     transfer = await fetch_transfer(
         room, outgoing=plan.outgoing, handover_id=plan.handover_id, timeout=timeout
     )
+    if transfer is not None:
+        # the session's history is the conversation so far: an in-session handoff of this
+        # job (which copies the history) must carry the transferred turns on too
+        session.history.insert(transfer.to_chat_ctx().items)
     floor = asyncio.Event()
     tutor = build_tutor(
         kind,

@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from typing import Any
 
 from agent.crossing import STAY_LINE
 from agent.dispatch_metadata import dispatch_metadata, parse_dispatch_metadata
@@ -208,3 +210,41 @@ async def test_returning_orchestrator_hands_the_question_on_to_the_subject_tutor
         assert history_request.texts(role="user").count(napoleon) == 1
         assert history_request.all_text().count(napoleon) == 1
         assert NOUN in history_request.texts(role="user")  # the earlier conversation too
+
+
+@dataclass
+class UnconfirmedDispatcher:
+    """Creates each dispatch at once but never confirms it (its answer is lost)."""
+
+    created: list[str] = field(default_factory=list)
+    deleted: list[str] = field(default_factory=list)
+
+    async def dispatch(
+        self, *, agent_name: str, room: str, metadata: str, log_fields: Any = None
+    ) -> None:
+        self.created.append(metadata)
+        await asyncio.Event().wait()  # until the handover gives up and cancels the call
+
+    async def cancel(self, dispatch: str) -> bool:
+        self.deleted.append(dispatch)
+        return True
+
+    async def cancel_matching(self, *, agent_name: str, room: str, metadata: str) -> bool:
+        self.deleted += [m for m in self.created if m == metadata]
+        return True
+
+
+async def test_a_fallback_removes_a_dispatch_whose_creation_was_never_confirmed() -> None:
+    dispatcher = UnconfirmedDispatcher()
+    scripts = {
+        "orchestrator": [call("route_to_english", question_summary=NOUN)],
+        "english": [say("A noun is a naming word.")],
+    }
+    async with classroom(scripts, dispatcher=dispatcher) as (cluster, orchestrator):
+        orchestrator.session.userdata.crossing.ready_timeout = 0.3
+        await orchestrator.session.run(user_input=NOUN)
+        await orchestrator.session.userdata.crossing.wait_idle()
+        await cluster.said(orchestrator, "A noun is a naming word.")
+
+        assert len(dispatcher.created) == 1
+        assert dispatcher.deleted == dispatcher.created

@@ -243,6 +243,28 @@ async def test_cancel_deletes_the_dispatch(
     assert server.delete_calls == 1
 
 
+async def test_cancel_matching_deletes_a_dispatch_whose_call_was_cut_short(
+    server: TwirpDispatchServer, dispatcher: Dispatcher
+) -> None:
+    server.faults.append("hang")  # created, but the answer never comes
+    created = asyncio.Event()
+    server.on_create = lambda _: created.set()
+    call = asyncio.create_task(dispatch(dispatcher))
+    await asyncio.wait_for(created.wait(), 5)  # the server has it; the client has no answer
+    call.cancel()
+    other = await dispatch(dispatcher, metadata=METADATA.replace("h-1", "h-2"))
+
+    assert await dispatcher.cancel_matching(agent_name=AGENT, room=ROOM, metadata=METADATA)
+
+    assert server.dispatches(ROOM) == [other]
+    assert server.delete_calls == 1
+
+
+async def test_cancel_matching_reports_failure_when_unreachable() -> None:
+    async with Dispatcher.from_credentials(closed_port_url(), "devkey", "s" * 40, policy=FAST) as c:
+        assert not await c.cancel_matching(agent_name=AGENT, room=ROOM, metadata=METADATA)
+
+
 async def test_cancel_reports_failure_when_unreachable() -> None:
     async with Dispatcher.from_credentials(closed_port_url(), "devkey", "s" * 40, policy=FAST) as c:
         assert await c.cancel(AgentDispatch(id="AD_1", agent_name=AGENT, room=ROOM)) is False

@@ -2,24 +2,32 @@
 
 `dispatch()` starts the named worker's job the way the server would: the real
 `run_tutor_job` under `fake_job_context(job_metadata=...)`, in the in-memory room, every
-tutor on a scripted LLM. A job "leaves the room" when its `ctx.shutdown()` is called.
+tutor on a scripted LLM (a list of replies or a function of the request). A job "leaves the
+room" when its `ctx.shutdown()` is called.
+
+With `dispatcher` set (e.g. a real `agent.dispatch.Dispatcher` talking to
+`tests.fakes.twirp.TwirpDispatchServer`), the tutors dispatch through it instead, and
+whoever plays the server calls `admit()` for each dispatch it created. Errors of the jobs
+and background tasks are collected in `errors`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import itertools
-from collections.abc import Callable, Coroutine, Mapping, Sequence
+from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from livekit import rtc
 from livekit.agents import AgentSession, ConversationItemAddedEvent, llm
 from livekit.agents.testing import fake_job_context
 
+from agent.crossing import DispatchClient
 from agent.settings import Settings, load_settings
 from agent.state import SessionUserdata, TutorKind, TutorModels
 from agent.workers.runner import JobDeps, run_tutor_job
-from tests.fakes.llm import Reply, RequestLog, ScriptedLLM
+from tests.fakes.llm import RequestLog, Script, ScriptedLLM
 from tests.fakes.room import MemoryRoom, RoomHub
 
 ORCHESTRATOR_WORKER, ENGLISH_WORKER = "learning-orchestrator", "learning-english"
@@ -40,44 +48,84 @@ class Job:
     error: BaseException | None = None
 
 
+class NamedRoom(rtc.Room):
+    """An unconnected `rtc.Room` with a name: what `ctx.room.name` reads in a job."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__()
+        self._fake_name = name
+
+    @property
+    def name(self) -> str:
+        return self._fake_name
+
+
 @dataclass
 class Cluster:
     hub: RoomHub
-    scripts: Mapping[str, Sequence[Reply]]  # by LLM name: tutor kind, or "english_rt"
+    scripts: Mapping[str, Script]  # by LLM name: tutor kind, or "english_rt"
     settings: Settings = field(default_factory=lambda: load_settings(handover_ready_timeout=2.0))
     join_delay: float = 0.0
     unready_workers: set[str] = field(default_factory=set)  # their jobs never come up
+    dispatcher: DispatchClient | None = None  # None: dispatch() and cancel() below
+    room_name: str = ""  # the jobs' `ctx.room.name` ("" as in a bare fake job context)
     log: RequestLog = field(default_factory=RequestLog)
     jobs: list[Job] = field(default_factory=list)
     dispatched: list[tuple[str, str]] = field(default_factory=list)  # (worker, metadata)
     cancelled: list[str] = field(default_factory=list)
     llms: dict[str, ScriptedLLM] = field(default_factory=dict)
+    errors: list[BaseException] = field(default_factory=list)  # from jobs and background tasks
+    pending_starts: int = 0  # admitted jobs not started yet
     _changed: asyncio.Condition = field(default_factory=asyncio.Condition)
-    _background: set[asyncio.Task[None]] = field(default_factory=set)
+    _background: set[asyncio.Task[Any]] = field(default_factory=set)
     _ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
+    _closed: bool = False
 
     def __post_init__(self) -> None:
         for name in (*PIPELINE_KINDS, "english_rt"):
-            self.llms[name] = ScriptedLLM(list(self.scripts.get(name, ())), name=name, log=self.log)
+            script = self.scripts.get(name, ())
+            script = script if callable(script) else list(script)
+            self.llms[name] = ScriptedLLM(script, name=name, log=self.log)
 
-    # the DispatchClient interface the tutors' Crossing uses
+    # the DispatchClient interface the tutors' Crossing uses (unless `dispatcher` is given)
     async def dispatch(
         self, *, agent_name: str, room: str, metadata: str, log_fields: object = None
     ) -> str:
         self.dispatched.append((agent_name, metadata))
         dispatch_id = f"AD_{len(self.dispatched)}"
-        if agent_name not in self.unready_workers:
-            self._spawn(self._start_later(agent_name, metadata))
+        self.admit(agent_name, metadata)
         return dispatch_id
 
-    async def _start_later(self, worker: str, metadata: str) -> None:
-        await asyncio.sleep(self.join_delay)  # simulated job assignment and connect
-        await self.start_job(worker, metadata)
+    def admit(self, worker: str, metadata: str, *, delay: float | None = None) -> None:
+        """A dispatch was created: start the worker's job after `delay` (default
+        `join_delay`), as LiveKit would, unless the worker is unready or the cluster closed."""
+        if worker not in self.unready_workers and not self._closed:
+            self.pending_starts += 1
+            wait = self.join_delay if delay is None else delay
+            self._spawn(self._start_later(worker, metadata, wait))
 
-    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+    async def _start_later(self, worker: str, metadata: str, delay: float) -> None:
+        try:
+            await asyncio.sleep(delay)  # simulated job assignment and connect
+            if not self._closed:
+                await self.start_job(worker, metadata)
+        finally:
+            self.pending_starts -= 1
+            self._notify()
+
+    def _spawn(self, coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
         task = asyncio.create_task(coro)
         self._background.add(task)
-        task.add_done_callback(self._background.discard)
+        task.add_done_callback(self._task_done)
+        return task
+
+    def _task_done(self, task: asyncio.Task[Any]) -> None:
+        self._background.discard(task)
+        if task.cancelled() or (error := task.exception()) is None:
+            return
+        if not any(error is seen for seen in self.errors):
+            self.errors.append(error)
+            self._notify()
 
     async def until(self, predicate: Callable[[], bool], timeout: float = 10.0) -> None:
         """Wait until `predicate()` holds; re-checked whenever a job starts, speaks or ends."""
@@ -95,13 +143,19 @@ class Cluster:
         self.cancelled.append(dispatch)
         return True
 
+    async def cancel_matching(self, *, agent_name: str, room: str, metadata: str) -> bool:
+        for number, made in enumerate(self.dispatched, 1):
+            if made == (agent_name, metadata):
+                self.cancelled.append(f"AD_{number}")
+        return True
+
     async def start_job(self, worker: str, metadata: str) -> Job:
         """Start a job of `worker` and return it once its session is running."""
         identity = f"agent-{worker}-{next(self._ids)}"
         job = Job(worker, identity, metadata, await self.hub.join(identity))
         self.jobs.append(job)
         started = asyncio.Event()
-        job_task = asyncio.create_task(self._run(job, started))
+        job_task = self._spawn(self._run(job, started))
         waiter = asyncio.create_task(started.wait())
         await asyncio.wait({job_task, waiter}, return_when=asyncio.FIRST_COMPLETED)
         waiter.cancel()
@@ -111,7 +165,10 @@ class Cluster:
 
     async def _run(self, job: Job, started: asyncio.Event) -> None:
         kind: TutorKind = "orchestrator" if job.worker == ORCHESTRATOR_WORKER else "english"
-        with fake_job_context(job_metadata=job.metadata, agent_identity=job.identity) as ctx:
+        room = NamedRoom(self.room_name) if self.room_name else None
+        with fake_job_context(
+            room=room, job_metadata=job.metadata, agent_identity=job.identity
+        ) as ctx:
             ctx.shutdown = lambda reason="": self._end(job, reason)  # type: ignore[method-assign]
             try:
                 job.session = await run_tutor_job(
@@ -136,7 +193,7 @@ class Cluster:
         return JobDeps(
             tutor_models=models,
             session_models={},
-            dispatcher=self,
+            dispatcher=self.dispatcher if self.dispatcher is not None else self,
             handover_room=job.room,
             workers=workers,
         )
@@ -175,11 +232,31 @@ class Cluster:
     async def said(self, job: Job, text: str) -> None:
         await self.until(lambda: text in job.said)
 
-    async def close(self) -> None:
-        for job in self.jobs:
-            if job.session is not None:
-                crossing = job.session.userdata.crossing
-                if crossing is not None:
-                    await crossing.wait_idle()
-                await job.session.aclose()
-            job.ended.set()
+    async def close(self, timeout: float = 10.0) -> None:
+        """End every job and background task (no job starts after this). What still runs
+        after `timeout` is cancelled and reported in `errors`."""
+        self._closed = True
+        closed: set[int] = set()
+        try:
+            async with asyncio.timeout(timeout):
+                while True:
+                    for job in [j for j in self.jobs if id(j) not in closed]:
+                        closed.add(id(job))
+                        await self._close_job(job)
+                    if not self._background:
+                        break
+                    await asyncio.wait(set(self._background), return_when=asyncio.FIRST_COMPLETED)
+        except TimeoutError:
+            names = sorted(t.get_name() for t in self._background)
+            self.errors.append(RuntimeError(f"still running at close: {names}"))
+        for task in list(self._background):
+            task.cancel()
+        await asyncio.gather(*self._background, return_exceptions=True)
+
+    async def _close_job(self, job: Job) -> None:
+        if job.session is not None:
+            crossing = job.session.userdata.crossing
+            if crossing is not None:
+                await crossing.wait_idle()
+            await job.session.aclose()
+        job.ended.set()

@@ -7,6 +7,10 @@ request from FIFO lists:
 - ``faults`` (CreateDispatch): "500" (no create), "500_after_create", "hang" (create, then
   no answer until the server closes), "reset" (connection aborted, no create), "401".
 - ``list_faults`` (ListDispatch): "500", "hang", "reset", "401".
+
+When ``faults`` is empty, ``create_fault`` (if set) decides per CreateDispatch request.
+``on_create`` is called with every dispatch created (LiveKit would now hand the job to a
+worker), ``injected`` counts the faults applied, and ``history`` keeps deleted dispatches.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import time
+from collections import Counter
 from collections.abc import Awaitable, Callable
 from types import TracebackType
 from typing import TypeVar
@@ -39,6 +44,7 @@ LIST_FAULTS = frozenset({"500", "hang", "reset", "401"})
 
 M = TypeVar("M", CreateAgentDispatchRequest, ListAgentDispatchRequest, DeleteAgentDispatchRequest)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+CreateFault = Callable[[CreateAgentDispatchRequest], str | None]
 
 
 class TwirpFailure(Exception):
@@ -62,17 +68,28 @@ def protobuf_response(message: Message) -> web.Response:
 class TwirpDispatchServer:
     """In-memory AgentDispatchService on 127.0.0.1 (ephemeral port); use `async with`."""
 
-    def __init__(self, *, api_key: str = "devkey", api_secret: str = DEFAULT_SECRET) -> None:
+    def __init__(
+        self,
+        *,
+        api_key: str = "devkey",
+        api_secret: str = DEFAULT_SECRET,
+        create_fault: CreateFault | None = None,
+        on_create: Callable[[AgentDispatch], None] | None = None,
+    ) -> None:
         self.api_key = api_key
         self.api_secret = api_secret
         self.faults: list[str] = []
         self.list_faults: list[str] = []
+        self.create_fault = create_fault
+        self.on_create = on_create
+        self.injected: Counter[str] = Counter()  # "create:<fault>" / "list:<fault>"
         self.create_calls = 0
         self.list_calls = 0
         self.delete_calls = 0
         self.url = ""
         self._verifier = TokenVerifier(api_key, api_secret)
         self._rooms: dict[str, list[AgentDispatch]] = {}
+        self._history: dict[str, list[AgentDispatch]] = {}
         self._ids = itertools.count(1)
         self._closing = asyncio.Event()
         self._runner: web.AppRunner | None = None
@@ -110,6 +127,10 @@ class TwirpDispatchServer:
     def dispatches(self, room: str) -> list[AgentDispatch]:
         return list(self._rooms.get(room, []))
 
+    def history(self, room: str) -> list[AgentDispatch]:
+        """Every dispatch created in `room`, deleted ones too (`state.deleted_at` set)."""
+        return list(self._history.get(room, []))
+
     def dispatcher(
         self, *, policy: DispatchPolicy | None = None, api_secret: str | None = None
     ) -> Dispatcher:
@@ -125,6 +146,12 @@ class TwirpDispatchServer:
         self.create_calls += 1
         fault = _next_fault(self.faults, CREATE_FAULTS)
         req = await self._authorized(request, CreateAgentDispatchRequest)
+        if fault is None and self.create_fault is not None:
+            fault = self.create_fault(req)
+            if fault is not None and fault not in CREATE_FAULTS:
+                raise TwirpFailure(400, "invalid_argument", f"unknown fault {fault!r}")
+        if fault is not None:
+            self.injected[f"create:{fault}"] += 1
         if fault in ("500", "401", "reset"):
             return await self._fail(request, fault)
         dispatch = self._store(req)
@@ -139,6 +166,7 @@ class TwirpDispatchServer:
         fault = _next_fault(self.list_faults, LIST_FAULTS)
         req = await self._authorized(request, ListAgentDispatchRequest)
         if fault is not None:
+            self.injected[f"list:{fault}"] += 1
             return await self._fail(request, fault)
         found = [d for d in self.dispatches(req.room) if req.dispatch_id in ("", d.id)]
         return protobuf_response(ListAgentDispatchResponse(agent_dispatches=found))
@@ -197,6 +225,9 @@ class TwirpDispatchServer:
         )
         dispatch.state.created_at = time.time_ns()
         self._rooms.setdefault(req.room, []).append(dispatch)
+        self._history.setdefault(req.room, []).append(dispatch)
+        if self.on_create is not None:
+            self.on_create(dispatch)
         return dispatch
 
     async def _fail(self, request: web.Request, fault: str) -> web.StreamResponse:
