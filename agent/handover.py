@@ -152,11 +152,14 @@ async def hand_over(
             raise RpcFailed(f"unknown handover {payload!r}")
         return transfer().to_json()
 
+    granted: list[str] = []  # who got the floor: one tutor only, even if dispatched twice
+
     async def on_ready(caller: str, payload: str) -> str:
         if payload != handover_id:
             raise RpcFailed(f"unknown handover {payload!r}")
-        if cancelled:
+        if cancelled or (granted and granted[0] != caller):
             return CANCELLED
+        granted.append(caller)
         ready.set()
         return GO
 

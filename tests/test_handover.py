@@ -185,6 +185,43 @@ async def test_ready_racing_the_timeout_is_answered_cancelled(
     assert hub.speech_spans(IN) == []
 
 
+async def test_a_duplicate_incoming_tutor_is_told_to_leave(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # two jobs for one handover (a dispatch created twice) ask for the floor
+    hub = RoomHub()
+    out = await hub.join(OUT)
+    twin_a, twin_b = await hub.join("twin-a"), await hub.join("twin-b")
+    dispatched = asyncio.Event()
+    line_done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    async def dispatch() -> str:
+        dispatched.set()
+        return "AD_1"
+
+    handing_over = asyncio.create_task(
+        hand_over(
+            out,
+            handover_id=HID,
+            transfer=lambda: Transfer(HID),
+            dispatch=dispatch,
+            cancel_dispatch=lambda _d: asyncio.sleep(0),
+            announcement_done=line_done,
+            ready_timeout=TIMEOUT,
+        )
+    )
+    await dispatched.wait()
+    with caplog.at_level("WARNING", logger="tutor.handover"):
+        first = await declare_ready(twin_a, outgoing=OUT, handover_id=HID, timeout=TIMEOUT)
+        second = await declare_ready(twin_b, outgoing=OUT, handover_id=HID, timeout=TIMEOUT)
+    line_done.set_result(None)
+    result = await handing_over
+
+    assert result.outcome is Outcome.HANDED_OVER
+    assert (first, second) == (True, False)
+    assert not any("not acknowledged" in r.getMessage() for r in caplog.records)
+
+
 async def test_dispatch_failure_falls_back_without_waiting_for_the_timeout() -> None:
     hub = RoomHub()
     room = await hub.join(OUT)
