@@ -37,6 +37,21 @@ async def classroom(
         await cluster.close()
 
 
+def round_trip_scripts(question: str) -> dict[str, list[Reply]]:
+    """Orchestrator -> English (answers NOUN) -> back with `question` -> History answers."""
+    return {
+        "orchestrator": [
+            call("route_to_english", question_summary=NOUN),
+            call("route_to_history", question_summary=question),  # the returning orchestrator
+        ],
+        "english_rt": [
+            say("A noun names a thing."),
+            call("route_back_to_orchestrator", reason=question),
+        ],
+        "history": [say("Napoleon was a French emperor.")],
+    }
+
+
 async def test_english_is_dispatched_and_answers_the_question_without_a_new_turn() -> None:
     scripts = {
         "orchestrator": [call("route_to_english", question_summary=NOUN)],
@@ -114,18 +129,7 @@ async def test_english_not_ready_falls_back_to_the_pipeline_english_tutor() -> N
 
 async def test_english_hands_back_to_a_new_orchestrator_that_answers_the_reason() -> None:
     napoleon = "Who was Napoleon?"
-    scripts = {
-        "orchestrator": [
-            call("route_to_english", question_summary=NOUN),
-            call("route_to_history", question_summary=napoleon),  # the returning orchestrator
-        ],
-        "english_rt": [
-            say("A noun names a thing."),
-            call("route_back_to_orchestrator", reason=napoleon),
-        ],
-        "history": [say("Napoleon was a French emperor.")],
-    }
-    async with classroom(scripts) as (cluster, first):
+    async with classroom(round_trip_scripts(napoleon)) as (cluster, first):
         await first.session.run(user_input=NOUN)
         english = await cluster.job(ENGLISH_WORKER, 1)
         await asyncio.wait_for(english.spoke.wait(), WAIT)
@@ -187,18 +191,7 @@ async def test_orchestrator_not_ready_keeps_english_on_the_floor_and_says_so() -
 async def test_returning_orchestrator_hands_the_question_on_to_the_subject_tutor() -> None:
     """In-session after a crossing: the subject tutor sees the transferred question once."""
     napoleon = "Who was Napoleon? | Élan: 北京"
-    scripts = {
-        "orchestrator": [
-            call("route_to_english", question_summary=NOUN),
-            call("route_to_history", question_summary=napoleon),
-        ],
-        "english_rt": [
-            say("A noun names a thing."),
-            call("route_back_to_orchestrator", reason=napoleon),
-        ],
-        "history": [say("Napoleon was a French emperor.")],
-    }
-    async with classroom(scripts) as (cluster, first):
+    async with classroom(round_trip_scripts(napoleon)) as (cluster, first):
         await first.session.run(user_input=NOUN)
         english = await cluster.job(ENGLISH_WORKER, 1)
         await asyncio.wait_for(english.spoke.wait(), WAIT)
