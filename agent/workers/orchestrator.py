@@ -10,10 +10,9 @@ from __future__ import annotations
 from livekit.agents import AgentServer, JobContext, JobProcess
 from livekit.plugins import silero
 
-from agent.livekit_room import LiveKitHandoverRoom
 from agent.settings import load_settings_or_exit
-from agent.workers.models import dispatcher_for, pipeline_tutor_models, session_stt
-from agent.workers.runner import JobDeps, run_tutor_job
+from agent.workers.models import pipeline_tutor_models, session_stt
+from agent.workers.runner import serve_room_job
 
 settings = load_settings_or_exit("learning-orchestrator")
 
@@ -28,11 +27,11 @@ server = AgentServer(setup_fnc=prewarm, port=settings.worker_http_port)
 
 @server.rtc_session(agent_name=settings.orchestrator_agent_name)
 async def entrypoint(ctx: JobContext) -> None:
-    await ctx.connect()
     tutor_models = pipeline_tutor_models(settings)
-    dispatcher = dispatcher_for(settings)
-    ctx.add_shutdown_callback(dispatcher.aclose)
-    deps = JobDeps(
+    await serve_room_job(
+        ctx,
+        kind="orchestrator",
+        settings=settings,
         tutor_models=tutor_models,
         session_models={
             "stt": session_stt(settings),
@@ -40,9 +39,5 @@ async def entrypoint(ctx: JobContext) -> None:
             "llm": tutor_models["orchestrator"].llm,
             "tts": tutor_models["orchestrator"].tts,
         },
-        dispatcher=dispatcher,
-        handover_room=LiveKitHandoverRoom(ctx.room),
         workers={"english": settings.english_agent_name},
-        start_options={"room": ctx.room},
     )
-    await run_tutor_job(ctx, kind="orchestrator", settings=settings, deps=deps)

@@ -13,9 +13,11 @@ from livekit.agents.voice.room_io import RoomOptions
 from agent.crossing import Crossing, DispatchClient
 from agent.handover import HandoverRoom
 from agent.jobs import apply_plan, plan_job, start_tutor
+from agent.livekit_room import LiveKitHandoverRoom
 from agent.session import create_session
 from agent.settings import Settings
 from agent.state import SessionUserdata, TutorKind, TutorModels
+from agent.workers.models import dispatcher_for
 
 logger = logging.getLogger("tutor.worker")
 
@@ -80,3 +82,27 @@ async def run_tutor_job(
         timeout=settings.handover_ready_timeout,
     )
     return session
+
+
+async def serve_room_job(
+    ctx: JobContext,
+    *,
+    kind: TutorKind,
+    settings: Settings,
+    tutor_models: dict[TutorKind, TutorModels],
+    session_models: Mapping[str, Any],
+    workers: Mapping[TutorKind, str],
+) -> None:
+    """A worker's entrypoint body: connect, one dispatch client per job, and run the tutor."""
+    await ctx.connect()
+    dispatcher = dispatcher_for(settings)
+    ctx.add_shutdown_callback(dispatcher.aclose)
+    deps = JobDeps(
+        tutor_models=tutor_models,
+        session_models=session_models,
+        dispatcher=dispatcher,
+        handover_room=LiveKitHandoverRoom(ctx.room),
+        workers=workers,
+        start_options={"room": ctx.room},
+    )
+    await run_tutor_job(ctx, kind=kind, settings=settings, deps=deps)
