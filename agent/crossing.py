@@ -66,8 +66,8 @@ class Crossing:
         """Announce, stop listening and hand over in the background (the tool returns now)."""
         userdata = session.userdata
         handover_id = new_handover_id()
-        # the current tutor's context: it includes what an earlier handover brought in
-        snapshot = Transfer.from_history(handover_id, session.current_agent.chat_ctx)
+        # the whole conversation (a job started by a handover has the transfer in it too)
+        snapshot = Transfer.from_history(handover_id, session.history)
         set_listening(session, False)
         announcement = session.say(ANNOUNCEMENTS[target])
         fields = {

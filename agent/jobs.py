@@ -79,35 +79,35 @@ async def start_tutor(
     answers the moment the outgoing tutor has left.
     """
     userdata = session.userdata
-    if not plan.is_handover or room is None or plan.outgoing is None or not plan.handover_id:
+    outgoing, handover_id = plan.outgoing, plan.handover_id
+    if room is None or outgoing is None or handover_id is None:
         await start_session(build_tutor(kind, userdata, pending_question=plan.question))
         return True
 
     transfer = await fetch_transfer(
-        room, outgoing=plan.outgoing, handover_id=plan.handover_id, timeout=timeout
+        room, outgoing=outgoing, handover_id=handover_id, timeout=timeout
     )
-    if transfer is not None:
-        # the session's history is the conversation so far: an in-session handoff of this
-        # job (which copies the history) must carry the transferred turns on too
-        session.history.insert(transfer.to_chat_ctx().items)
+    conversation = transfer.to_chat_ctx() if transfer else None
+    if conversation is not None:
+        # the session's history is the conversation so far: what an in-session handoff in
+        # this job copies, and what a later crossing transfers on
+        session.history.insert(conversation.items)
     floor = asyncio.Event()
     tutor = build_tutor(
         kind,
         userdata,
-        chat_ctx=transfer.to_chat_ctx() if transfer else None,
+        chat_ctx=conversation,
         pending_question=plan.question,
         question_in_context=bool(transfer and transfer.has_student_turn),
         floor=floor,
     )
     await start_session(tutor)
     set_listening(session, False)
-    if not await declare_ready(
-        room, outgoing=plan.outgoing, handover_id=plan.handover_id, timeout=timeout
-    ):
+    if not await declare_ready(room, outgoing=outgoing, handover_id=handover_id, timeout=timeout):
         logger.info("handover cancelled by the outgoing tutor", extra=userdata.log_fields())
         await end_job("handover cancelled")
         return False
-    await wait_for_floor(room, outgoing=plan.outgoing, timeout=timeout)
+    await wait_for_floor(room, outgoing=outgoing, timeout=timeout)
     set_listening(session, True)
     floor.set()
     logger.info("took the floor", extra=userdata.log_fields())

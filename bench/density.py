@@ -41,7 +41,7 @@ from bench.report import percentile, report, table
 if TYPE_CHECKING:
     from livekit.agents import Agent, AgentSession, stt, vad
 
-    from bench.sim_audio import SilenceTTS
+    from tests.fakes.audio import PacedTTS
     from tests.fakes.llm import Reply, Request, ScriptedLLM
 
 Variant = Literal["bare", "ours"]
@@ -191,11 +191,13 @@ def tutor_reply(request: Request) -> Reply:
     return say(ANSWER if request.texts("user") else GREETING)
 
 
-def _models(spec: SessionSpec, name: str) -> tuple[ScriptedLLM, SilenceTTS]:
-    from bench.sim_audio import SilenceTTS
+def _models(spec: SessionSpec, name: str) -> tuple[ScriptedLLM, PacedTTS]:
+    from tests.fakes.audio import PacedTTS
     from tests.fakes.llm import ScriptedLLM
 
-    return ScriptedLLM(tutor_reply, name=name, ttft=spec.llm_ttft), SilenceTTS()
+    # 15 characters of speech a second, synthesised 4x faster than real time
+    voice = PacedTTS(ttfb=0.15, seconds_per_char=1 / 15, speedup=4.0, name=name)
+    return ScriptedLLM(tutor_reply, name=name, ttft=spec.llm_ttft), voice
 
 
 def build_bare(spec: SessionSpec, vad: vad.VAD, stt: stt.STT) -> BuiltSession:

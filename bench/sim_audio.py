@@ -1,5 +1,5 @@
 """Simulated audio for benchmarks: a student on a real-time clock, a real-time speaker sink,
-and STT/TTS stand-ins that cost what the framework around them costs (no model work).
+and an STT stand-in that costs what the framework around them costs (no model work).
 
 - `SimStudent` is the microphone: an `AudioInput` that releases one frame per frame duration
   on a fixed schedule (like RoomIO's 24 kHz, 50 ms frames from a remote track). It asks the
@@ -9,8 +9,7 @@ and STT/TTS stand-ins that cost what the framework around them costs (no model w
   duration and reports playback started/finished as a real sink does.
 - `FixedTranscriptSTT` is a non-streaming STT (like OpenAI's transcription endpoint), so the
   framework wraps it in a VAD `StreamAdapter` exactly as in production.
-- `SilenceTTS` is a non-streaming TTS whose silence lasts as long as the text would take to
-  say, after a time to first byte.
+(The TTS stand-in is `tests.fakes.audio.PacedTTS`, shared with the handoff benchmark.)
 """
 
 from __future__ import annotations
@@ -24,8 +23,8 @@ from pathlib import Path
 
 import numpy as np
 from livekit import rtc
-from livekit.agents import APIConnectOptions, stt, tts, utils
-from livekit.agents.types import DEFAULT_API_CONNECT_OPTIONS, NOT_GIVEN, NotGivenOr
+from livekit.agents import APIConnectOptions, stt, utils
+from livekit.agents.types import NOT_GIVEN, NotGivenOr
 from livekit.agents.voice import io
 
 _request_ids = itertools.count(1)
@@ -348,62 +347,3 @@ class FixedTranscriptSTT(stt.STT):
             request_id=f"stt-{next(_request_ids)}",
             alternatives=[stt.SpeechData(language="en", text=self._transcript, confidence=1.0)],
         )
-
-
-class SilenceTTS(tts.TTS):
-    """Non-streaming TTS: silence as long as the text takes to say (`chars_per_second`),
-    the first audio after `ttfb`, then the rest `speedup` times faster than real time."""
-
-    def __init__(
-        self,
-        *,
-        ttfb: float = 0.15,
-        chars_per_second: float = 15.0,
-        speedup: float = 4.0,
-        sample_rate: int = 24000,
-    ) -> None:
-        super().__init__(
-            capabilities=tts.TTSCapabilities(streaming=False),
-            sample_rate=sample_rate,
-            num_channels=1,
-        )
-        self.ttfb = ttfb
-        self.chars_per_second = chars_per_second
-        self.speedup = speedup
-
-    @property
-    def model(self) -> str:
-        return "silence"
-
-    @property
-    def provider(self) -> str:
-        return "bench"
-
-    def synthesize(
-        self, text: str, *, conn_options: APIConnectOptions = DEFAULT_API_CONNECT_OPTIONS
-    ) -> tts.ChunkedStream:
-        return _SilenceStream(tts=self, input_text=text, conn_options=conn_options)
-
-
-class _SilenceStream(tts.ChunkedStream):
-    CHUNK_SECONDS = 0.1
-
-    def __init__(self, *, tts: SilenceTTS, input_text: str, conn_options: APIConnectOptions):
-        super().__init__(tts=tts, input_text=input_text, conn_options=conn_options)
-        self._fake = tts
-
-    async def _run(self, output_emitter: tts.AudioEmitter) -> None:
-        fake = self._fake
-        output_emitter.initialize(
-            request_id=f"tts-{next(_request_ids)}",
-            sample_rate=fake.sample_rate,
-            num_channels=1,
-            mime_type="audio/pcm",
-        )
-        await asyncio.sleep(fake.ttfb)
-        duration = max(len(self.input_text.strip()), 1) / fake.chars_per_second
-        chunk = bytes(2 * round(fake.sample_rate * self.CHUNK_SECONDS))
-        for i in range(max(1, round(duration / self.CHUNK_SECONDS))):
-            if i:
-                await asyncio.sleep(self.CHUNK_SECONDS / fake.speedup)
-            output_emitter.push(chunk)

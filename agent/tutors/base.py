@@ -6,7 +6,7 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from typing import Any, ClassVar, TypedDict
+from typing import Any, ClassVar, TypedDict, Unpack
 
 from livekit import rtc
 from livekit.agents import Agent, llm, stt, tts
@@ -124,8 +124,9 @@ class Tutor(Agent):
         Queued here rather than on the outgoing tutor, so that this tutor's model and TTS
         already work on the answer while the line plays: no silence between the two.
         """
-        audio = _synthesize(announcement.tts, announcement.text) if announcement.tts else None
-        self.session.say(announcement.text, audio=audio if audio is not None else NOT_GIVEN)
+        voice = announcement.tts
+        audio = _synthesize(voice, announcement.text) if voice is not None else NOT_GIVEN
+        self.session.say(announcement.text, audio=audio)
 
     def _set_preemptive_tts(self, enabled: bool) -> None:
         preemptive = {**self._turn_handling.get("preemptive_generation", {})}
@@ -158,25 +159,11 @@ class Tutor(Agent):
 
 
 def build_tutor(
-    kind: TutorKind,
-    userdata: SessionUserdata,
-    *,
-    chat_ctx: llm.ChatContext | None = None,
-    pending_question: str | None = None,
-    question_in_context: bool = False,
-    floor: asyncio.Event | None = None,
-    announcement: Announcement | None = None,
+    kind: TutorKind, userdata: SessionUserdata, **options: Unpack[TutorOptions]
 ) -> Tutor:
     """Create the tutor of `kind` with the models the worker configured for it."""
     models = userdata.tutor_models.get(kind, TutorModels())
-    return _REGISTRY[kind](
-        chat_ctx=chat_ctx,
-        pending_question=pending_question,
-        question_in_context=question_in_context,
-        floor=floor,
-        announcement=announcement,
-        **models.as_kwargs(),
-    )
+    return _REGISTRY[kind](**{**models.as_kwargs(), **options})
 
 
 async def _synthesize(voice: tts.TTS, text: str) -> AsyncIterator[rtc.AudioFrame]:

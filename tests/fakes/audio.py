@@ -20,12 +20,20 @@ _ids = itertools.count(1)
 
 
 class PacedTTS(tts.TTS):
-    """Silence of `seconds_per_char * len(text)`, first chunk after `ttfb`, then real time.
+    """Silence of `seconds_per_char * len(text)`, first chunk after `ttfb`, then produced
+    `speedup` times faster than real time (1.0: real time).
 
     `spoken` records every synthesized text (to tell whose voice said what).
     """
 
-    def __init__(self, *, ttfb: float = 0.15, seconds_per_char: float = 0.06, name: str = "tts"):
+    def __init__(
+        self,
+        *,
+        ttfb: float = 0.15,
+        seconds_per_char: float = 0.06,
+        speedup: float = 1.0,
+        name: str = "tts",
+    ) -> None:
         super().__init__(
             capabilities=tts.TTSCapabilities(streaming=False),
             sample_rate=SAMPLE_RATE,
@@ -33,6 +41,7 @@ class PacedTTS(tts.TTS):
         )
         self.ttfb = ttfb
         self.seconds_per_char = seconds_per_char
+        self.speedup = speedup
         self.name = name
         self.spoken: list[str] = []
 
@@ -59,7 +68,7 @@ class _PacedStream(tts.ChunkedStream):
             output_emitter.push(chunk)
             remaining -= CHUNK_SECONDS
             if remaining > 0:
-                await asyncio.sleep(CHUNK_SECONDS)  # produced in real time
+                await asyncio.sleep(CHUNK_SECONDS / fake.speedup)
         output_emitter.flush()
 
 
