@@ -1,4 +1,8 @@
-"""`python -m agent token --room ROOM --identity STUDENT`: a token for the Agents Playground."""
+"""`python -m agent token|records ...`: student tokens, and the session records.
+
+python -m agent token --room ROOM --identity STUDENT   a token for the Agents Playground
+python -m agent records list|show|export|purge         what the records store holds
+"""
 
 from __future__ import annotations
 
@@ -7,6 +11,7 @@ import sys
 from collections.abc import Sequence
 from datetime import timedelta
 
+from agent.records import cli as records_cli
 from agent.settings import LiveKitSettings, SettingsError, load_settings
 from agent.token import DEFAULT_TTL, TokenRequestError, student_token
 
@@ -21,7 +26,9 @@ The token is valid for {minutes} minutes, for room '{room}' only."""
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m agent", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="python -m agent", description=__doc__, formatter_class=argparse.RawTextHelpFormatter
+    )
     commands = parser.add_subparsers(dest="command", required=True)
     token = commands.add_parser("token", help="print a student's access token")
     token.add_argument("--room", required=True, help="room to join")
@@ -33,7 +40,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="validity in minutes (default: %(default)s)",
     )
     token.add_argument("--url", help="server URL to show (default: LIVEKIT_URL)")
+    records_cli.add_parser(commands)
     args = parser.parse_args(argv)
+    if args.command == "records":
+        return records_cli.run(args)
 
     try:
         settings = load_settings(LiveKitSettings)

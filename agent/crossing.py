@@ -19,12 +19,20 @@ from agent.handover import (
     hand_over,
     new_handover_id,
 )
-from agent.routing import ANNOUNCEMENTS, carried_context
+from agent.routing import ANNOUNCEMENTS, carried_context, current_kind
 from agent.session import set_listening
 from agent.state import SessionUserdata, TutorKind
+from agent.telemetry import metrics
+from agent.telemetry.handoffs import HandoffNote, handoff_finished
 from agent.tutors.base import build_tutor
 
 logger = logging.getLogger("tutor.crossing")
+
+OUTCOMES = {
+    Outcome.HANDED_OVER: "handed_over",
+    Outcome.NOT_READY: "fallback_not_ready",
+    Outcome.DISPATCH_FAILED: "fallback_dispatch_failed",
+}
 
 STAY_LINE = (
     "I couldn't reach your main tutor just now, so let's keep going together. "
@@ -66,6 +74,9 @@ class Crossing:
         """Announce, stop listening and hand over in the background (the tool returns now)."""
         userdata = session.userdata
         handover_id = new_handover_id()
+        note = HandoffNote(
+            current_kind(session), target, "cross_worker", question, handoff_id=handover_id
+        )
         # the whole conversation (a job started by a handover has the transfer in it too)
         snapshot = Transfer.from_history(handover_id, session.history)
         set_listening(session, False)
@@ -81,9 +92,7 @@ class Crossing:
             fields["return_from_english"] = fields.pop("session")
         metadata = dispatch_metadata(**fields)
         task = asyncio.create_task(
-            self._complete(
-                session, target, question, handover_id, snapshot, metadata, announcement
-            ),
+            self._complete(session, note, snapshot, metadata, announcement),
             name=f"crossing_to_{target}",
         )
         self._tasks.add(task)
@@ -97,17 +106,16 @@ class Crossing:
     async def _complete(
         self,
         session: AgentSession[SessionUserdata],
-        target: TutorKind,
-        question: str,
-        handover_id: str,
+        note: HandoffNote,
         snapshot: Transfer,
         metadata: str,
         announcement: Awaitable[Any],
     ) -> None:
         userdata = session.userdata
+        target, question = note.to_tutor, note.question
         result = await hand_over(
             self.room,
-            handover_id=handover_id,
+            handover_id=note.handoff_id,
             transfer=lambda: snapshot,
             dispatch=lambda: self.dispatcher.dispatch(
                 agent_name=self.workers[target],
@@ -120,12 +128,14 @@ class Crossing:
             ready_timeout=self.ready_timeout,
         )
         self.results.append(result)
+        handoff_finished(userdata, note, OUTCOMES[result.outcome], ready_after=result.ready_after)
         fields = {**userdata.log_fields(), "target": target, "outcome": result.outcome.value}
         if result.outcome is Outcome.HANDED_OVER:
             logger.info("handed over across workers", extra=fields)
             await self.end_job(f"handed over to {self.workers[target]}")
             return
         logger.warning("handover failed, falling back", extra=fields)
+        metrics.CROSSING_FALLBACKS.labels(target, result.outcome.value).inc()
         set_listening(session, True)
         if target == "orchestrator":
             session.say(STAY_LINE)

@@ -24,6 +24,8 @@ import aiohttp
 from livekit.api import LiveKitAPI, TwirpError
 from livekit.protocol.agent_dispatch import AgentDispatch, CreateAgentDispatchRequest
 
+from agent.telemetry import metrics
+
 logger = logging.getLogger("tutor.dispatch")
 
 Outcome = Literal["created", "found_existing", "timeout", "transient_error", "rejected", "error"]
@@ -173,6 +175,7 @@ class Dispatcher:
         last_error: Exception | None = None
         for attempt in range(1, self._policy.max_attempts + 1):
             if attempt > 1:
+                metrics.DISPATCH_RETRIES.labels(agent_name).inc()
                 await asyncio.sleep(self._policy.backoff(attempt - 1))
                 existing = await self._find_existing(request, fields, attempt)
                 if existing is not None:

@@ -10,6 +10,7 @@ incoming tutor gets the conversation so far and `_pending_question`, and answers
 from __future__ import annotations
 
 import logging
+from typing import Literal
 
 from livekit.agents import (
     Agent,
@@ -23,6 +24,7 @@ from livekit.agents import (
 )
 
 from agent.state import SessionUserdata, TutorKind
+from agent.telemetry.handoffs import HandoffNote
 
 logger = logging.getLogger("tutor.routing")
 
@@ -91,14 +93,26 @@ def hand_off(context: RunContext[SessionUserdata], target: TutorKind, question: 
     from agent.tutors.base import Announcement, build_tutor
 
     claim_handoff(context, target)
+    outgoing = current_kind(context.session)
     return build_tutor(
         target,
         context.userdata,
         chat_ctx=carried_context(context.session),
         pending_question=question.strip() or None,
         question_in_context=True,
-        announcement=Announcement(ANNOUNCEMENTS[target], outgoing_voice(context.session)),
+        announcement=Announcement(
+            ANNOUNCEMENTS[target], outgoing_voice(context.session), speaker=outgoing or None
+        ),
+        handoff=HandoffNote(outgoing, target, "in_session", question=question.strip()),
     )
+
+
+def current_kind(session: AgentSession[SessionUserdata]) -> TutorKind | Literal[""]:
+    """The kind of the tutor that has the floor ("" if it is not one of ours)."""
+    from agent.tutors.base import Tutor
+
+    current = session.current_agent
+    return current.kind if isinstance(current, Tutor) else ""
 
 
 def outgoing_voice(session: AgentSession[SessionUserdata]) -> tts.TTS | None:

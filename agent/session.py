@@ -6,8 +6,7 @@ from typing import Any
 
 from livekit.agents import AgentSession, ConversationItemAddedEvent, llm
 
-from agent.state import SessionUserdata
-from agent.tutors.base import is_synthetic_turn
+from agent.state import SessionUserdata, is_synthetic_turn
 
 
 def create_session(userdata: SessionUserdata, **models: Any) -> AgentSession[SessionUserdata]:

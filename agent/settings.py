@@ -5,7 +5,7 @@ from __future__ import annotations
 from functools import lru_cache
 from typing import TypeVar
 
-from pydantic import Field, SecretStr, ValidationError
+from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -27,7 +27,27 @@ class LiveKitSettings(BaseSettings):
     english_agent_name: str = "learning-english"
 
 
-class Settings(LiveKitSettings):
+class RecordsSettings(BaseSettings):
+    """Where session records live (enough for `python -m agent records`)."""
+
+    model_config = SettingsConfigDict(env_file=".env", extra="ignore", frozen=True)
+
+    # session records (empty RECORDS_URL: nothing is recorded)
+    records_url: str = "sqlite+aiosqlite:///data/tutor.db"
+    records_retention_days: float = Field(default=30, gt=0)
+    records_flush_timeout: float = Field(default=5.0, gt=0)
+
+    @field_validator("records_url")
+    @classmethod
+    def _records_url_usable(cls, value: str) -> str:
+        from agent.records.store import normalize_url
+
+        if value.strip():
+            normalize_url(value)  # RecordsConfigError is a ValueError: one clear line
+        return value.strip()
+
+
+class Settings(LiveKitSettings, RecordsSettings):
     """Everything a worker needs."""
 
     # OpenAI (STT, LLM, TTS, realtime)
@@ -50,6 +70,17 @@ class Settings(LiveKitSettings):
 
     # the worker's HTTP health endpoint (two workers sharing a network need two ports)
     worker_http_port: int = Field(default=8081, ge=1, le=65535)
+
+    # observability (both off by default)
+    prometheus_port: int | None = Field(default=None, ge=1, le=65535)
+    prometheus_multiproc_dir: str = ""
+    otlp_traces_endpoint: str = ""
+    traces_allow_pii: bool = False
+
+    @field_validator("prometheus_port", mode="before")
+    @classmethod
+    def _empty_is_off(cls, value: object) -> object:
+        return None if isinstance(value, str) and not value.strip() else value
 
     # timeouts and limits
     handover_ready_timeout: float = Field(default=6.0, gt=0)

@@ -11,10 +11,18 @@ from livekit.agents.types import NOT_GIVEN, NotGivenOr
 
 if TYPE_CHECKING:
     from agent.crossing import Crossing
+    from agent.records.recorder import SessionRecorder
 
 TutorKind = Literal["orchestrator", "math", "history", "english"]
 
 MAX_HANDOFFS_WITHOUT_STUDENT_TURN = 3
+
+# marks a user message we put into the context ourselves (not something the student said)
+SYNTHETIC_TURN_KEY = "tutor.synthetic_turn"
+
+
+def is_synthetic_turn(message: llm.ChatMessage) -> bool:
+    return SYNTHETIC_TURN_KEY in message.extra
 
 
 @dataclass(frozen=True)
@@ -50,6 +58,10 @@ class SessionUserdata:
     routing_speech_id: str | None = None
     # set by a worker that can hand the student to tutors on other workers
     crossing: Crossing | None = None
+    # what this job records of the session (None: records are off)
+    recorder: SessionRecorder | None = None
+    # lines queued in this session but spoken in another tutor's voice: text -> that tutor
+    spoken_as: dict[str, TutorKind] = field(default_factory=dict)
 
     def note_student_turn(self) -> None:
         self.handoffs_since_student_turn = 0

@@ -1,11 +1,17 @@
-"""Test-wide setup: safe placeholder settings, and no network beyond loopback."""
+"""Test-wide setup: safe placeholder settings, no network beyond loopback, and real records
+databases (a SQLite file, a PostgreSQL server on 127.0.0.1)."""
 
 from __future__ import annotations
 
 import ipaddress
 import os
 import socket
+import tempfile
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 from typing import Any
+
+import pytest
 
 # Placeholders so modules that read settings at import work offline; never real secrets.
 PLACEHOLDER_ENV = {
@@ -61,6 +67,36 @@ def _guarded_getaddrinfo(host: Any, *args: Any, **kwargs: Any) -> Any:
     return _real_getaddrinfo(host, *args, **kwargs)
 
 
+# imported after the placeholders: these modules read settings at import
+from tests.support import postgres  # noqa: E402
+from tests.support.databases import BACKENDS, RecordsDatabase, open_database  # noqa: E402
+
 socket.socket.connect = _guarded_connect  # type: ignore[method-assign]
 socket.socket.connect_ex = _guarded_connect_ex  # type: ignore[method-assign]
 socket.getaddrinfo = _guarded_getaddrinfo
+
+
+# --- real records databases (SQLite file; PostgreSQL server from .ci/run or started here) ---
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str]:
+    """`TEST_POSTGRES_URL` (a server .ci/run started), else a server of our own."""
+    if url := os.environ.get("TEST_POSTGRES_URL"):
+        yield url
+        return
+    data_dir = Path(tempfile.mkdtemp(prefix="voice-tutor-pg-"))
+    try:
+        yield postgres.start(data_dir)
+    finally:
+        postgres.stop(data_dir)
+
+
+@pytest.fixture(params=BACKENDS)
+async def database(
+    request: pytest.FixtureRequest, tmp_path: Path
+) -> AsyncIterator[RecordsDatabase]:
+    """An empty records database, on each backend in turn."""
+    url = request.getfixturevalue("postgres_url") if request.param == "postgresql" else None
+    async with open_database(request.param, tmp_path=tmp_path, postgres_url=url) as db:
+        yield db

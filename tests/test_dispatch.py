@@ -12,6 +12,7 @@ import pytest
 from livekit.api import AgentDispatch, CreateAgentDispatchRequest, TwirpError
 
 from agent.dispatch import Dispatcher, DispatchError, DispatchPolicy
+from agent.telemetry import metrics
 from tests.fakes.twirp import TwirpDispatchServer
 
 FAST = DispatchPolicy(attempt_timeout=0.3, max_attempts=3, backoff_base=0.01, backoff_max=0.05)
@@ -123,11 +124,14 @@ async def test_websocket_url_is_accepted(server: TwirpDispatchServer) -> None:
 
 async def test_500_is_retried(server: TwirpDispatchServer, dispatcher: Dispatcher) -> None:
     server.faults.append("500")
+    retries = metrics.DISPATCH_RETRIES.labels(AGENT)
+    before = retries._value.get()
 
     await dispatch(dispatcher)
 
     assert dispatcher.attempts == 2
     assert len(server.dispatches(ROOM)) == 1
+    assert retries._value.get() - before == 1  # counted for operators
 
 
 async def test_500_after_create_returns_the_existing_dispatch(

@@ -13,12 +13,10 @@ from livekit.agents import Agent, llm, stt, tts
 from livekit.agents.types import NOT_GIVEN, NotGivenOr
 from livekit.agents.voice import SpeechHandle
 
-from agent.state import SessionUserdata, TutorKind, TutorModels
+from agent.state import SYNTHETIC_TURN_KEY, SessionUserdata, TutorKind, TutorModels
+from agent.telemetry.handoffs import HandoffNote, handoff_finished, handoff_gap
 
 logger = logging.getLogger("tutor")
-
-# marks a user message we put into the context ourselves (not something the student said)
-SYNTHETIC_TURN_KEY = "tutor.synthetic_turn"
 
 _REGISTRY: dict[TutorKind, type[Tutor]] = {}
 
@@ -29,6 +27,7 @@ class Announcement:
 
     text: str
     tts: tts.TTS | None = None
+    speaker: TutorKind | None = None  # the outgoing tutor (whose line it is in the records)
 
 
 class TutorOptions(TypedDict, total=False):
@@ -43,6 +42,7 @@ class TutorOptions(TypedDict, total=False):
     question_in_context: bool
     floor: asyncio.Event | None
     announcement: Announcement | None
+    handoff: HandoffNote | None
 
 
 class Tutor(Agent):
@@ -77,6 +77,7 @@ class Tutor(Agent):
         question_in_context: bool = False,
         floor: asyncio.Event | None = None,
         announcement: Announcement | None = None,
+        handoff: HandoffNote | None = None,
     ) -> None:
         super().__init__(
             instructions=instructions, tools=tools, chat_ctx=chat_ctx, llm=llm, stt=stt, tts=tts
@@ -85,6 +86,7 @@ class Tutor(Agent):
         self._question_in_context = question_in_context
         self._floor = floor
         self._announcement = announcement
+        self._handoff = handoff
 
     @property
     def userdata(self) -> SessionUserdata:
@@ -107,8 +109,9 @@ class Tutor(Agent):
             "tutor entered",
             extra={**userdata.log_fields(), "pending_question": bool(question)},
         )
+        line: SpeechHandle | None = None
         if self._announcement is not None:
-            self.announce(self._announcement)
+            line = self.announce(self._announcement)
             self._announcement = None
         # the reply is queued behind the announcement; synthesise it while the line plays
         self._set_preemptive_tts(True)
@@ -117,8 +120,13 @@ class Tutor(Agent):
         else:
             handle = self.session.generate_reply(instructions=self.opening_instructions())
         handle.add_done_callback(lambda _: self._set_preemptive_tts(False))
+        if self._handoff is not None:
+            note, self._handoff = self._handoff, None
+            handoff_finished(userdata, note, "completed")
+            if line is not None:
+                handle.add_done_callback(lambda _: _measure_gap(userdata, note, line, handle))
 
-    def announce(self, announcement: Announcement) -> None:
+    def announce(self, announcement: Announcement) -> SpeechHandle:
         """Speak the outgoing tutor's line first, in its voice, while this tutor prepares.
 
         Queued here rather than on the outgoing tutor, so that this tutor's model and TTS
@@ -126,7 +134,9 @@ class Tutor(Agent):
         """
         voice = announcement.tts
         audio = _synthesize(voice, announcement.text) if voice is not None else NOT_GIVEN
-        self.session.say(announcement.text, audio=audio)
+        if announcement.speaker is not None:
+            self.userdata.spoken_as[announcement.text] = announcement.speaker
+        return self.session.say(announcement.text, audio=audio)
 
     def _set_preemptive_tts(self, enabled: bool) -> None:
         preemptive = {**self._turn_handling.get("preemptive_generation", {})}
@@ -166,6 +176,26 @@ def build_tutor(
     return _REGISTRY[kind](**{**models.as_kwargs(), **options})
 
 
+def _measure_gap(
+    userdata: SessionUserdata, note: HandoffNote, line: SpeechHandle, reply: SpeechHandle
+) -> None:
+    """Report the silence between the line's last audio and the reply's first audio (known
+    only when audio was played: the framework stamps both on the spoken messages)."""
+    line_end = _speaking_time(line, "stopped_speaking_at")
+    reply_start = _speaking_time(reply, "started_speaking_at")
+    if line_end is not None and reply_start is not None:
+        handoff_gap(userdata, note, max(0.0, reply_start - line_end))
+
+
+def _speaking_time(handle: SpeechHandle, key: str) -> float | None:
+    for item in handle.chat_items:
+        if isinstance(item, llm.ChatMessage) and item.role == "assistant":
+            value = item.metrics.get(key)
+            if isinstance(value, int | float):
+                return float(value)
+    return None
+
+
 async def _synthesize(voice: tts.TTS, text: str) -> AsyncIterator[rtc.AudioFrame]:
     async with voice.synthesize(text) as stream:
         async for chunk in stream:
@@ -176,7 +206,3 @@ async def _silent_until(event: asyncio.Event) -> AsyncIterator[rtc.AudioFrame]:
     await event.wait()
     return
     yield  # an async generator that plays nothing
-
-
-def is_synthetic_turn(message: llm.ChatMessage) -> bool:
-    return SYNTHETIC_TURN_KEY in message.extra

@@ -8,18 +8,26 @@ hands the student back the same way. Run it with:
 
 from __future__ import annotations
 
-from livekit.agents import AgentServer, JobContext
+from livekit.agents import AgentServer, JobContext, JobProcess
 
 from agent.settings import load_settings_or_exit
 from agent.workers.models import english_realtime_models
+from agent.workers.process import job_writer, prewarm_process, server_options
 from agent.workers.runner import serve_room_job
 
 settings = load_settings_or_exit("learning-english")
+WORKER = settings.english_agent_name
 
-server = AgentServer(port=settings.worker_http_port)
+
+def prewarm(proc: JobProcess) -> None:
+    """Once per worker process: the records store and the trace exporter."""
+    prewarm_process(proc, settings, WORKER)
 
 
-@server.rtc_session(agent_name=settings.english_agent_name)
+server = AgentServer(setup_fnc=prewarm, **server_options(settings, WORKER))
+
+
+@server.rtc_session(agent_name=WORKER)
 async def entrypoint(ctx: JobContext) -> None:
     english = english_realtime_models(settings)
     await serve_room_job(
@@ -29,4 +37,6 @@ async def entrypoint(ctx: JobContext) -> None:
         tutor_models={"english": english},
         session_models={"tts": english.tts},
         workers={"orchestrator": settings.orchestrator_agent_name},
+        worker=WORKER,
+        records=job_writer(ctx, settings),
     )

@@ -12,20 +12,24 @@ from livekit.plugins import silero
 
 from agent.settings import load_settings_or_exit
 from agent.workers.models import pipeline_tutor_models, session_stt
+from agent.workers.process import job_writer, prewarm_process, schedule_retention, server_options
 from agent.workers.runner import serve_room_job
 
 settings = load_settings_or_exit("learning-orchestrator")
+WORKER = settings.orchestrator_agent_name
 
 
 def prewarm(proc: JobProcess) -> None:
-    """Once per worker process: load the Silero VAD that every job of it reuses."""
+    """Once per worker process: the Silero VAD every job of it reuses, the records store."""
     proc.userdata["vad"] = silero.VAD.load()
+    prewarm_process(proc, settings, WORKER)
 
 
-server = AgentServer(setup_fnc=prewarm, port=settings.worker_http_port)
+server = AgentServer(setup_fnc=prewarm, **server_options(settings, WORKER))
+schedule_retention(server, settings)
 
 
-@server.rtc_session(agent_name=settings.orchestrator_agent_name)
+@server.rtc_session(agent_name=WORKER)
 async def entrypoint(ctx: JobContext) -> None:
     tutor_models = pipeline_tutor_models(settings)
     await serve_room_job(
@@ -40,4 +44,6 @@ async def entrypoint(ctx: JobContext) -> None:
             "tts": tutor_models["orchestrator"].tts,
         },
         workers={"english": settings.english_agent_name},
+        worker=WORKER,
+        records=job_writer(ctx, settings),
     )

@@ -14,6 +14,8 @@ from agent.crossing import Crossing, DispatchClient
 from agent.handover import HandoverRoom
 from agent.jobs import apply_plan, plan_job, start_tutor
 from agent.livekit_room import LiveKitHandoverRoom
+from agent.records import RecordWriter
+from agent.records.recorder import SessionRecorder
 from agent.session import create_session
 from agent.settings import Settings
 from agent.state import SessionUserdata, TutorKind, TutorModels
@@ -32,6 +34,8 @@ class JobDeps:
     handover_room: HandoverRoom | None
     workers: Mapping[TutorKind, str]  # tutors hosted elsewhere -> worker (agent) name
     start_options: Mapping[str, Any] = field(default_factory=dict)  # for session.start
+    records: RecordWriter | None = None  # None: this job records nothing
+    worker: str = ""  # this worker's name, as the records show it
 
 
 async def run_tutor_job(
@@ -46,13 +50,19 @@ async def run_tutor_job(
     )
     apply_plan(userdata, plan)
     session = create_session(userdata, **deps.session_models)
+    if deps.records is not None:
+        userdata.recorder = SessionRecorder(deps.records, userdata, worker=deps.worker)
+        userdata.recorder.attach(session)
     start_options = dict(deps.start_options)
     if plan.student and "room" in start_options:
         # listen to the student, never to the other tutor sharing the room
         start_options["room_options"] = RoomOptions(participant_identity=plan.student)
 
     async def end_job(reason: str) -> None:
+        """Leave the room while the student's session goes on (with another tutor)."""
         logger.info("job ending", extra={**userdata.log_fields(), "reason": reason})
+        if userdata.recorder is not None:
+            userdata.recorder.leaving()
         await session.aclose()
         ctx.shutdown(reason=reason)
 
@@ -92,6 +102,8 @@ async def serve_room_job(
     tutor_models: dict[TutorKind, TutorModels],
     session_models: Mapping[str, Any],
     workers: Mapping[TutorKind, str],
+    worker: str,
+    records: RecordWriter | None = None,
 ) -> None:
     """A worker's entrypoint body: connect, one dispatch client per job, and run the tutor."""
     await ctx.connect()
@@ -104,5 +116,7 @@ async def serve_room_job(
         handover_room=LiveKitHandoverRoom(ctx.room),
         workers=workers,
         start_options={"room": ctx.room},
+        records=records,
+        worker=worker,
     )
     await run_tutor_job(ctx, kind=kind, settings=settings, deps=deps)

@@ -24,6 +24,7 @@ from livekit.agents import AgentSession, ConversationItemAddedEvent, llm
 from livekit.agents.testing import fake_job_context
 
 from agent.crossing import DispatchClient
+from agent.records import RecordsStore, RecordWriter
 from agent.settings import Settings, load_settings
 from agent.state import SessionUserdata, TutorKind, TutorModels
 from agent.workers.runner import JobDeps, run_tutor_job
@@ -46,6 +47,7 @@ class Job:
     spoke: asyncio.Event = field(default_factory=asyncio.Event)
     said: list[str] = field(default_factory=list)
     error: BaseException | None = None
+    writer: RecordWriter | None = None  # this job's records (as a job process has its own)
 
 
 class NamedRoom(rtc.Room):
@@ -69,6 +71,7 @@ class Cluster:
     unready_workers: set[str] = field(default_factory=set)  # their jobs never come up
     dispatcher: DispatchClient | None = None  # None: dispatch() and cancel() below
     room_name: str = ""  # the jobs' `ctx.room.name` ("" as in a bare fake job context)
+    records: RecordsStore | None = None  # every job records there (None: no records)
     log: RequestLog = field(default_factory=RequestLog)
     jobs: list[Job] = field(default_factory=list)
     dispatched: list[tuple[str, str]] = field(default_factory=list)  # (worker, metadata)
@@ -153,6 +156,8 @@ class Cluster:
         """Start a job of `worker` and return it once its session is running."""
         identity = f"agent-{worker}-{next(self._ids)}"
         job = Job(worker, identity, metadata, await self.hub.join(identity))
+        if self.records is not None:
+            job.writer = RecordWriter(self.records, retry_base=0.05, retry_max=0.5)
         self.jobs.append(job)
         started = asyncio.Event()
         job_task = self._spawn(self._run(job, started))
@@ -196,6 +201,8 @@ class Cluster:
             dispatcher=self.dispatcher if self.dispatcher is not None else self,
             handover_room=job.room,
             workers=workers,
+            records=job.writer,
+            worker=job.worker,
         )
 
     def _watch_speech(self, job: Job) -> None:
@@ -218,8 +225,15 @@ class Cluster:
 
     async def _leave(self, job: Job) -> None:
         await job.room.leave()
+        await self._flush_records(job)
         job.ended.set()
         self._notify()
+
+    @staticmethod
+    async def _flush_records(job: Job) -> None:
+        """What a job's shutdown callback does: write what is left, then stop."""
+        if job.writer is not None:
+            await job.writer.aclose()
 
     def jobs_of(self, worker: str) -> list[Job]:
         return [j for j in self.jobs if j.worker == worker and j.session is not None]
@@ -259,4 +273,5 @@ class Cluster:
             if crossing is not None:
                 await crossing.wait_idle()
             await job.session.aclose()
+        await self._flush_records(job)
         job.ended.set()

@@ -1,0 +1,182 @@
+"""`python -m agent records list|show|export|purge`: look at what the records store holds.
+
+`export SESSION --format json` is the stable interface other tools read (see
+`RecordsStore.export`). Bad input (an unknown session, an unusable RECORDS_URL) prints one
+line and exits 2; a database that cannot be reached prints one line and exits 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+from collections.abc import Awaitable, Callable
+from datetime import datetime
+from typing import Any, TextIO
+
+from agent.records.store import RecordsConfigError, RecordsStore, SessionSummary
+from agent.settings import RecordsSettings, SettingsError, load_settings
+
+EXIT_BAD_INPUT = 2
+EXIT_UNAVAILABLE = 1
+
+
+class UnknownSession(LookupError):
+    pass
+
+
+def add_parser(commands: Any) -> None:
+    """Register `records` and its subcommands on the `python -m agent` parser."""
+    records = commands.add_parser("records", help="list, show, export or purge session records")
+    records.add_argument("--url", help="records database URL (default: RECORDS_URL)")
+    sub = records.add_subparsers(dest="records_command", required=True)
+    listing = sub.add_parser("list", help="sessions, newest first")
+    listing.add_argument("--student", help="only this student's sessions")
+    listing.add_argument("--flagged", action="store_true", help="only sessions with a flag")
+    listing.add_argument("--limit", type=int, default=50, help="at most this many (default 50)")
+    show = sub.add_parser("show", help="a session's transcript, readable")
+    show.add_argument("session", help="session id")
+    export = sub.add_parser("export", help="a session as one JSON document")
+    export.add_argument("session", help="session id")
+    export.add_argument("--format", choices=["json"], default="json")
+    purge = sub.add_parser("purge", help="delete sessions older than the retention period")
+    purge.add_argument("--days", type=float, help="default: RECORDS_RETENTION_DAYS")
+
+
+def run(args: argparse.Namespace, out: TextIO | None = None, err: TextIO | None = None) -> int:
+    out, err = out or sys.stdout, err or sys.stderr
+    try:
+        settings = load_settings(RecordsSettings)
+        url = args.url or settings.records_url
+        if not url:
+            raise RecordsConfigError("RECORDS_URL is empty: records are off, nothing to read")
+        if args.records_command == "purge" and args.days is not None and args.days <= 0:
+            raise RecordsConfigError("--days must be a positive number of days")
+        store = RecordsStore(url)
+    except (SettingsError, RecordsConfigError) as e:
+        print(f"error: {e}", file=err)
+        return EXIT_BAD_INPUT
+    actions: dict[str, Callable[[], Awaitable[str]]] = {
+        "list": lambda: _list(store, args),
+        "show": lambda: _show(store, args.session),
+        "export": lambda: _export(store, args.session),
+        "purge": lambda: _purge(store, args.days or settings.records_retention_days),
+    }
+    try:
+        text = asyncio.run(_closing(store, actions[args.records_command]()))
+    except UnknownSession as e:
+        print(f"error: no session {e.args[0]!r} in {store.describe()}", file=err)
+        return EXIT_BAD_INPUT
+    except Exception as e:
+        print(
+            f"error: cannot read records at {store.describe()} ({type(e).__name__}: "
+            f"{_first_line(e)})",
+            file=err,
+        )
+        return EXIT_UNAVAILABLE
+    print(text, file=out)
+    return 0
+
+
+async def _closing(store: RecordsStore, action: Awaitable[str]) -> str:
+    try:
+        return await action
+    finally:
+        await store.aclose()
+
+
+async def _list(store: RecordsStore, args: argparse.Namespace) -> str:
+    sessions = await store.list_sessions(
+        student=args.student, flagged=args.flagged, limit=max(1, args.limit)
+    )
+    if not sessions:
+        return "no sessions"
+    header = ("session", "student", "started (UTC)", "length", "turns", "flags", "subjects")
+    rows = [header, *(_summary_row(s) for s in sessions)]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
+    return "\n".join(
+        "  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows
+    )
+
+
+def _summary_row(summary: SessionSummary) -> tuple[str, ...]:
+    return (
+        summary.id,
+        summary.student,
+        summary.started_at.strftime("%Y-%m-%d %H:%M"),
+        _length(summary.started_at, summary.ended_at),
+        str(summary.turns),
+        str(summary.flags),
+        ", ".join(summary.subjects) or "-",
+    )
+
+
+def _length(started: datetime, ended: datetime | None) -> str:
+    if ended is None:
+        return "open"
+    seconds = int((ended - started).total_seconds())
+    return f"{seconds // 60}m{seconds % 60:02d}s"
+
+
+async def _show(store: RecordsStore, session_id: str) -> str:
+    doc = await _document(store, session_id)
+    session = doc["session"]
+    lines = [
+        f"session {session['id']}  student {session['student']}  room {session['room']}",
+        f"started {session['started_at']}  ended {session['ended_at'] or '-'}"
+        f"  ({session['end_reason'] or 'open'})",
+        "",
+    ]
+    events = [(t["at"], 0, _turn_line(t)) for t in doc["turns"]]
+    events += [(h["requested_at"], 1, _handoff_line(h)) for h in doc["handoffs"]]
+    events += [(f["at"], 2, _flag_line(f)) for f in doc["flags"]]
+    lines += [line for _at, _order, line in sorted(events, key=lambda e: (e[0], e[1]))]
+    return "\n".join(lines)
+
+
+def _clock(at: str) -> str:
+    return at[11:19]
+
+
+def _turn_line(turn: dict[str, Any]) -> str:
+    who = "student" if turn["role"] == "student" else f"tutor:{turn['speaker']}"
+    marks = "".join(
+        [" (passed on)" if turn["synthetic"] else "", " (cut off)" if turn["interrupted"] else ""]
+    )
+    return f"{_clock(turn['at'])}  {who:<20} {turn['text']}{marks}"
+
+
+def _handoff_line(handoff: dict[str, Any]) -> str:
+    return (
+        f"{_clock(handoff['requested_at'])}  -- handoff {handoff['from'] or '?'} -> "
+        f"{handoff['to']} ({handoff['mode']}, {handoff['outcome']})"
+    )
+
+
+def _flag_line(flag: dict[str, Any]) -> str:
+    return (
+        f"{_clock(flag['at'])}  !! {flag['tier']} flag on {flag['speaker']}: "
+        f"{', '.join(flag['categories'])} -> {flag['action']}"
+    )
+
+
+async def _export(store: RecordsStore, session_id: str) -> str:
+    return json.dumps(await _document(store, session_id), indent=2, ensure_ascii=False)
+
+
+async def _document(store: RecordsStore, session_id: str) -> dict[str, Any]:
+    doc = await store.export(session_id)
+    if doc is None:
+        raise UnknownSession(session_id)
+    return doc
+
+
+async def _purge(store: RecordsStore, days: float) -> str:
+    deleted = await store.purge(older_than_days=days)
+    return f"deleted {deleted} session(s) started more than {days:g} day(s) ago"
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip().splitlines()
+    return text[0][:200] if text else "no detail"

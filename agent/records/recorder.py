@@ -1,0 +1,103 @@
+"""Turns one job's `AgentSession` events into records, under the session id that travels
+with every crossing (so each worker adds its part to the same transcript)."""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import TYPE_CHECKING, Any
+
+from livekit.agents import AgentSession, CloseEvent, ConversationItemAddedEvent, llm
+
+from agent.records.models import (
+    HandoffGap,
+    HandoffRecord,
+    SessionEnded,
+    SessionStarted,
+    TurnRecord,
+)
+from agent.records.writer import RecordWriter
+from agent.state import is_synthetic_turn
+
+if TYPE_CHECKING:
+    from agent.state import SessionUserdata
+    from agent.telemetry.handoffs import HandoffNote
+
+logger = logging.getLogger("tutor.records")
+
+
+class SessionRecorder:
+    """What one job records. `attach` it to the session before `session.start`."""
+
+    def __init__(self, writer: RecordWriter, userdata: SessionUserdata, *, worker: str) -> None:
+        self.writer = writer
+        self.userdata = userdata
+        self.worker = worker
+        self.left_without_ending = False  # the job handed the student on (or never had them)
+        self._ended = False
+
+    @property
+    def session_id(self) -> str:
+        return self.userdata.session_id
+
+    def attach(self, session: AgentSession[Any]) -> None:
+        userdata = self.userdata
+        self.writer.submit(
+            SessionStarted(userdata.session_id, userdata.student_identity, userdata.room_name)
+        )
+        session.on("conversation_item_added", self._on_item)
+        session.on("close", self._on_close)
+
+    def leaving(self) -> None:
+        """This job leaves but the student's session goes on (a handover, or a handover
+        that was cancelled before this job had the floor)."""
+        self.left_without_ending = True
+
+    def handoff(self, note: HandoffNote, outcome: str, *, ready_after: float | None) -> None:
+        self.writer.submit(
+            HandoffRecord(
+                session_id=self.session_id,
+                handoff_id=note.handoff_id,
+                from_tutor=note.from_tutor,
+                to_tutor=note.to_tutor,
+                mode=note.mode,
+                outcome=outcome,
+                question=note.question,
+                requested_at=note.requested_at,
+                completed_at=time.time(),
+                ready_after_s=ready_after,
+                worker=self.worker,
+            )
+        )
+
+    def handoff_gap(self, note: HandoffNote, gap: float) -> None:
+        self.writer.submit(HandoffGap(self.session_id, note.handoff_id, gap))
+
+    def _on_item(self, event: ConversationItemAddedEvent) -> None:
+        item = event.item
+        if not isinstance(item, llm.ChatMessage) or item.role not in ("user", "assistant"):
+            return
+        text = item.text_content or ""
+        if item.role == "user":
+            speaker = "student"
+        else:
+            # a handoff line is spoken by the incoming tutor's session in the outgoing voice
+            speaker = self.userdata.spoken_as.pop(text, None) or self.userdata.active_tutor or ""
+        self.writer.submit(
+            TurnRecord(
+                session_id=self.session_id,
+                item_id=item.id,
+                speaker=speaker,
+                text=text,
+                at=item.created_at,
+                worker=self.worker,
+                synthetic=is_synthetic_turn(item),
+                interrupted=item.interrupted,
+            )
+        )
+
+    def _on_close(self, event: CloseEvent) -> None:
+        if self.left_without_ending or self._ended:
+            return
+        self._ended = True
+        self.writer.submit(SessionEnded(self.session_id, event.reason.value))

@@ -1,0 +1,132 @@
+"""The records tables (SQLAlchemy 2 declarative); Alembic migrations create and evolve them.
+
+Times are naive UTC. Every row a writer may send twice (a batch retried after a commit
+whose answer was lost) has a natural key with a unique constraint, so a retry is a no-op.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+NAMING = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s_%(column_1_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+def session_fk() -> ForeignKey:
+    return ForeignKey("sessions.id", ondelete="CASCADE")
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING)
+
+
+class SessionRow(Base):
+    """One student's visit, across every worker that served it."""
+
+    __tablename__ = "sessions"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    student: Mapped[str] = mapped_column(String(128), default="", index=True)
+    room: Mapped[str] = mapped_column(String(128), default="")
+    started_at: Mapped[datetime] = mapped_column(DateTime, index=True)
+    ended_at: Mapped[datetime | None] = mapped_column(DateTime)
+    end_reason: Mapped[str | None] = mapped_column(String(64))
+
+
+class TurnRow(Base):
+    """Something the student or a tutor said (or a question we passed on: `synthetic`)."""
+
+    __tablename__ = "turns"
+    __table_args__ = (
+        UniqueConstraint("session_id", "item_id"),
+        Index("ix_turns_session_at", "session_id", "at"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    session_id: Mapped[str] = mapped_column(String(64), session_fk())
+    item_id: Mapped[str] = mapped_column(String(64))  # the chat item's id in its session
+    at: Mapped[datetime] = mapped_column(DateTime)
+    speaker: Mapped[str] = mapped_column(String(32))  # "student" or the tutor kind
+    worker: Mapped[str] = mapped_column(String(64), default="")
+    text: Mapped[str] = mapped_column(Text, default="")
+    synthetic: Mapped[bool] = mapped_column(Boolean, default=False)
+    interrupted: Mapped[bool] = mapped_column(Boolean, default=False)
+
+
+class HandoffRow(Base):
+    """A tutor handing the student to another, in-session or across workers."""
+
+    __tablename__ = "handoffs"
+    __table_args__ = (UniqueConstraint("session_id", "handoff_id"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    session_id: Mapped[str] = mapped_column(String(64), session_fk(), index=True)
+    handoff_id: Mapped[str] = mapped_column(String(64))
+    from_tutor: Mapped[str] = mapped_column(String(32))
+    to_tutor: Mapped[str] = mapped_column(String(32))
+    mode: Mapped[str] = mapped_column(String(16))  # "in_session" or "cross_worker"
+    outcome: Mapped[str] = mapped_column(String(32))
+    question: Mapped[str] = mapped_column(Text, default="")
+    worker: Mapped[str] = mapped_column(String(64), default="")
+    requested_at: Mapped[datetime] = mapped_column(DateTime)
+    completed_at: Mapped[datetime | None] = mapped_column(DateTime)
+    ready_after_s: Mapped[float | None] = mapped_column(Float)
+    silence_gap_s: Mapped[float | None] = mapped_column(Float)
+
+
+class FlagRow(Base):
+    """A moderation verdict that flagged a turn (written by the safety layer)."""
+
+    __tablename__ = "flags"
+    __table_args__ = (UniqueConstraint("session_id", "flag_id"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    session_id: Mapped[str] = mapped_column(String(64), session_fk(), index=True)
+    flag_id: Mapped[str] = mapped_column(String(64))
+    turn_item_id: Mapped[str | None] = mapped_column(String(64))
+    speaker: Mapped[str] = mapped_column(String(32))
+    tier: Mapped[str] = mapped_column(String(16))  # "concern" or "urgent"
+    categories: Mapped[list[str]] = mapped_column(JSON, default=list)
+    scores: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    action: Mapped[str] = mapped_column(String(64), default="")
+    text: Mapped[str] = mapped_column(Text, default="")
+    at: Mapped[datetime] = mapped_column(DateTime)
+
+
+class AlertRow(Base):
+    """An alert to an adult: the outbox its delivery reads and updates."""
+
+    __tablename__ = "alerts"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)  # the idempotency key
+    session_id: Mapped[str] = mapped_column(String(64), session_fk(), index=True)
+    flag_id: Mapped[str] = mapped_column(String(64))
+    channel: Mapped[str] = mapped_column(String(32))  # "teacher", "safeguarding", ...
+    tier: Mapped[str] = mapped_column(String(16))
+    payload: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    status: Mapped[str] = mapped_column(String(16), default="pending", index=True)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime | None] = mapped_column(DateTime)
+    last_error: Mapped[str | None] = mapped_column(String(256))
+    created_at: Mapped[datetime] = mapped_column(DateTime)
+    delivered_at: Mapped[datetime | None] = mapped_column(DateTime)

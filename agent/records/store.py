@@ -1,0 +1,433 @@
+"""The records store: one async SQLAlchemy engine over SQLite (default) or PostgreSQL.
+
+`RECORDS_URL` picks the database: `sqlite+aiosqlite:///data/tutor.db` (a file created on
+first use, WAL mode) or `postgresql+asyncpg://user:pass@host/db`. The schema is created and
+upgraded by the Alembic migrations in `agent/records/migrations` (`ensure_schema`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Connection, delete, event, func, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.exc import ArgumentError
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+
+from agent.records.models import (
+    AlertRecord,
+    FlagRecord,
+    HandoffGap,
+    HandoffRecord,
+    Record,
+    SessionEnded,
+    SessionStarted,
+    TurnRecord,
+)
+from agent.records.schema import AlertRow, FlagRow, HandoffRow, SessionRow, TurnRow
+
+logger = logging.getLogger("tutor.records")
+
+DEFAULT_URL = "sqlite+aiosqlite:///data/tutor.db"
+DRIVERS = {
+    "sqlite": "sqlite+aiosqlite",
+    "sqlite+aiosqlite": "sqlite+aiosqlite",
+    "postgres": "postgresql+asyncpg",
+    "postgresql": "postgresql+asyncpg",
+    "postgresql+asyncpg": "postgresql+asyncpg",
+}
+MIGRATIONS = Path(__file__).resolve().parent / "migrations"
+SQLITE_BUSY_TIMEOUT_MS = 5000
+
+
+class RecordsConfigError(ValueError):
+    """`RECORDS_URL` is unusable; the message is one line saying why and what works."""
+
+
+def normalize_url(url: str) -> URL:
+    """The async driver URL for `url` (plain `sqlite://` and `postgresql://` are accepted)."""
+    try:
+        parsed = make_url(url.strip())
+    except ArgumentError:
+        raise RecordsConfigError(
+            "RECORDS_URL is not a database URL; use sqlite+aiosqlite:///data/tutor.db "
+            "or postgresql+asyncpg://user:password@host:5432/dbname"
+        ) from None
+    driver = DRIVERS.get(parsed.drivername)
+    if driver is None:
+        raise RecordsConfigError(
+            f"RECORDS_URL uses unsupported database {parsed.drivername!r}; use "
+            "sqlite+aiosqlite:///path/to/file.db or postgresql+asyncpg://..."
+        )
+    parsed = parsed.set(drivername=driver)
+    if driver.startswith("sqlite") and parsed.database in (None, "", ":memory:"):
+        raise RecordsConfigError(
+            "RECORDS_URL must name a SQLite file (e.g. sqlite+aiosqlite:///data/tutor.db): "
+            "an in-memory database is not shared between workers"
+        )
+    return parsed
+
+
+def _utc(ts: float) -> datetime:
+    return datetime.fromtimestamp(ts, UTC).replace(tzinfo=None)
+
+
+def _maybe_utc(ts: float | None) -> datetime | None:
+    return None if ts is None else _utc(ts)
+
+
+@dataclass(frozen=True)
+class SessionSummary:
+    id: str
+    student: str
+    room: str
+    started_at: datetime
+    ended_at: datetime | None
+    end_reason: str | None
+    turns: int
+    flags: int
+    subjects: list[str]
+
+
+class RecordsStore:
+    """The database behind every record. Create it once per process; `aclose` at exit."""
+
+    def __init__(
+        self,
+        url: str | URL,
+        *,
+        sqlite_busy_timeout_ms: int = SQLITE_BUSY_TIMEOUT_MS,
+        **engine_options: Any,
+    ) -> None:
+        self.url = normalize_url(url) if isinstance(url, str) else url
+        self.is_sqlite = self.url.drivername.startswith("sqlite")
+        if self.is_sqlite:
+            Path(self.url.database or "").parent.mkdir(parents=True, exist_ok=True)
+        self.engine: AsyncEngine = create_async_engine(self.url, **engine_options)
+        if self.is_sqlite:
+            event.listen(
+                self.engine.sync_engine,
+                "connect",
+                functools.partial(_sqlite_pragmas, busy_timeout_ms=sqlite_busy_timeout_ms),
+            )
+        self._schema_ready = False
+        self._schema_lock = asyncio.Lock()
+
+    def describe(self) -> str:
+        """The URL without its password (for messages and logs)."""
+        return self.url.render_as_string(hide_password=True)
+
+    async def aclose(self) -> None:
+        await self.engine.dispose()
+
+    # schema
+
+    async def ensure_schema(self) -> None:
+        """Create or upgrade the tables to the newest migration (once per store)."""
+        if self._schema_ready:
+            return
+        async with self._schema_lock:
+            if not self._schema_ready:
+                async with self.engine.begin() as conn:
+                    await conn.run_sync(_upgrade_to_head)
+                self._schema_ready = True
+
+    # writing
+
+    async def write(self, records: Sequence[Record]) -> None:
+        """Write `records` in order, in one transaction; writing the same ones again is a
+        no-op (natural keys), so a batch can be retried safely."""
+        await self.ensure_schema()
+        async with self.engine.begin() as conn:
+            for record in records:
+                await self._write_one(conn, record)
+
+    async def _write_one(self, conn: AsyncConnection, record: Record) -> None:
+        match record:
+            case SessionStarted():
+                await self._insert_ignore(
+                    conn,
+                    SessionRow,
+                    id=record.session_id,
+                    student=record.student,
+                    room=record.room,
+                    started_at=_utc(record.at),
+                )
+            case SessionEnded():
+                await conn.execute(
+                    update(SessionRow)
+                    .where(SessionRow.id == record.session_id)
+                    .values(ended_at=_utc(record.at), end_reason=record.reason[:64])
+                )
+            case TurnRecord():
+                await self._insert_ignore(
+                    conn,
+                    TurnRow,
+                    session_id=record.session_id,
+                    item_id=record.item_id,
+                    at=_utc(record.at),
+                    speaker=record.speaker,
+                    worker=record.worker,
+                    text=record.text,
+                    synthetic=record.synthetic,
+                    interrupted=record.interrupted,
+                )
+            case HandoffRecord():
+                await self._insert_ignore(
+                    conn,
+                    HandoffRow,
+                    session_id=record.session_id,
+                    handoff_id=record.handoff_id,
+                    from_tutor=record.from_tutor,
+                    to_tutor=record.to_tutor,
+                    mode=record.mode,
+                    outcome=record.outcome,
+                    question=record.question,
+                    worker=record.worker,
+                    requested_at=_utc(record.requested_at),
+                    completed_at=_maybe_utc(record.completed_at),
+                    ready_after_s=record.ready_after_s,
+                    silence_gap_s=record.silence_gap_s,
+                )
+            case HandoffGap():
+                await conn.execute(
+                    update(HandoffRow)
+                    .where(
+                        HandoffRow.session_id == record.session_id,
+                        HandoffRow.handoff_id == record.handoff_id,
+                    )
+                    .values(silence_gap_s=record.seconds)
+                )
+            case FlagRecord():
+                await self._insert_ignore(
+                    conn,
+                    FlagRow,
+                    session_id=record.session_id,
+                    flag_id=record.flag_id,
+                    turn_item_id=record.turn_item_id,
+                    speaker=record.speaker,
+                    tier=record.tier,
+                    categories=list(record.categories),
+                    scores=dict(record.scores),
+                    action=record.action,
+                    text=record.text,
+                    at=_utc(record.at),
+                )
+            case AlertRecord():
+                await self._insert_ignore(
+                    conn,
+                    AlertRow,
+                    id=record.alert_id,
+                    session_id=record.session_id,
+                    flag_id=record.flag_id,
+                    channel=record.channel,
+                    tier=record.tier,
+                    payload=record.payload,
+                    status="pending",
+                    attempts=0,
+                    created_at=_utc(record.at),
+                    next_attempt_at=_utc(record.at),
+                )
+
+    async def _insert_ignore(self, conn: AsyncConnection, row: type[Any], **values: Any) -> None:
+        dialect = sqlite if self.is_sqlite else postgresql
+        await conn.execute(dialect.insert(row).values(**values).on_conflict_do_nothing())
+
+    # reading
+
+    async def list_sessions(
+        self, *, student: str | None = None, flagged: bool = False, limit: int = 50
+    ) -> list[SessionSummary]:
+        """Newest first, with counts of turns and flags and the subjects visited."""
+        await self.ensure_schema()
+        turns = (
+            select(func.count(TurnRow.id))
+            .where(TurnRow.session_id == SessionRow.id)
+            .scalar_subquery()
+        )
+        flags = (
+            select(func.count(FlagRow.id))
+            .where(FlagRow.session_id == SessionRow.id)
+            .scalar_subquery()
+        )
+        query = select(SessionRow, turns.label("turns"), flags.label("flags"))
+        if student:
+            query = query.where(SessionRow.student == student)
+        if flagged:
+            query = query.where(flags > 0)
+        query = query.order_by(SessionRow.started_at.desc()).limit(limit)
+        async with self.engine.connect() as conn:
+            rows = (await conn.execute(query)).all()
+            ids = [row[0] for row in rows]
+            subjects = await self._subjects(conn, ids)
+        return [
+            SessionSummary(
+                id=row.id,
+                student=row.student,
+                room=row.room,
+                started_at=row.started_at,
+                ended_at=row.ended_at,
+                end_reason=row.end_reason,
+                turns=row.turns,
+                flags=row.flags,
+                subjects=subjects.get(row.id, []),
+            )
+            for row in rows
+        ]
+
+    async def _subjects(self, conn: AsyncConnection, ids: Iterable[str]) -> dict[str, list[str]]:
+        ids = list(ids)
+        if not ids:
+            return {}
+        query = (
+            select(HandoffRow.session_id, HandoffRow.to_tutor)
+            .where(HandoffRow.session_id.in_(ids), HandoffRow.to_tutor != "orchestrator")
+            .order_by(HandoffRow.requested_at)
+        )
+        found: dict[str, list[str]] = {}
+        for session_id, tutor in (await conn.execute(query)).all():
+            visited = found.setdefault(session_id, [])
+            if tutor not in visited:
+                visited.append(tutor)
+        return found
+
+    async def export(self, session_id: str) -> dict[str, Any] | None:
+        """The whole session as one JSON-ready document, or None if it is unknown."""
+        await self.ensure_schema()
+        async with self.engine.connect() as conn:
+            session = (
+                await conn.execute(select(SessionRow).where(SessionRow.id == session_id))
+            ).first()
+            if session is None:
+                return None
+            turns = await _rows(conn, TurnRow, session_id, TurnRow.at, TurnRow.id)
+            handoffs = await _rows(
+                conn, HandoffRow, session_id, HandoffRow.requested_at, HandoffRow.id
+            )
+            flags = await _rows(conn, FlagRow, session_id, FlagRow.at, FlagRow.id)
+            alerts = await _rows(conn, AlertRow, session_id, AlertRow.created_at, AlertRow.id)
+        return {
+            "format": EXPORT_FORMAT,
+            "session": {
+                "id": session.id,
+                "student": session.student,
+                "room": session.room,
+                "started_at": _iso(session.started_at),
+                "ended_at": _iso(session.ended_at),
+                "end_reason": session.end_reason,
+            },
+            "turns": [
+                {
+                    "sequence": number,
+                    "at": _iso(t.at),
+                    "speaker": t.speaker,
+                    "role": "student" if t.speaker == "student" else "tutor",
+                    "worker": t.worker,
+                    "text": t.text,
+                    "synthetic": t.synthetic,
+                    "interrupted": t.interrupted,
+                }
+                for number, t in enumerate(turns, 1)
+            ],
+            "handoffs": [
+                {
+                    "id": h.handoff_id,
+                    "from": h.from_tutor,
+                    "to": h.to_tutor,
+                    "mode": h.mode,
+                    "outcome": h.outcome,
+                    "question": h.question,
+                    "worker": h.worker,
+                    "requested_at": _iso(h.requested_at),
+                    "completed_at": _iso(h.completed_at),
+                    "ready_after_s": h.ready_after_s,
+                    "silence_gap_s": h.silence_gap_s,
+                }
+                for h in handoffs
+            ],
+            "flags": [
+                {
+                    "id": f.flag_id,
+                    "at": _iso(f.at),
+                    "speaker": f.speaker,
+                    "tier": f.tier,
+                    "categories": f.categories,
+                    "scores": f.scores,
+                    "action": f.action,
+                    "text": f.text,
+                    "turn_item_id": f.turn_item_id,
+                }
+                for f in flags
+            ],
+            "alerts": [
+                {
+                    "id": a.id,
+                    "flag_id": a.flag_id,
+                    "channel": a.channel,
+                    "tier": a.tier,
+                    "status": a.status,
+                    "attempts": a.attempts,
+                    "created_at": _iso(a.created_at),
+                    "delivered_at": _iso(a.delivered_at),
+                    "last_error": a.last_error,
+                }
+                for a in alerts
+            ],
+        }
+
+    # retention
+
+    async def purge(self, *, older_than_days: float, now: datetime | None = None) -> int:
+        """Delete the sessions started more than `older_than_days` ago, with everything
+        recorded under them. Returns how many sessions were deleted."""
+        await self.ensure_schema()
+        now = now or datetime.now(UTC).replace(tzinfo=None)
+        cutoff = now - timedelta(days=older_than_days)
+        async with self.engine.begin() as conn:
+            old = select(SessionRow.id).where(SessionRow.started_at < cutoff)
+            # explicit deletes: no reliance on the database enforcing ON DELETE CASCADE
+            for row in (AlertRow, FlagRow, HandoffRow, TurnRow):
+                await conn.execute(delete(row).where(row.session_id.in_(old)))
+            result = await conn.execute(delete(SessionRow).where(SessionRow.started_at < cutoff))
+        deleted = result.rowcount or 0
+        logger.info("records purged", extra={"sessions": deleted, "days": older_than_days})
+        return deleted
+
+
+EXPORT_FORMAT = "voice-tutor.session.v1"
+
+
+async def _rows(conn: AsyncConnection, row: type[Any], session_id: str, *order: Any) -> list[Any]:
+    query = select(row).where(row.session_id == session_id).order_by(*order)
+    return list((await conn.execute(query)).all())
+
+
+def _iso(value: datetime | None) -> str | None:
+    return None if value is None else value.isoformat(timespec="milliseconds") + "Z"
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any, *, busy_timeout_ms: int) -> None:
+    cursor = dbapi_connection.cursor()
+    # WAL: the workers write while the CLI (and later the web service) read
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")
+    cursor.close()
+
+
+def _upgrade_to_head(connection: Connection) -> None:
+    from alembic import command
+    from alembic.config import Config
+
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    config.attributes["connection"] = connection
+    command.upgrade(config, "head")

@@ -1,0 +1,45 @@
+"""The product's own Prometheus series, served with the framework's on `PROMETHEUS_PORT`.
+
+Job processes write them to the multiprocess directory the worker sets up
+(`prometheus_multiproc_dir`), and the worker's `/metrics` endpoint collects them all.
+Labels are tutor kinds, modes and outcomes only: never a session, student or text.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+
+HANDOFFS = Counter(
+    "tutor_handoffs_total",
+    "Handoffs between tutors, by mode (in_session, cross_worker) and outcome",
+    ["mode", "from_tutor", "to_tutor", "outcome"],
+)
+HANDOFF_SILENCE_GAP = Histogram(
+    "tutor_handoff_silence_gap_seconds",
+    "Silence between the outgoing tutor's handoff line and the incoming tutor's first audio",
+    ["mode"],
+    buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0),
+)
+CROSSING_FALLBACKS = Counter(
+    "tutor_crossing_fallbacks_total",
+    "Cross-worker handovers that fell back, by target tutor and reason",
+    ["to_tutor", "reason"],
+)
+DISPATCH_RETRIES = Counter(
+    "tutor_dispatch_retries_total",
+    "Dispatch API attempts after the first, by target worker",
+    ["target"],
+)
+RECORDS_QUEUE_DEPTH = Gauge(
+    "tutor_records_queue_depth",
+    "Records waiting to be written to the records store",
+    multiprocess_mode="livesum",
+)
+RECORDS_WRITTEN = Counter("tutor_records_written_total", "Records written to the records store")
+RECORDS_WRITE_FAILURES = Counter(
+    "tutor_records_write_failures_total", "Failed batch writes to the records store (retried)"
+)
+RECORDS_DROPPED = Counter(
+    "tutor_records_dropped_total",
+    "Records given up: the buffer was full, or still unwritten when the job ended",
+)

@@ -1,0 +1,90 @@
+"""What a worker builds once per process, and what each job gets from it.
+
+Per job process (`prewarm`): the records store (one connection pool) and the trace
+exporter. Per job: a `RecordWriter` that is flushed when the job shuts down. Per worker
+(main process): the Prometheus endpoint and the records retention purge.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from livekit.agents import AgentServer, JobContext, JobProcess
+
+from agent.records import RecordsStore, RecordWriter
+from agent.settings import Settings
+from agent.telemetry.tracing import configure_tracing
+
+logger = logging.getLogger("tutor.worker")
+
+RECORDS_KEY = "records"
+PURGE_INTERVAL = 24 * 3600.0
+
+
+def server_options(settings: Settings, worker: str) -> dict[str, Any]:
+    """`AgentServer` keyword arguments: health port and, if asked for, Prometheus."""
+    options: dict[str, Any] = {"port": settings.worker_http_port}
+    if settings.prometheus_port is not None:
+        options["prometheus_port"] = settings.prometheus_port
+        # job processes write our series here; the worker's /metrics collects them
+        options["prometheus_multiproc_dir"] = settings.prometheus_multiproc_dir or str(
+            Path(tempfile.gettempdir()) / f"voice-tutor-metrics-{worker}"
+        )
+    return options
+
+
+def open_store(settings: Settings) -> RecordsStore | None:
+    return RecordsStore(settings.records_url) if settings.records_url else None
+
+
+def prewarm_process(proc: JobProcess, settings: Settings, worker: str) -> None:
+    """Once per job process: the records store and the trace exporter."""
+    proc.userdata[RECORDS_KEY] = open_store(settings)
+    configure_tracing(
+        settings.otlp_traces_endpoint, service=worker, allow_pii=settings.traces_allow_pii
+    )
+
+
+def job_writer(ctx: JobContext, settings: Settings) -> RecordWriter | None:
+    """This job's record writer (None when records are off), flushed at shutdown."""
+    store: RecordsStore | None = ctx.proc.userdata.get(RECORDS_KEY)
+    if store is None:
+        return None
+    writer = RecordWriter(store, flush_timeout=settings.records_flush_timeout)
+    ctx.add_shutdown_callback(writer.aclose)
+    return writer
+
+
+def schedule_retention(server: AgentServer, settings: Settings) -> None:
+    """Purge records older than `RECORDS_RETENTION_DAYS` when the worker starts, then daily."""
+    if not settings.records_url:
+        return
+    tasks: set[asyncio.Task[None]] = set()
+
+    def on_started() -> None:
+        task = asyncio.create_task(purge_periodically(settings), name="records_retention")
+        tasks.add(task)  # keep a reference for the worker's lifetime
+
+    server.on("worker_started", on_started)
+
+
+async def purge_periodically(settings: Settings, interval: float = PURGE_INTERVAL) -> None:
+    store = RecordsStore(settings.records_url)
+    never = asyncio.Event()  # a schedule, not a coordination: wait out the interval
+    try:
+        while True:
+            try:
+                await store.purge(older_than_days=settings.records_retention_days)
+            except Exception as exc:
+                logger.warning("records purge failed: %s", type(exc).__name__)
+            try:
+                async with asyncio.timeout(interval):
+                    await never.wait()
+            except TimeoutError:
+                pass
+    finally:
+        await store.aclose()
