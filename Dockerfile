@@ -17,7 +17,8 @@ COPY pyproject.toml uv.lock README.md ./
 RUN uv sync --frozen --no-dev --no-install-project
 
 COPY agent ./agent
-RUN uv sync --frozen --no-dev && chown -R tutor:tutor /app
+# /app/data holds the records store's SQLite file (a named volume in compose)
+RUN uv sync --frozen --no-dev && mkdir -p /app/data && chown -R tutor:tutor /app
 
 USER tutor
 # model files the plugins fetch at run time are fetched now, at build time

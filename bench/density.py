@@ -7,7 +7,9 @@ process loads the Silero VAD once (the worker's `setup_fnc`), then runs one `Age
 
 - ours: `agent.session.create_session` with per-tutor models as the worker wires them,
   started with the orchestrator tutor (which greets the student);
-- bare: a plain `AgentSession` and `Agent(instructions=...)` that greets via `generate_reply`.
+- bare: a plain `AgentSession` and `Agent(instructions=...)` that greets via `generate_reply`;
+- records: ours, recording every turn through a `RecordWriter` into one SQLite file that all
+  sessions of the level share (as the workers share the records volume): records on vs off.
 
 Both get the same fakes (non-streaming STT returning a fixed transcript, `ScriptedLLM`,
 non-streaming silence TTS), the same VAD, the same default turn handling (the local
@@ -27,10 +29,11 @@ import os
 import resource
 import statistics
 import sys
+import tempfile
 import time
 import traceback
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection, wait
 from pathlib import Path
@@ -44,8 +47,8 @@ if TYPE_CHECKING:
     from tests.fakes.audio import PacedTTS
     from tests.fakes.llm import Reply, Request, ScriptedLLM
 
-Variant = Literal["bare", "ours"]
-VARIANTS: tuple[Variant, ...] = ("bare", "ours")
+Variant = Literal["bare", "ours", "records"]
+VARIANTS: tuple[Variant, ...] = ("bare", "ours", "records")
 
 FIXTURE = Path(__file__).resolve().parent / "fixtures" / "question.wav"
 TRANSCRIPT = "What is seven times eight?"
@@ -76,6 +79,7 @@ class Options:
     frame_ms: int
     llm_ttft: float
     append: bool
+    records_url: str = ""
 
 
 @dataclass(frozen=True)
@@ -86,6 +90,7 @@ class SessionSpec:
     frame_ms: int
     llm_ttft: float
     first_pause: float  # spreads the students' turns: i / N of STAGGER_SECONDS
+    records_url: str = ""
 
 
 @dataclass
@@ -177,11 +182,16 @@ class _WarningCounter(logging.Handler):
         self.counts[str(record.msg)] += 1
 
 
+async def _nothing() -> None:
+    return None
+
+
 @dataclass
 class BuiltSession:
     session: AgentSession[Any]
     agent: Agent
     after_start: Callable[[AgentSession[Any]], None] = lambda _: None
+    after_close: Callable[[], Awaitable[None]] = _nothing
 
 
 def tutor_reply(request: Request) -> Reply:
@@ -237,7 +247,30 @@ def build_ours(spec: SessionSpec, vad: vad.VAD, stt: stt.STT) -> BuiltSession:
     return BuiltSession(session=session, agent=build_tutor("orchestrator", userdata))
 
 
-BUILDERS = {"bare": build_bare, "ours": build_ours}
+def build_records(spec: SessionSpec, vad: vad.VAD, stt: stt.STT) -> BuiltSession:
+    """Ours, with the job's records: a writer on the process's store, a session recorder."""
+    from agent.records import RecordsStore, RecordWriter
+    from agent.records.recorder import SessionRecorder
+
+    built = build_ours(spec, vad, stt)
+    store = RecordsStore(spec.records_url)  # the worker's prewarm: once per process
+    writer = RecordWriter(store)
+    userdata = built.session.userdata
+    userdata.session_id = f"bench-{os.getpid()}-{spec.index}"
+    userdata.recorder = SessionRecorder(writer, userdata, worker="learning-orchestrator")
+    userdata.recorder.attach(built.session)
+
+    async def flush() -> None:  # the job's shutdown callback
+        await writer.aclose()
+        await store.aclose()
+        if writer.dropped:
+            raise RuntimeError(f"{writer.dropped} record(s) were not written")
+
+    built.after_close = flush
+    return built
+
+
+BUILDERS = {"bare": build_bare, "ours": build_ours, "records": build_records}
 
 
 def session_process(spec: SessionSpec, conn: Connection) -> None:
@@ -313,6 +346,7 @@ async def _run_session(spec: SessionSpec, conn: Connection) -> None:
     # closing mid-turn warns that the pending student turn is skipped: expected, not counted
     logging.getLogger().removeHandler(warnings)
     await session.aclose()
+    await built.after_close()
     await sink.aclose()
 
 
@@ -339,15 +373,18 @@ def read_memory_kib(pid: int) -> tuple[int, int]:
 
 
 def forkserver_context() -> multiprocessing.context.ForkServerContext:
-    """A forkserver preloading what the orchestrator worker's forkserver preloads."""
+    """A forkserver preloading what the orchestrator worker's forkserver preloads (the
+    registered plugins, the worker's `preload_modules`, the framework's warm-up)."""
     from livekit.agents import Plugin
     from livekit.plugins import openai, silero  # noqa: F401  (registers them, as the worker does)
 
     for name in CLOUD_ENV:  # production defaults: local end-of-turn model, no cloud models
         os.environ.pop(name, None)
+    from agent.workers.process import PRELOAD_MODULES
+
     ctx = multiprocessing.get_context("forkserver")
     plugins = [p.package for p in Plugin.registered_plugins]
-    ctx.set_forkserver_preload([*dict.fromkeys(plugins), *FRAMEWORK_PRELOAD])
+    ctx.set_forkserver_preload([*dict.fromkeys([*plugins, *PRELOAD_MODULES]), *FRAMEWORK_PRELOAD])
     return ctx
 
 
@@ -379,7 +416,13 @@ def run_level(ctx: Any, variant: Variant, n: int, opts: Options) -> LevelResult:
     try:
         for i in range(n):
             spec = SessionSpec(
-                variant, i, opts.seconds, opts.frame_ms, opts.llm_ttft, STAGGER_SECONDS * i / n
+                variant,
+                i,
+                opts.seconds,
+                opts.frame_ms,
+                opts.llm_ttft,
+                STAGGER_SECONDS * i / n,
+                records_url=opts.records_url,
             )
             parent_end, child_end = ctx.Pipe()
             proc = ctx.Process(
@@ -423,35 +466,48 @@ def _ms(values: Sequence[float], q: float) -> str:
     return f"{percentile(values, q) * 1000:.0f}" if values else "-"
 
 
-def cost_table(levels: Sequence[tuple[LevelResult, LevelResult]]) -> str:
-    rows = [
-        (
-            bare.n,
-            bare.cpu_cell(),
-            ours.cpu_cell(),
-            _ratio(ours.cpu_per_session_second(), bare.cpu_per_session_second()),
-            f"{bare.pss_mib():.1f}",
-            f"{ours.pss_mib():.1f}",
-            _ratio(ours.pss_mib(), bare.pss_mib()),
+Level = dict[Variant, LevelResult]  # one concurrency level, every variant
+
+
+def cost_table(levels: Sequence[Level]) -> str:
+    rows = []
+    for level in levels:
+        bare, ours, records = (level[v] for v in VARIANTS)
+        rows.append(
+            (
+                bare.n,
+                bare.cpu_cell(),
+                ours.cpu_cell(),
+                records.cpu_cell(),
+                _ratio(ours.cpu_per_session_second(), bare.cpu_per_session_second()),
+                _ratio(records.cpu_per_session_second(), ours.cpu_per_session_second()),
+                f"{bare.pss_mib():.1f}",
+                f"{ours.pss_mib():.1f}",
+                f"{records.pss_mib():.1f}",
+                _ratio(ours.pss_mib(), bare.pss_mib()),
+                _ratio(records.pss_mib(), ours.pss_mib()),
+            )
         )
-        for bare, ours in levels
-    ]
     headers = (
         "sessions",
         "bare CPU core-s/session-s",
-        "ours CPU core-s/session-s",
+        "ours CPU",
+        "ours + records CPU",
         "CPU ours/bare",
+        "CPU records on/off",
         "bare PSS MiB/session",
-        "ours PSS MiB/session",
+        "ours PSS",
+        "ours + records PSS",
         "PSS ours/bare",
+        "PSS records on/off",
     )
     return table(headers, rows)
 
 
-def load_table(levels: Sequence[tuple[LevelResult, LevelResult]]) -> str:
+def load_table(levels: Sequence[Level]) -> str:
     rows = []
-    for pair in levels:
-        for level in pair:
+    for variants in levels:
+        for level in variants.values():
             lateness = level.lateness()
             rows.append(
                 (
@@ -488,7 +544,9 @@ def load_table(levels: Sequence[tuple[LevelResult, LevelResult]]) -> str:
     return table(headers, rows)
 
 
-NOTES = """How to read it: each level runs N bare sessions, then N of ours, every session in
+NOTES = """How to read it: each level runs N bare sessions, then N of ours, then N of ours
+with records on (every turn queued and written to one SQLite file in WAL mode that the
+level's sessions share, as the workers share the records volume), every session in
 its own process (as the worker runs jobs: forked from a forkserver with the worker's
 preloads, the Silero VAD loaded once per process). Students start their first question up to
 4 s apart. *CPU core-s/session-s*: user+sys CPU of the session processes over the talk window
@@ -511,7 +569,7 @@ process, real model clients (HTTP, MP3 decoding of OpenAI TTS audio)."""
 
 def print_progress(level: LevelResult) -> None:
     print(
-        f"  {level.variant:>4} x{level.n}: {level.cpu_per_session_second():.4f} core-s/s, "
+        f"  {level.variant:>7} x{level.n}: {level.cpu_per_session_second():.4f} core-s/s, "
         f"{level.pss_mib():.1f} MiB PSS, greeted {sum(s.greeted for s in level.sessions)}"
         f"/{level.n}, answered {level.mean('answered'):.1f}/session, "
         f"set up in {level.setup_wall:.1f} s",
@@ -520,21 +578,21 @@ def print_progress(level: LevelResult) -> None:
     )
 
 
-def warnings_note(levels: Sequence[tuple[LevelResult, LevelResult]]) -> str:
+def warnings_note(levels: Sequence[Level]) -> str:
     lines = [
         f'- {level.variant} x{level.n}: {count} x "{message}"'
-        for pair in levels
-        for level in pair
+        for variants in levels
+        for level in variants.values()
         for message, count in level.warnings().most_common(3)
     ]
     return "Warnings the sessions logged (most frequent):\n" + "\n".join(lines) if lines else ""
 
 
-def sanity_failures(levels: Sequence[tuple[LevelResult, LevelResult]]) -> list[str]:
+def sanity_failures(levels: Sequence[Level]) -> list[str]:
     return [
         f"{level.variant} x{level.n}: a session detected no student turn"
-        for pair in levels
-        for level in pair
+        for variants in levels
+        for level in variants.values()
         if min(s.detected for s in level.sessions) == 0
     ]
 
@@ -542,7 +600,7 @@ def sanity_failures(levels: Sequence[tuple[LevelResult, LevelResult]]) -> list[s
 # ---------------------------------------------------------------------------- entry point
 
 
-def parse_options(argv: list[str]) -> Options:
+def parse_options(argv: list[str], *, records_dir: Path) -> Options:
     parser = argparse.ArgumentParser(prog="python -m bench density", description=__doc__)
     parser.add_argument(
         "--sessions",
@@ -576,19 +634,40 @@ def parse_options(argv: list[str]) -> Options:
         frame_ms=args.frame_ms,
         llm_ttft=args.llm_ttft,
         append=not args.no_append,
+        records_url=f"sqlite+aiosqlite:///{records_dir / 'tutor.db'}",
     )
 
 
 def main(argv: list[str]) -> int:
-    opts = parse_options(argv)
+    with tempfile.TemporaryDirectory(prefix="bench-records-") as records_dir:
+        opts = parse_options(argv, records_dir=Path(records_dir))
+        return run(opts)
+
+
+def prepare_records(url: str) -> None:
+    """Migrate the level's records file first, as a deployed database already is."""
+    from agent.records import RecordsStore
+
+    async def migrate() -> None:
+        store = RecordsStore(url)
+        try:
+            await store.ensure_schema()
+        finally:
+            await store.aclose()
+
+    asyncio.run(migrate())
+
+
+def run(opts: Options) -> int:
+    prepare_records(opts.records_url)
     ctx = forkserver_context()
-    levels: list[tuple[LevelResult, LevelResult]] = []
+    levels: list[Level] = []
     for n in opts.levels:
         print(f"density: {n} sessions x {opts.seconds:g} s ...", file=sys.stderr, flush=True)
-        bare, ours = (run_level(ctx, variant, n, opts) for variant in VARIANTS)
-        levels.append((bare, ours))
-        for level in (bare, ours):
-            print_progress(level)
+        level = {variant: run_level(ctx, variant, n, opts) for variant in VARIANTS}
+        levels.append(level)
+        for result in level.values():
+            print_progress(result)
     body = f"{cost_table(levels)}\n\n{load_table(levels)}"
     report(
         f"Per-session cost (density), {opts.seconds:g} s of talk",

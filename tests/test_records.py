@@ -111,6 +111,9 @@ async def test_two_english_round_trips_are_one_transcript_under_one_session(
         await first.session.run(user_input=NOUN)
         english = await cluster.job(ENGLISH_WORKER, 1)
         await cluster.said(english, "A noun names a thing.")
+        await asyncio.wait_for(first.ended.wait(), WAIT)  # left, its records flushed
+        midway = await store.export("s-1")
+        assert midway is not None and midway["session"]["ended_at"] is None  # still going
         await english.session.run(user_input=VERB)
         back = await cluster.job(ORCHESTRATOR_WORKER, 2)
         english2 = await cluster.job(ENGLISH_WORKER, 2)

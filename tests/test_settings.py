@@ -66,3 +66,21 @@ def test_worker_without_keys_exits_with_one_clear_line(tmp_path: Path) -> None:
     assert len(lines) == 1, proc.stderr
     assert all(name in lines[0] for name in REQUIRED)
     assert "Traceback" not in proc.stderr
+
+
+def test_an_unusable_records_url_stops_the_worker_with_one_line(
+    no_env_file: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("RECORDS_URL", "mysql://tutor@db/records")
+    with pytest.raises(SettingsError) as error:
+        load_settings()
+    assert "RECORDS_URL" in str(error.value) and "\n" not in str(error.value)
+
+
+def test_empty_observability_settings_mean_off(
+    no_env_file: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (no_env_file / ".env").write_text("PROMETHEUS_PORT=\nOTLP_TRACES_ENDPOINT=\nRECORDS_URL=\n")
+    settings = load_settings()
+    assert settings.prometheus_port is None and settings.otlp_traces_endpoint == ""
+    assert settings.records_url == ""  # records off

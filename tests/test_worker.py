@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import importlib
+
+from livekit.agents import AgentServer
 from livekit.plugins import openai
 
 from agent.settings import load_settings
 from agent.workers import orchestrator
 from agent.workers.models import pipeline_tutor_models
+from agent.workers.process import PRELOAD_MODULES, server_options
 
 
 def test_server_registers_learning_orchestrator_for_explicit_dispatch() -> None:
@@ -28,3 +32,21 @@ def test_each_pipeline_tutor_gets_its_model_and_a_distinct_voice() -> None:
     voices = {kind: m.tts._opts.voice for kind, m in models.items()}
     assert voices["history"] == "onyx"
     assert len(set(voices.values())) == len(voices)
+
+
+def test_metrics_are_off_by_default_and_served_by_the_framework_when_a_port_is_set() -> None:
+    assert "prometheus_port" not in server_options(load_settings(), "learning-orchestrator")
+    options = server_options(load_settings(prometheus_port=9101), "learning-orchestrator")
+    server = AgentServer(**options)
+    assert server._prometheus_port == 9101
+    # job processes' series are collected through a directory of this worker's own
+    assert server._prometheus_multiproc_dir and "learning-orchestrator" in (
+        server._prometheus_multiproc_dir
+    )
+    assert server._preload_modules == PRELOAD_MODULES
+
+
+def test_the_workers_share_records_modules_through_their_forkserver() -> None:
+    assert orchestrator.server._preload_modules == PRELOAD_MODULES
+    for module in PRELOAD_MODULES:
+        importlib.import_module(module)  # each name really is importable

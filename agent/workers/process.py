@@ -23,11 +23,25 @@ logger = logging.getLogger("tutor.worker")
 
 RECORDS_KEY = "records"
 PURGE_INTERVAL = 24 * 3600.0
+# imported once in the worker's forkserver, so every job process shares them (copy-on-write)
+# instead of importing them itself: the job body, the records store and its drivers
+PRELOAD_MODULES = [
+    "agent.workers.runner",
+    "agent.records.store",
+    "agent.records.writer",
+    "sqlalchemy.dialects.sqlite.aiosqlite",
+    "sqlalchemy.dialects.postgresql.asyncpg",
+    "alembic.command",
+    "alembic.runtime.migration",
+]
 
 
 def server_options(settings: Settings, worker: str) -> dict[str, Any]:
-    """`AgentServer` keyword arguments: health port and, if asked for, Prometheus."""
-    options: dict[str, Any] = {"port": settings.worker_http_port}
+    """`AgentServer` keyword arguments: health port, preloads and, if asked for, Prometheus."""
+    options: dict[str, Any] = {
+        "port": settings.worker_http_port,
+        "preload_modules": PRELOAD_MODULES,
+    }
     if settings.prometheus_port is not None:
         options["prometheus_port"] = settings.prometheus_port
         # job processes write our series here; the worker's /metrics collects them
