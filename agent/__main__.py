@@ -41,9 +41,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     token.add_argument("--url", help="server URL to show (default: LIVEKIT_URL)")
     records_cli.add_parser(commands)
+    commands.add_parser(
+        "check",
+        help="check settings, LiveKit, model endpoints, records store and compose layout",
+    )
     args = parser.parse_args(argv)
     if args.command == "records":
         return records_cli.run(args)
+    if args.command == "check":
+        from agent.check import main as check
+
+        return check()
 
     try:
         settings = load_settings(LiveKitSettings)

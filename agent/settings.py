@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 from functools import lru_cache
-from typing import TypeVar
+from typing import Literal, TypeVar
 
-from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic import Field, SecretStr, ValidationError, ValidationInfo, field_validator
+from pydantic_core import PydanticCustomError
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+# the roles a model endpoint serves; each may have its own base URL and key
+MODEL_ROLES = ("llm", "stt", "tts", "realtime", "moderation")
 
 
 class SettingsError(Exception):
@@ -50,8 +54,26 @@ class RecordsSettings(BaseSettings):
 class Settings(LiveKitSettings, RecordsSettings):
     """Everything a worker needs."""
 
-    # OpenAI (STT, LLM, TTS, realtime)
-    openai_api_key: SecretStr = Field(min_length=1)
+    # OpenAI or any OpenAI-compatible provider: one endpoint and key for every role, and
+    # optional overrides per role (LLM, STT, TTS, realtime, moderation)
+    openai_base_url: str = ""
+    llm_base_url: str = ""
+    llm_api_key: SecretStr | None = None
+    stt_base_url: str = ""
+    stt_api_key: SecretStr | None = None
+    tts_base_url: str = ""
+    tts_api_key: SecretStr | None = None
+    realtime_base_url: str = ""
+    realtime_api_key: SecretStr | None = None
+    moderation_base_url: str = ""
+    moderation_api_key: SecretStr | None = None
+    # Azure OpenAI: when AZURE_OPENAI_ENDPOINT is set, every role uses the plugins' Azure
+    # constructors, with the model settings as deployment names
+    azure_openai_endpoint: str = ""
+    azure_openai_api_key: SecretStr | None = None
+    azure_openai_api_version: str = ""
+    # after the per-role keys and Azure's: its check reads them (see _key_for_every_role)
+    openai_api_key: SecretStr | None = Field(default=None, validate_default=True)
 
     # models per role
     orchestrator_llm_model: str = "gpt-4.1-mini"
@@ -61,6 +83,9 @@ class Settings(LiveKitSettings, RecordsSettings):
     stt_model: str = "gpt-4o-mini-transcribe"
     tts_model: str = "gpt-4o-mini-tts"
     realtime_model: str = "gpt-realtime"
+    moderation_model: str = "omni-moderation-latest"
+    # audio format asked of the TTS endpoint: raw PCM needs no decoding in the worker
+    tts_response_format: Literal["pcm", "mp3", "wav", "opus", "aac", "flac"] = "pcm"
 
     # one distinct voice per tutor
     orchestrator_voice: str = "coral"
@@ -82,6 +107,39 @@ class Settings(LiveKitSettings, RecordsSettings):
     def _empty_is_off(cls, value: object) -> object:
         return None if isinstance(value, str) and not value.strip() else value
 
+    @field_validator(
+        "openai_api_key",
+        "llm_api_key",
+        "stt_api_key",
+        "tts_api_key",
+        "realtime_api_key",
+        "moderation_api_key",
+        "azure_openai_api_key",
+        mode="before",
+    )
+    @classmethod
+    def _empty_key_is_unset(cls, value: object) -> object:
+        return None if isinstance(value, str) and not value.strip() else value
+
+    @field_validator("openai_api_key", mode="after")
+    @classmethod
+    def _key_for_every_role(cls, value: SecretStr | None, info: ValidationInfo) -> object:
+        """OPENAI_API_KEY is required unless every role has a key of its own (or Azure's)."""
+        if value is not None:
+            return value
+        data = info.data
+        if data.get("azure_openai_endpoint") and data.get("azure_openai_api_key"):
+            return value
+        without = [role for role in MODEL_ROLES if data.get(f"{role}_api_key") is None]
+        if without:
+            others = ", ".join(f"{role.upper()}_API_KEY" for role in without)
+            raise PydanticCustomError(
+                "missing",
+                "required unless every role has its own key ({others})",
+                {"others": others},
+            )
+        return value
+
     # timeouts and limits
     handover_ready_timeout: float = Field(default=6.0, gt=0)
     dispatch_attempt_timeout: float = Field(default=4.0, gt=0)
@@ -101,7 +159,11 @@ def load_settings(kind: type[S] = Settings, **overrides: object) -> S:  # type: 
     try:
         return kind(**overrides)
     except ValidationError as e:
-        missing = [_env_name(err["loc"]) for err in e.errors() if err["type"] == "missing"]
+        missing = [
+            _env_name(err["loc"]) + ("" if err["msg"] == "Field required" else f" ({err['msg']})")
+            for err in e.errors()
+            if err["type"] == "missing"
+        ]
         invalid = [
             f"{_env_name(err['loc'])} ({err['msg']})"
             for err in e.errors()

@@ -98,8 +98,9 @@ class SimStudent(io.AudioInput):
     for the tutor's greeting, then asks `clip`, then waits until an answer has finished
     playing on `sink` (or `answer_timeout` after the question, then asks again), pauses
     `pause` seconds (`first_pause` more before the first question, to spread the turns of
-    concurrent students), and so on. `talk_done` is set once `talk_seconds` of audio were
-    sent; after that the student stays silent but the microphone keeps sending silence.
+    concurrent students), and so on, up to `max_questions`. `talk_done` is set once
+    `talk_seconds` of audio were sent; after that the student stays silent but the
+    microphone keeps sending silence.
     """
 
     def __init__(
@@ -112,8 +113,11 @@ class SimStudent(io.AudioInput):
         pause: float = 0.5,
         first_pause: float = 0.0,
         answer_timeout: float = 8.0,
+        max_questions: int | None = None,
     ) -> None:
         super().__init__(label="SimStudent")
+        self._max_questions = max_questions
+        self._asked = 0
         self._clip = clip
         self._frame_samples = clip.sample_rate * frame_ms // 1000
         self._frame_duration = self._frame_samples / clip.sample_rate
@@ -182,7 +186,9 @@ class SimStudent(io.AudioInput):
             and self._now() - self._waiting_since > self._answer_timeout
         )
         due = self._next_ask is not None and self._k >= self._next_ask
-        if in_talk and (due or timed_out):
+        allowed = self._max_questions is None or self._asked < self._max_questions
+        if in_talk and allowed and (due or timed_out):
+            self._asked += 1
             self._next_ask = None
             self._waiting_since = None
             self._clip_pos = 0

@@ -50,3 +50,22 @@ def test_the_workers_share_records_modules_through_their_forkserver() -> None:
     assert orchestrator.server._preload_modules == PRELOAD_MODULES
     for module in PRELOAD_MODULES:
         importlib.import_module(module)  # each name really is importable
+
+
+def test_azure_settings_build_every_client_with_the_azure_constructors() -> None:
+    import openai as openai_sdk
+
+    from agent.workers.models import english_realtime_models, moderation_client, session_stt
+
+    settings = load_settings(
+        azure_openai_endpoint="https://school.openai.azure.com",
+        azure_openai_api_key="azure-key-placeholder",
+        azure_openai_api_version="2024-10-21",
+    )
+    models = pipeline_tutor_models(settings)
+    assert isinstance(models["math"].llm._client, openai_sdk.AsyncAzureOpenAI)
+    assert isinstance(models["math"].tts._client, openai_sdk.AsyncAzureOpenAI)
+    assert isinstance(session_stt(settings)._client, openai_sdk.AsyncAzureOpenAI)
+    assert isinstance(moderation_client(settings), openai_sdk.AsyncAzureOpenAI)
+    realtime = english_realtime_models(settings).llm
+    assert realtime._opts.is_azure and realtime._opts.azure_deployment == "gpt-realtime"

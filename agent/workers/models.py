@@ -1,7 +1,17 @@
-"""Production model wiring: OpenAI STT/LLM/TTS per tutor, from the settings."""
+"""Production model wiring: an OpenAI-compatible endpoint per role, from the settings.
+
+Every client gets its base URL, key and model passed explicitly (nothing is left to the
+environment variables the SDK happens to read): `<ROLE>_BASE_URL` / `<ROLE>_API_KEY`
+override `OPENAI_BASE_URL` / `OPENAI_API_KEY` for that role. With `AZURE_OPENAI_ENDPOINT`
+every role goes through the plugins' Azure constructors, the model names being deployments.
+"""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Any
+
+import openai as openai_sdk
 from livekit.plugins import openai
 
 from agent.dispatch import Dispatcher, DispatchPolicy
@@ -9,6 +19,43 @@ from agent.settings import Settings
 from agent.state import TutorKind, TutorModels
 
 PIPELINE_TUTORS: tuple[TutorKind, ...] = ("orchestrator", "math", "history", "english")
+OPENAI_BASE_URL = "https://api.openai.com/v1"
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """Where one role's requests go (`base_url` None only with Azure: its endpoint)."""
+
+    role: str
+    base_url: str | None
+    api_key: str
+    azure: bool = False
+
+    def describe(self) -> str:
+        return self.base_url or "Azure OpenAI"
+
+
+def endpoint(settings: Settings, role: str) -> Endpoint:
+    """The base URL and key of `role` (llm, stt, tts, realtime, moderation)."""
+    key = getattr(settings, f"{role}_api_key")
+    if settings.azure_openai_endpoint:
+        key = key or settings.azure_openai_api_key
+        base = getattr(settings, f"{role}_base_url") or None
+        return Endpoint(role, base, key.get_secret_value() if key else "", azure=True)
+    key = key or settings.openai_api_key
+    base = getattr(settings, f"{role}_base_url") or settings.openai_base_url or OPENAI_BASE_URL
+    return Endpoint(role, base.rstrip("/"), key.get_secret_value() if key else "")
+
+
+def _azure(settings: Settings, point: Endpoint, deployment: str) -> dict[str, Any]:
+    options: dict[str, Any] = {
+        "azure_endpoint": settings.azure_openai_endpoint,
+        "azure_deployment": deployment,
+        "api_key": point.api_key,
+    }
+    if settings.azure_openai_api_version:
+        options["api_version"] = settings.azure_openai_api_version
+    return options
 
 
 def llm_model_for(settings: Settings, kind: TutorKind) -> str:
@@ -29,32 +76,74 @@ def voice_for(settings: Settings, kind: TutorKind) -> str:
     }[kind]
 
 
+def chat_llm(settings: Settings, model: str) -> openai.LLM:
+    point = endpoint(settings, "llm")
+    if point.azure:
+        return openai.LLM.with_azure(model=model, **_azure(settings, point, model))
+    return openai.LLM(model=model, api_key=point.api_key, base_url=point.base_url)
+
+
+def voice_tts(settings: Settings, voice: str) -> openai.TTS:
+    point = endpoint(settings, "tts")
+    options: dict[str, Any] = {
+        "model": settings.tts_model,
+        "voice": voice,
+        "response_format": settings.tts_response_format,
+    }
+    if point.azure:
+        return openai.TTS.with_azure(**options, **_azure(settings, point, settings.tts_model))
+    return openai.TTS(**options, api_key=point.api_key, base_url=point.base_url)
+
+
 def pipeline_tutor_models(settings: Settings) -> dict[TutorKind, TutorModels]:
     """An LLM and a TTS voice for each pipeline tutor (they share the session's STT)."""
-    key = settings.openai_api_key.get_secret_value()
     return {
         kind: TutorModels(
-            llm=openai.LLM(model=llm_model_for(settings, kind), api_key=key),
-            tts=openai.TTS(model=settings.tts_model, voice=voice_for(settings, kind), api_key=key),
+            llm=chat_llm(settings, llm_model_for(settings, kind)),
+            tts=voice_tts(settings, voice_for(settings, kind)),
         )
         for kind in PIPELINE_TUTORS
     }
 
 
 def session_stt(settings: Settings) -> openai.STT:
-    return openai.STT(model=settings.stt_model, api_key=settings.openai_api_key.get_secret_value())
+    point = endpoint(settings, "stt")
+    if point.azure:
+        return openai.STT.with_azure(
+            model=settings.stt_model, **_azure(settings, point, settings.stt_model)
+        )
+    return openai.STT(model=settings.stt_model, api_key=point.api_key, base_url=point.base_url)
 
 
 def english_realtime_models(settings: Settings) -> TutorModels:
     """The English tutor on its own worker: a speech-to-speech model, and a TTS of the same
     voice for the fixed lines it speaks with `session.say`."""
-    key = settings.openai_api_key.get_secret_value()
-    return TutorModels(
-        llm=openai.realtime.RealtimeModel(
-            model=settings.realtime_model, voice=settings.english_voice, api_key=key
-        ),
-        tts=openai.TTS(model=settings.tts_model, voice=settings.english_voice, api_key=key),
-    )
+    point = endpoint(settings, "realtime")
+    voice = settings.english_voice
+    if point.azure:
+        azure = _azure(settings, point, settings.realtime_model)
+        azure.pop("api_version", None)  # the realtime GA API takes no version
+        realtime = openai.realtime.RealtimeModel.with_azure(voice=voice, **azure)
+    else:
+        realtime = openai.realtime.RealtimeModel(
+            model=settings.realtime_model,
+            voice=voice,
+            api_key=point.api_key,
+            base_url=point.base_url,
+        )
+    return TutorModels(llm=realtime, tts=voice_tts(settings, voice))
+
+
+def moderation_client(settings: Settings) -> openai_sdk.AsyncOpenAI:
+    """The `openai` client the moderation endpoint is called with (model: MODERATION_MODEL)."""
+    point = endpoint(settings, "moderation")
+    if point.azure:
+        return openai_sdk.AsyncAzureOpenAI(
+            azure_endpoint=settings.azure_openai_endpoint,
+            api_key=point.api_key,
+            api_version=settings.azure_openai_api_version or None,
+        )
+    return openai_sdk.AsyncOpenAI(api_key=point.api_key, base_url=point.base_url)
 
 
 def dispatcher_for(settings: Settings) -> Dispatcher:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -35,6 +35,9 @@ class JobDeps:
     workers: Mapping[TutorKind, str]  # tutors hosted elsewhere -> worker (agent) name
     start_options: Mapping[str, Any] = field(default_factory=dict)  # for session.start
     records: RecordWriter | None = None  # None: this job records nothing
+    # audio input/output set on the session before it starts, where there is no room (tests
+    # and benchmarks; in a worker the room is the session's input and output)
+    attach_io: Callable[[AgentSession[SessionUserdata]], None] | None = None
     worker: str = ""  # this worker's name, as the records show it
 
 
@@ -67,6 +70,8 @@ async def run_tutor_job(
         ctx.shutdown(reason=reason)
 
     async def start_session(agent: Agent) -> None:
+        if deps.attach_io is not None:
+            deps.attach_io(session)
         await session.start(agent, **start_options)
 
     if deps.handover_room is not None:

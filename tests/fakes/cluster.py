@@ -72,6 +72,8 @@ class Cluster:
     dispatcher: DispatchClient | None = None  # None: dispatch() and cancel() below
     room_name: str = ""  # the jobs' `ctx.room.name` ("" as in a bare fake job context)
     records: RecordsStore | None = None  # every job records there (None: no records)
+    # the models of a job of worker W: (tutor models, session models); None: scripted LLMs
+    models: Callable[[str], tuple[dict[TutorKind, TutorModels], Mapping[str, Any]]] | None = None
     log: RequestLog = field(default_factory=RequestLog)
     jobs: list[Job] = field(default_factory=list)
     dispatched: list[tuple[str, str]] = field(default_factory=list)  # (worker, metadata)
@@ -189,15 +191,18 @@ class Cluster:
             await job.ended.wait()
 
     def _deps(self, job: Job) -> JobDeps:
+        session_models: Mapping[str, Any] = {}
         if job.worker == ORCHESTRATOR_WORKER:
             models = {kind: TutorModels(llm=self.llms[kind]) for kind in PIPELINE_KINDS}
             workers: dict[TutorKind, str] = {"english": ENGLISH_WORKER}
         else:
             models = {"english": TutorModels(llm=self.llms["english_rt"])}
             workers = {"orchestrator": ORCHESTRATOR_WORKER}
+        if self.models is not None:
+            models, session_models = self.models(job.worker)
         return JobDeps(
             tutor_models=models,
-            session_models={},
+            session_models=session_models,
             dispatcher=self.dispatcher if self.dispatcher is not None else self,
             handover_room=job.room,
             workers=workers,

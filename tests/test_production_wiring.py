@@ -1,0 +1,266 @@
+"""The code a school runs: the workers' job bodies with the models `agent/workers/models.py`
+builds from `Settings`, talking to a wire-compatible OpenAI server on 127.0.0.1."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from livekit.agents import AgentSession, ConversationItemAddedEvent, llm
+from livekit.agents.testing import fake_job_context
+from livekit.plugins import silero
+
+from agent.dispatch_metadata import dispatch_metadata
+from agent.routing import ANNOUNCEMENTS
+from agent.settings import Settings, load_settings
+from agent.state import SessionUserdata, TutorKind, TutorModels
+from agent.workers.models import english_realtime_models, pipeline_tutor_models, session_stt
+from agent.workers.runner import JobDeps, run_tutor_job
+from bench.density import FIXTURE as QUESTION_WAV
+from bench.sim_audio import RealtimeSink, SimStudent, load_clip
+from tests.fakes.cluster import ENGLISH_WORKER, ORCHESTRATOR_WORKER, Cluster
+from tests.fakes.llm import Reply, ToolCall, call, say
+from tests.fakes.openai_server import API_KEY, ChatCall, FakeOpenAI, RealtimeCall
+from tests.fakes.room import RoomHub
+
+WAIT = 30.0
+SEVEN_EIGHTS = "What is seven times eight?"
+FIFTY_SIX = "Seven times eight is fifty-six."
+GREETING = "Hi! What would you like to learn?"
+NOUN = "What is a noun?"
+NAPOLEON = "Who was Napoleon?"
+MODELS = {
+    "orchestrator": "orch-model",
+    "math": "math-model",
+    "history": "history-model",
+    "english": "english-model",
+}
+VOICES = {"orchestrator": "coral", "math": "sage", "history": "ash", "english": "shimmer"}
+
+
+def settings_for(fake: FakeOpenAI, **overrides: Any) -> Settings:
+    return load_settings(
+        openai_base_url=fake.url,
+        openai_api_key=API_KEY,
+        orchestrator_llm_model=MODELS["orchestrator"],
+        math_llm_model=MODELS["math"],
+        history_llm_model=MODELS["history"],
+        english_llm_model=MODELS["english"],
+        stt_model="stt-model",
+        tts_model="tts-model",
+        realtime_model="realtime-model",
+        handover_ready_timeout=5.0,
+        **overrides,
+    )
+
+
+def tutor_of(model: str) -> str:
+    return next(kind for kind, name in MODELS.items() if name == model)
+
+
+def chat_script(call_: ChatCall) -> Reply:
+    """Each tutor by its model name: greet, route, answer."""
+    tutor = tutor_of(call_.model)
+    question = call_.last_user()
+    if tutor == "orchestrator":
+        if not question:
+            return say(GREETING)
+        if "noun" in question:
+            return call("route_to_english", question_summary=NOUN)
+        if "Napoleon" in question:
+            return call("route_to_history", question_summary=NAPOLEON)
+        return call("route_to_math", question_summary=SEVEN_EIGHTS)
+    if tutor == "math":
+        return say(FIFTY_SIX)
+    if tutor == "history":
+        return say("Napoleon was a French emperor.")
+    return say("(the pipeline English tutor was not expected)")
+
+
+def realtime_script(call_: RealtimeCall) -> Reply:
+    """The English realtime tutor: answers the noun question, hands Napoleon back."""
+    if "Napoleon" in call_.last_user():
+        return Reply(tool_calls=(ToolCall("route_back_to_orchestrator", {"reason": NAPOLEON}),))
+    return say("A noun names a person, place or thing.")
+
+
+@pytest.fixture
+async def fake_openai() -> AsyncIterator[FakeOpenAI]:
+    async with FakeOpenAI(
+        chat=chat_script, realtime=realtime_script, transcribe=lambda wav: SEVEN_EIGHTS
+    ) as fake:
+        yield fake
+        fake.check()  # a request the fake did not understand fails the test, body printed
+
+
+@pytest.fixture(scope="module")
+def vad() -> Iterator[silero.VAD]:
+    yield silero.VAD.load()
+
+
+def said_event(session: AgentSession[Any], text: str) -> asyncio.Event:
+    """Set once the session adds an assistant message containing `text` (after playout)."""
+    seen = asyncio.Event()
+
+    def on_item(event: ConversationItemAddedEvent) -> None:
+        item = event.item
+        if isinstance(item, llm.ChatMessage) and text in (item.text_content or ""):
+            seen.set()
+
+    session.on("conversation_item_added", on_item)
+    return seen
+
+
+async def test_a_spoken_question_is_transcribed_routed_and_answered_through_the_wire(
+    fake_openai: FakeOpenAI, vad: silero.VAD
+) -> None:
+    settings = settings_for(fake_openai)
+    tutor_models = pipeline_tutor_models(settings)
+    sink = RealtimeSink()
+    clip = load_clip(QUESTION_WAV, sample_rate=24_000)  # "What is seven times eight?"
+    student = SimStudent(clip, sink, talk_seconds=30.0, max_questions=1)
+    answered: asyncio.Event | None = None
+
+    def attach_io(session: AgentSession[SessionUserdata]) -> None:
+        nonlocal answered
+        session.input.audio = student
+        session.output.audio = sink
+        answered = said_event(session, FIFTY_SIX)
+
+    deps = JobDeps(
+        tutor_models=tutor_models,
+        session_models={
+            "stt": session_stt(settings),
+            "vad": vad,
+            "llm": tutor_models["orchestrator"].llm,
+            "tts": tutor_models["orchestrator"].tts,
+        },
+        dispatcher=None,  # type: ignore[arg-type]  # no crossing without a room
+        handover_room=None,
+        workers={},
+        attach_io=attach_io,
+    )
+    with fake_job_context(job_metadata=dispatch_metadata(session="s-w", student="kid")) as ctx:
+        session = await run_tutor_job(ctx, kind="orchestrator", settings=settings, deps=deps)
+        try:
+            assert answered is not None
+            await asyncio.wait_for(answered.wait(), WAIT)
+        finally:
+            await session.aclose()
+            await sink.aclose()
+
+    # the real STT request: the student's audio as WAV, with the configured model
+    [transcription] = fake_openai.bodies("/v1/audio/transcriptions")
+    assert transcription["model"] == "stt-model" and transcription["language"] == "en"
+    # each tutor's LLM with its own model; the question reached Math once
+    chats = fake_openai.bodies("/v1/chat/completions")
+    assert [c["model"] for c in chats] == ["orch-model", "orch-model", "math-model"]
+    math_input = [m.get("content") for m in chats[-1]["messages"]]
+    assert math_input.count(SEVEN_EIGHTS) == 1
+    assert {t["function"]["name"] for t in chats[1]["tools"]} == {
+        "route_to_math",
+        "route_to_history",
+        "route_to_english",
+    }
+    # each line in its speaker's voice, raw PCM from the speech endpoint, really played
+    speech = [(s["input"], s["voice"]) for s in fake_openai.bodies("/v1/audio/speech")]
+    assert speech == [
+        (GREETING, VOICES["orchestrator"]),
+        (ANNOUNCEMENTS["math"], VOICES["orchestrator"]),
+        (FIFTY_SIX, VOICES["math"]),
+    ]
+    assert {s["model"] for s in fake_openai.bodies("/v1/audio/speech")} == {"tts-model"}
+    assert student.stats.greeted and student.stats.answered >= 1
+
+
+def production_models(
+    settings: Settings,
+) -> Any:
+    """The cluster's jobs get exactly what the two workers' entrypoints build."""
+
+    def models(worker: str) -> tuple[dict[TutorKind, TutorModels], dict[str, Any]]:
+        if worker == ORCHESTRATOR_WORKER:
+            tutor_models = pipeline_tutor_models(settings)
+            orchestrator = tutor_models["orchestrator"]
+            return tutor_models, {"llm": orchestrator.llm, "tts": orchestrator.tts}
+        english = english_realtime_models(settings)
+        return {"english": english}, {"tts": english.tts}
+
+    return models
+
+
+async def test_an_english_round_trip_runs_on_the_real_realtime_model_over_the_websocket(
+    fake_openai: FakeOpenAI,
+) -> None:
+    settings = settings_for(fake_openai)
+    cluster = Cluster(RoomHub(), {}, settings=settings, models=production_models(settings))
+    try:
+        first = await cluster.start_job(
+            ORCHESTRATOR_WORKER, dispatch_metadata(session="s-e", student="kid")
+        )
+        await cluster.said(first, GREETING)
+        await first.session.run(user_input="Can you help me with English? What is a noun?")
+        english = await cluster.job(ENGLISH_WORKER, 1)
+        await cluster.said(english, "A noun names a person, place or thing.")
+        await english.session.run(user_input=NAPOLEON)
+        back = await cluster.job(ORCHESTRATOR_WORKER, 2)
+        await cluster.said(back, "Napoleon was a French emperor.")
+    finally:
+        await cluster.close()
+    assert not cluster.errors
+
+    # the English tutor's realtime session: its model and voice, the tutor's tools
+    [connect, *_] = fake_openai.events("session.update")
+    assert connect["session"]["model"] == "realtime-model"
+    assert connect["session"]["audio"]["output"]["voice"] == VOICES["english"]
+    tools = [
+        t["name"]
+        for update in fake_openai.events("session.update")
+        for t in update["session"].get("tools", [])
+    ]
+    assert "route_back_to_orchestrator" in tools
+    # the handed-over conversation reached the realtime model, the question once
+    created = [
+        c.get("text")
+        for event in fake_openai.events("conversation.item.create")
+        for c in event["item"].get("content", [])
+    ]
+    assert created.count("Can you help me with English? What is a noun?") == 1
+    # its function call handed the student back; the orchestrator routed on to History
+    chats = [c["model"] for c in fake_openai.bodies("/v1/chat/completions")]
+    assert chats == ["orch-model", "orch-model", "orch-model", "history-model"]
+    assert [job.worker for job in cluster.jobs] == [
+        ORCHESTRATOR_WORKER,
+        ENGLISH_WORKER,
+        ORCHESTRATOR_WORKER,
+    ]
+
+
+async def test_per_role_base_urls_and_keys_from_dot_env_reach_their_servers(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`.env` is read only into Settings, so the clients must be given what it says."""
+    async with FakeOpenAI() as shared, FakeOpenAI(api_key="speech-key") as speech:
+        monkeypatch.chdir(tmp_path)
+        for name in ("OPENAI_BASE_URL", "TTS_BASE_URL", "TTS_API_KEY"):
+            monkeypatch.delenv(name, raising=False)
+        (tmp_path / ".env").write_text(
+            f"OPENAI_BASE_URL={shared.url}\nTTS_BASE_URL={speech.url}\nTTS_API_KEY=speech-key\n"
+        )
+        monkeypatch.setenv("OPENAI_API_KEY", API_KEY)
+        models = pipeline_tutor_models(load_settings())["math"]
+        chat_ctx = llm.ChatContext.empty()
+        chat_ctx.add_message(role="user", content="Hello")
+        async with models.llm.chat(chat_ctx=chat_ctx) as stream:
+            _ = [chunk async for chunk in stream]
+        async with models.tts.synthesize("Hello") as audio:
+            frames = [chunk async for chunk in audio]
+        shared.check()
+        speech.check()
+    assert len(shared.bodies("/v1/chat/completions")) == 1
+    assert shared.bodies("/v1/audio/speech") == []
+    assert [s["input"] for s in speech.bodies("/v1/audio/speech")] == ["Hello"]
+    assert frames  # PCM audio the plugin decoded
