@@ -8,7 +8,9 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
+from livekit import rtc
 from livekit.agents import AgentSession, ConversationItemAddedEvent, llm
 from livekit.agents.testing import fake_job_context
 from livekit.plugins import silero
@@ -264,3 +266,45 @@ async def test_per_role_base_urls_and_keys_from_dot_env_reach_their_servers(
     assert shared.bodies("/v1/audio/speech") == []
     assert [s["input"] for s in speech.bodies("/v1/audio/speech")] == ["Hello"]
     assert frames  # PCM audio the plugin decoded
+
+
+async def test_streaming_transcription_runs_over_the_realtime_transcription_websocket(
+    fake_openai: FakeOpenAI,
+) -> None:
+    """`openai.STT(use_realtime=True)` streams while the child speaks; the fake's server VAD
+    ends the segment and its transcript comes back as a final transcript."""
+    from livekit.agents import stt as lk_stt
+    from livekit.agents.utils import http_context
+    from livekit.plugins import openai
+
+    clip = load_clip(QUESTION_WAV, sample_rate=24_000)
+    recognizer = openai.STT(
+        model="stt-model", api_key=API_KEY, base_url=fake_openai.url, use_realtime=True
+    )
+    finals: list[str] = []
+
+    async def read(stream: lk_stt.RecognizeStream) -> None:
+        async for event in stream:
+            if event.type == lk_stt.SpeechEventType.FINAL_TRANSCRIPT:
+                finals.append(event.alternatives[0].text)
+                return
+
+    step = 1200  # 50 ms frames
+    pcm = np.concatenate([clip.pcm, np.zeros(24_000, dtype=np.int16)])  # then a second of quiet
+    async with http_context.open():  # what a job context provides in a worker
+        stream = recognizer.stream()
+        reader = asyncio.create_task(read(stream))
+        for start in range(0, len(pcm), step):
+            chunk = pcm[start : start + step]
+            stream.push_frame(rtc.AudioFrame(chunk.tobytes(), 24_000, 1, len(chunk)))
+        try:
+            await asyncio.wait_for(reader, WAIT)
+        finally:
+            await stream.aclose()
+            await recognizer.aclose()
+    assert finals == [SEVEN_EIGHTS]
+    [update] = [
+        r.body for r in fake_openai.requests if r.path == "/v1/realtime#transcription"
+        and r.body.get("type") == "session.update"
+    ]  # fmt: skip
+    assert update["session"]["audio"]["input"]["transcription"]["model"] == "stt-model"
