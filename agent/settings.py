@@ -115,6 +115,7 @@ class Settings(LiveKitSettings, RecordsSettings):
         "realtime_api_key",
         "moderation_api_key",
         "azure_openai_api_key",
+        "alert_webhook_secret",
         mode="before",
     )
     @classmethod
@@ -139,6 +140,25 @@ class Settings(LiveKitSettings, RecordsSettings):
                 {"others": others},
             )
         return value
+
+    # moderation of every turn, and what the child hears on a flag
+    moderation_enabled: bool = True
+    moderation_timeout: float = Field(default=2.0, gt=0)
+    moderation_fail_mode: Literal["closed", "open"] = "closed"
+    moderation_concern_threshold: float = Field(default=0.5, gt=0, le=1)
+    moderation_urgent_threshold: float = Field(default=0.5, gt=0, le=1)
+    moderation_urgent_categories: str = (
+        "self-harm,self-harm/intent,self-harm/instructions,sexual/minors,"
+        "harassment/threatening,hate/threatening,violence"
+    )
+    safeguarding_helpline_text: str = ""
+
+    # alerts to adults: webhooks per channel, signed with the secret
+    teacher_webhook_url: str = ""
+    safeguarding_webhook_url: str = ""
+    alert_webhook_secret: SecretStr | None = None
+    alert_poll_interval: float = Field(default=2.0, gt=0)
+    alert_retry_hours: float = Field(default=48.0, gt=0)
 
     # timeouts and limits
     handover_ready_timeout: float = Field(default=6.0, gt=0)

@@ -12,6 +12,7 @@ from livekit.agents.types import NOT_GIVEN, NotGivenOr
 if TYPE_CHECKING:
     from agent.crossing import Crossing
     from agent.records.recorder import SessionRecorder
+    from agent.safety.guard import SafetyGuard
 
 TutorKind = Literal["orchestrator", "math", "history", "english"]
 
@@ -60,6 +61,8 @@ class SessionUserdata:
     crossing: Crossing | None = None
     # what this job records of the session (None: records are off)
     recorder: SessionRecorder | None = None
+    # moderation of this session's turns (None: moderation is off)
+    safety: SafetyGuard | None = None
     # lines queued in this session but spoken in another tutor's voice: text -> that tutor
     spoken_as: dict[str, TutorKind] = field(default_factory=dict)
 

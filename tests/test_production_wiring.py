@@ -103,6 +103,15 @@ def vad() -> Iterator[silero.VAD]:
     yield silero.VAD.load()
 
 
+async def close_models(*models: TutorModels | Any) -> None:
+    """Close model clients before the test's event loop ends (their connections live on it)."""
+    for model in models:
+        parts = (model.llm, model.tts) if isinstance(model, TutorModels) else (model,)
+        for part in parts:
+            if hasattr(part, "aclose"):
+                await part.aclose()
+
+
 def said_event(session: AgentSession[Any], text: str) -> asyncio.Event:
     """Set once the session adds an assistant message containing `text` (after playout)."""
     seen = asyncio.Event()
@@ -126,16 +135,17 @@ async def test_a_spoken_question_is_transcribed_routed_and_answered_through_the_
     student = SimStudent(clip, sink, talk_seconds=30.0, max_questions=1)
     answered: asyncio.Event | None = None
 
-    def attach_io(session: AgentSession[SessionUserdata]) -> None:
+    def prepare_session(session: AgentSession[SessionUserdata]) -> None:
         nonlocal answered
         session.input.audio = student
         session.output.audio = sink
         answered = said_event(session, FIFTY_SIX)
 
+    recognizer = session_stt(settings)
     deps = JobDeps(
         tutor_models=tutor_models,
         session_models={
-            "stt": session_stt(settings),
+            "stt": recognizer,
             "vad": vad,
             "llm": tutor_models["orchestrator"].llm,
             "tts": tutor_models["orchestrator"].tts,
@@ -143,7 +153,7 @@ async def test_a_spoken_question_is_transcribed_routed_and_answered_through_the_
         dispatcher=None,  # type: ignore[arg-type]  # no crossing without a room
         handover_room=None,
         workers={},
-        attach_io=attach_io,
+        prepare_session=prepare_session,
     )
     with fake_job_context(job_metadata=dispatch_metadata(session="s-w", student="kid")) as ctx:
         session = await run_tutor_job(ctx, kind="orchestrator", settings=settings, deps=deps)
@@ -153,6 +163,7 @@ async def test_a_spoken_question_is_transcribed_routed_and_answered_through_the_
         finally:
             await session.aclose()
             await sink.aclose()
+            await close_models(*tutor_models.values(), recognizer)
 
     # the real STT request: the student's audio as WAV, with the configured model
     [transcription] = fake_openai.bodies("/v1/audio/transcriptions")
@@ -260,6 +271,7 @@ async def test_per_role_base_urls_and_keys_from_dot_env_reach_their_servers(
             _ = [chunk async for chunk in stream]
         async with models.tts.synthesize("Hello") as audio:
             frames = [chunk async for chunk in audio]
+        await close_models(models)
         shared.check()
         speech.check()
     assert len(shared.bodies("/v1/chat/completions")) == 1

@@ -383,6 +383,53 @@ class RecordsStore:
             ],
         }
 
+    # the alerts outbox (delivered by `agent.safety.alerts`)
+
+    async def due_alerts(self, now: datetime, limit: int = 50) -> list[AlertRow]:
+        """Pending alerts whose next attempt is due, oldest first."""
+        await self.ensure_schema()
+        query = (
+            select(AlertRow)
+            .where(AlertRow.status == "pending", AlertRow.next_attempt_at <= now)
+            .order_by(AlertRow.created_at)
+            .limit(limit)
+        )
+        async with self.engine.connect() as conn:
+            return list((await conn.execute(query)).all())  # type: ignore[arg-type]
+
+    async def claim_alert(self, alert_id: str, *, now: datetime, lease: timedelta) -> bool:
+        """Take `alert_id` for one delivery attempt: True for exactly one of several
+        deliverers (the lease moves its next attempt past theirs)."""
+        async with self.engine.begin() as conn:
+            result = await conn.execute(
+                update(AlertRow)
+                .where(
+                    AlertRow.id == alert_id,
+                    AlertRow.status == "pending",
+                    AlertRow.next_attempt_at <= now,
+                )
+                .values(next_attempt_at=now + lease, attempts=AlertRow.attempts + 1)
+            )
+        return result.rowcount == 1
+
+    async def settle_alert(
+        self,
+        alert_id: str,
+        *,
+        status: str,
+        now: datetime,
+        next_attempt_at: datetime | None = None,
+        error: str | None = None,
+    ) -> None:
+        """Record an attempt's outcome: delivered, retry at `next_attempt_at`, or given up."""
+        values: dict[str, Any] = {"status": status, "last_error": error}
+        if status == "delivered":
+            values["delivered_at"] = now
+        if next_attempt_at is not None:
+            values["next_attempt_at"] = next_attempt_at
+        async with self.engine.begin() as conn:
+            await conn.execute(update(AlertRow).where(AlertRow.id == alert_id).values(**values))
+
     # retention
 
     async def purge(self, *, older_than_days: float, now: datetime | None = None) -> int:

@@ -43,3 +43,19 @@ RECORDS_DROPPED = Counter(
     "tutor_records_dropped_total",
     "Records given up: the buffer was full, or still unwritten when the job ended",
 )
+MODERATION_VERDICTS = Counter(
+    "tutor_moderation_verdicts_total",
+    "Moderation checks by direction (student, tutor) and verdict (clean, concern, urgent, failed)",
+    ["direction", "verdict"],
+)
+MODERATION_LATENCY = Histogram(
+    "tutor_moderation_seconds",
+    "Time a moderation check took",
+    ["direction"],
+    buckets=(0.05, 0.1, 0.15, 0.2, 0.3, 0.5, 1.0, 2.0, 5.0),
+)
+ALERTS = Counter(
+    "tutor_alerts_total",
+    "Alert deliveries by channel and outcome (delivered, retry, failed, unrouted)",
+    ["channel", "outcome"],
+)

@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator
 from dataclasses import dataclass
 from typing import Any, ClassVar, TypedDict, Unpack
 
 from livekit import rtc
 from livekit.agents import Agent, llm, stt, tts
 from livekit.agents.types import NOT_GIVEN, NotGivenOr
-from livekit.agents.voice import SpeechHandle
+from livekit.agents.voice import ModelSettings, SpeechHandle
+from livekit.agents.voice.io import TimedString
 
+from agent.safety.guard import AudioPrefetch, moderated_reply, moderated_transcript
 from agent.state import SYNTHETIC_TURN_KEY, SessionUserdata, TutorKind, TutorModels
 from agent.telemetry.handoffs import HandoffNote, handoff_finished, handoff_gap
 
@@ -87,10 +89,54 @@ class Tutor(Agent):
         self._floor = floor
         self._announcement = announcement
         self._handoff = handoff
+        self._prefetch = AudioPrefetch()
 
     @property
     def userdata(self) -> SessionUserdata:
         return self.session.userdata
+
+    # moderation sits in the voice loop: every node the reply passes through checks it
+
+    def llm_node(
+        self,
+        chat_ctx: llm.ChatContext,
+        tools: list[llm.Tool],
+        model_settings: ModelSettings,
+    ) -> AsyncIterable[llm.ChatChunk | str]:
+        guard = self.userdata.safety
+        if guard is None:
+            return Agent.default.llm_node(self, chat_ctx, tools, model_settings)
+        audio = self.session.output.audio is not None and self.session.output.audio_enabled
+        prefetch = self._prefetch if audio else None
+        return moderated_reply(self, guard, chat_ctx, tools, model_settings, prefetch)
+
+    async def tts_node(
+        self, text: AsyncIterable[str], model_settings: ModelSettings
+    ) -> AsyncGenerator[rtc.AudioFrame, None]:
+        if self.userdata.safety is None:
+            async for frame in Agent.default.tts_node(self, text, model_settings):
+                yield frame
+            return
+        # moderated replies arrive sentence by sentence; play a sentence's prefetched audio
+        async for chunk in text:
+            if not chunk.strip():
+                continue
+            prefetched = self._prefetch.take(chunk)
+            frames = (
+                prefetched.frames()
+                if prefetched is not None
+                else Agent.default.tts_node(self, _once(chunk), model_settings)
+            )
+            async for frame in frames:
+                yield frame
+
+    def transcription_node(
+        self, text: AsyncIterable[str | TimedString], model_settings: ModelSettings
+    ) -> AsyncIterable[str | TimedString]:
+        guard = self.userdata.safety
+        if guard is None or not isinstance(self.llm, llm.RealtimeModel):
+            return Agent.default.transcription_node(self, text, model_settings)
+        return moderated_transcript(self, guard, text)
 
     async def on_enter(self) -> None:
         if self._floor is not None:
@@ -194,6 +240,10 @@ def _speaking_time(handle: SpeechHandle, key: str) -> float | None:
             if isinstance(value, int | float):
                 return float(value)
     return None
+
+
+async def _once(text: str) -> AsyncIterator[str]:
+    yield text
 
 
 async def _synthesize(voice: tts.TTS, text: str) -> AsyncIterator[rtc.AudioFrame]:

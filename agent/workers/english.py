@@ -12,7 +12,13 @@ from livekit.agents import AgentServer, JobContext, JobProcess
 
 from agent.settings import load_settings_or_exit
 from agent.workers.models import english_realtime_models
-from agent.workers.process import job_writer, prewarm_process, server_options
+from agent.workers.process import (
+    job_moderator,
+    job_writer,
+    prewarm_process,
+    schedule_alert_delivery,
+    server_options,
+)
 from agent.workers.runner import serve_room_job
 
 settings = load_settings_or_exit("learning-english")
@@ -25,6 +31,7 @@ def prewarm(proc: JobProcess) -> None:
 
 
 server = AgentServer(setup_fnc=prewarm, **server_options(settings, WORKER))
+schedule_alert_delivery(server, settings)
 
 
 @server.rtc_session(agent_name=WORKER)
@@ -39,4 +46,5 @@ async def entrypoint(ctx: JobContext) -> None:
         workers={"orchestrator": settings.orchestrator_agent_name},
         worker=WORKER,
         records=job_writer(ctx, settings),
+        moderator=job_moderator(ctx),
     )

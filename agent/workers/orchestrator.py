@@ -12,7 +12,14 @@ from livekit.plugins import silero
 
 from agent.settings import load_settings_or_exit
 from agent.workers.models import pipeline_tutor_models, session_stt
-from agent.workers.process import job_writer, prewarm_process, schedule_retention, server_options
+from agent.workers.process import (
+    job_moderator,
+    job_writer,
+    prewarm_process,
+    schedule_alert_delivery,
+    schedule_retention,
+    server_options,
+)
 from agent.workers.runner import serve_room_job
 
 settings = load_settings_or_exit("learning-orchestrator")
@@ -26,6 +33,7 @@ def prewarm(proc: JobProcess) -> None:
 
 
 server = AgentServer(setup_fnc=prewarm, **server_options(settings, WORKER))
+schedule_alert_delivery(server, settings)
 schedule_retention(server, settings)
 
 
@@ -46,4 +54,5 @@ async def entrypoint(ctx: JobContext) -> None:
         workers={"english": settings.english_agent_name},
         worker=WORKER,
         records=job_writer(ctx, settings),
+        moderator=job_moderator(ctx),
     )

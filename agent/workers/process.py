@@ -10,18 +10,23 @@ from __future__ import annotations
 import asyncio
 import logging
 import tempfile
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 from livekit.agents import AgentServer, JobContext, JobProcess
 
 from agent.records import RecordsStore, RecordWriter
+from agent.safety.alerts import DeliveryConfig, deliver_forever
+from agent.safety.moderation import Moderator, Policy
 from agent.settings import Settings
 from agent.telemetry.tracing import configure_tracing
+from agent.workers.models import moderation_client
 
 logger = logging.getLogger("tutor.worker")
 
 RECORDS_KEY = "records"
+MODERATOR_KEY = "moderator"
 PURGE_INTERVAL = 24 * 3600.0
 # imported once in the worker's forkserver, so every job process shares them (copy-on-write)
 # instead of importing them itself: the job body, the records store and its drivers
@@ -55,9 +60,27 @@ def open_store(settings: Settings) -> RecordsStore | None:
     return RecordsStore(settings.records_url) if settings.records_url else None
 
 
+def build_moderator(settings: Settings) -> Moderator | None:
+    if not settings.moderation_enabled:
+        logger.warning("MODERATION_ENABLED=false: nothing the students or tutors say is checked")
+        return None
+    categories = [c.strip() for c in settings.moderation_urgent_categories.split(",") if c.strip()]
+    return Moderator(
+        moderation_client(settings),
+        model=settings.moderation_model,
+        timeout=settings.moderation_timeout,
+        policy=Policy(
+            concern_threshold=settings.moderation_concern_threshold,
+            urgent_threshold=settings.moderation_urgent_threshold,
+            urgent_categories=categories,
+        ),
+    )
+
+
 def prewarm_process(proc: JobProcess, settings: Settings, worker: str) -> None:
-    """Once per job process: the records store and the trace exporter."""
+    """Once per job process: the records store, the moderation client, the trace exporter."""
     proc.userdata[RECORDS_KEY] = open_store(settings)
+    proc.userdata[MODERATOR_KEY] = build_moderator(settings)
     configure_tracing(
         settings.otlp_traces_endpoint, service=worker, allow_pii=settings.traces_allow_pii
     )
@@ -71,6 +94,47 @@ def job_writer(ctx: JobContext, settings: Settings) -> RecordWriter | None:
     writer = RecordWriter(store, flush_timeout=settings.records_flush_timeout)
     ctx.add_shutdown_callback(writer.aclose)
     return writer
+
+
+def job_moderator(ctx: JobContext) -> Moderator | None:
+    moderator: Moderator | None = ctx.proc.userdata.get(MODERATOR_KEY)
+    return moderator
+
+
+def delivery_config(settings: Settings) -> DeliveryConfig:
+    secret = settings.alert_webhook_secret
+    return DeliveryConfig(
+        webhooks={
+            "teacher": settings.teacher_webhook_url,
+            "safeguarding": settings.safeguarding_webhook_url,
+        },
+        secret=secret.get_secret_value() if secret else "",
+        retry_for=timedelta(hours=settings.alert_retry_hours),
+    )
+
+
+def schedule_alert_delivery(server: AgentServer, settings: Settings) -> None:
+    """Deliver the outbox's alerts from the worker's main process, which outlives jobs."""
+    if not settings.records_url:
+        return
+    if not settings.alert_webhook_secret and (
+        settings.teacher_webhook_url or settings.safeguarding_webhook_url
+    ):
+        logger.warning("ALERT_WEBHOOK_SECRET is empty: alerts are signed with an empty key")
+    tasks: set[asyncio.Task[None]] = set()
+
+    async def deliver() -> None:
+        store = RecordsStore(settings.records_url)
+        try:
+            await deliver_forever(store, delivery_config(settings), settings.alert_poll_interval)
+        finally:
+            await store.aclose()
+
+    def on_started() -> None:
+        task = asyncio.create_task(deliver(), name="alert_delivery")
+        tasks.add(task)
+
+    server.on("worker_started", on_started)
 
 
 def schedule_retention(server: AgentServer, settings: Settings) -> None:

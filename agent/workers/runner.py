@@ -16,6 +16,8 @@ from agent.jobs import apply_plan, plan_job, start_tutor
 from agent.livekit_room import LiveKitHandoverRoom
 from agent.records import RecordWriter
 from agent.records.recorder import SessionRecorder
+from agent.safety.guard import SafetyGuard
+from agent.safety.moderation import Moderator
 from agent.session import create_session
 from agent.settings import Settings
 from agent.state import SessionUserdata, TutorKind, TutorModels
@@ -35,10 +37,11 @@ class JobDeps:
     workers: Mapping[TutorKind, str]  # tutors hosted elsewhere -> worker (agent) name
     start_options: Mapping[str, Any] = field(default_factory=dict)  # for session.start
     records: RecordWriter | None = None  # None: this job records nothing
-    # audio input/output set on the session before it starts, where there is no room (tests
-    # and benchmarks; in a worker the room is the session's input and output)
-    attach_io: Callable[[AgentSession[SessionUserdata]], None] | None = None
+    # called with the session just before it starts, where there is no room: tests and
+    # benchmarks set its audio input and output or listen to it (in a worker, the room does)
+    prepare_session: Callable[[AgentSession[SessionUserdata]], None] | None = None
     worker: str = ""  # this worker's name, as the records show it
+    moderator: Moderator | None = None  # None: moderation is off
 
 
 async def run_tutor_job(
@@ -56,6 +59,13 @@ async def run_tutor_job(
     if deps.records is not None:
         userdata.recorder = SessionRecorder(deps.records, userdata, worker=deps.worker)
         userdata.recorder.attach(session)
+    if deps.moderator is not None:
+        userdata.safety = SafetyGuard(
+            deps.moderator,
+            fail_open=settings.moderation_fail_mode == "open",
+            helpline=settings.safeguarding_helpline_text,
+        )
+        userdata.safety.attach(session)
     start_options = dict(deps.start_options)
     if plan.student and "room" in start_options:
         # listen to the student, never to the other tutor sharing the room
@@ -70,8 +80,8 @@ async def run_tutor_job(
         ctx.shutdown(reason=reason)
 
     async def start_session(agent: Agent) -> None:
-        if deps.attach_io is not None:
-            deps.attach_io(session)
+        if deps.prepare_session is not None:
+            deps.prepare_session(session)
         await session.start(agent, **start_options)
 
     if deps.handover_room is not None:
@@ -109,6 +119,7 @@ async def serve_room_job(
     workers: Mapping[TutorKind, str],
     worker: str,
     records: RecordWriter | None = None,
+    moderator: Moderator | None = None,
 ) -> None:
     """A worker's entrypoint body: connect, one dispatch client per job, and run the tutor."""
     await ctx.connect()
@@ -123,5 +134,6 @@ async def serve_room_job(
         start_options={"room": ctx.room},
         records=records,
         worker=worker,
+        moderator=moderator,
     )
     await run_tutor_job(ctx, kind=kind, settings=settings, deps=deps)

@@ -4,6 +4,7 @@ utterance (first frame played, last frame played)."""
 
 from __future__ import annotations
 
+import array
 import asyncio
 import itertools
 import time
@@ -15,6 +16,7 @@ from livekit.agents.types import DEFAULT_API_CONNECT_OPTIONS
 from livekit.agents.voice import io
 
 SAMPLE_RATE = 24_000
+MARK_BASE = 1000
 CHUNK_SECONDS = 0.05
 _ids = itertools.count(1)
 
@@ -23,7 +25,9 @@ class PacedTTS(tts.TTS):
     """Silence of `seconds_per_char * len(text)`, first chunk after `ttfb`, then produced
     `speedup` times faster than real time (1.0: real time).
 
-    `spoken` records every synthesized text (to tell whose voice said what).
+    `spoken` records every synthesized text (to tell whose voice said what). With `marked`,
+    every sample of the audio of `spoken[i]` is `MARK_BASE + i`, so an output that records
+    the marks it played can tell which texts reached the speaker.
     """
 
     def __init__(
@@ -33,6 +37,7 @@ class PacedTTS(tts.TTS):
         seconds_per_char: float = 0.06,
         speedup: float = 1.0,
         name: str = "tts",
+        marked: bool = False,
     ) -> None:
         super().__init__(
             capabilities=tts.TTSCapabilities(streaming=False),
@@ -43,6 +48,7 @@ class PacedTTS(tts.TTS):
         self.seconds_per_char = seconds_per_char
         self.speedup = speedup
         self.name = name
+        self.marked = marked
         self.spoken: list[str] = []
 
     def synthesize(
@@ -63,7 +69,11 @@ class _PacedStream(tts.ChunkedStream):
         )
         await asyncio.sleep(fake.ttfb)
         remaining = max(CHUNK_SECONDS, len(self._input_text.strip()) * fake.seconds_per_char)
-        chunk = bytes(int(SAMPLE_RATE * CHUNK_SECONDS) * 2)
+        samples = int(SAMPLE_RATE * CHUNK_SECONDS)
+        chunk = bytes(samples * 2)
+        if fake.marked:
+            mark = MARK_BASE + fake.spoken.index(self._input_text)
+            chunk = array.array("h", [mark] * samples).tobytes()
         while remaining > 0:
             output_emitter.push(chunk)
             remaining -= CHUNK_SECONDS
@@ -113,9 +123,12 @@ class RealtimeAudioOutput(io.AudioOutput):
         self._pushed = 0.0
         self._finish: asyncio.Task[None] | None = None
         self._cleared = asyncio.Event()
+        self.marks: set[int] = set()  # first sample of every frame (see PacedTTS's marks)
 
     async def capture_frame(self, frame: rtc.AudioFrame) -> None:
         await super().capture_frame(frame)
+        if frame.samples_per_channel:
+            self.marks.add(int(memoryview(frame.data)[0]))
         if self._current is None:
             self._current = Utterance(started=time.monotonic())
             self.log.utterances.append(self._current)

@@ -25,6 +25,7 @@ from livekit.agents.testing import fake_job_context
 
 from agent.crossing import DispatchClient
 from agent.records import RecordsStore, RecordWriter
+from agent.safety.moderation import Moderator
 from agent.settings import Settings, load_settings
 from agent.state import SessionUserdata, TutorKind, TutorModels
 from agent.workers.runner import JobDeps, run_tutor_job
@@ -72,6 +73,7 @@ class Cluster:
     dispatcher: DispatchClient | None = None  # None: dispatch() and cancel() below
     room_name: str = ""  # the jobs' `ctx.room.name` ("" as in a bare fake job context)
     records: RecordsStore | None = None  # every job records there (None: no records)
+    moderator: Moderator | None = None  # every job moderates with it (None: off)
     # the models of a job of worker W: (tutor models, session models); None: scripted LLMs
     models: Callable[[str], tuple[dict[TutorKind, TutorModels], Mapping[str, Any]]] | None = None
     log: RequestLog = field(default_factory=RequestLog)
@@ -85,6 +87,7 @@ class Cluster:
     _background: set[asyncio.Task[Any]] = field(default_factory=set)
     _ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
     _closed: bool = False
+    _owned: list[Any] = field(default_factory=list)  # model clients built for the jobs
 
     def __post_init__(self) -> None:
         for name in (*PIPELINE_KINDS, "english_rt"):
@@ -186,7 +189,6 @@ class Cluster:
                 raise
             finally:
                 started.set()
-            self._watch_speech(job)
             self._notify()
             await job.ended.wait()
 
@@ -200,6 +202,8 @@ class Cluster:
             workers = {"orchestrator": ORCHESTRATOR_WORKER}
         if self.models is not None:
             models, session_models = self.models(job.worker)
+            self._owned.extend(m for t in models.values() for m in (t.llm, t.tts) if m)
+            self._owned.extend(session_models.values())
         return JobDeps(
             tutor_models=models,
             session_models=session_models,
@@ -208,10 +212,12 @@ class Cluster:
             workers=workers,
             records=job.writer,
             worker=job.worker,
+            moderator=self.moderator,
+            prepare_session=lambda session: self._watch_speech(job, session),
         )
 
-    def _watch_speech(self, job: Job) -> None:
-        assert job.session is not None
+    def _watch_speech(self, job: Job, session: AgentSession[SessionUserdata]) -> None:
+        """Before the session starts: everything its tutors say, from the first word."""
 
         def on_item(event: ConversationItemAddedEvent) -> None:
             item = event.item
@@ -222,7 +228,7 @@ class Cluster:
                 job.spoke.set()
                 self._notify()
 
-        job.session.on("conversation_item_added", on_item)
+        session.on("conversation_item_added", on_item)
 
     def _end(self, job: Job, reason: str) -> None:
         job.end_reason = reason
@@ -271,6 +277,11 @@ class Cluster:
         for task in list(self._background):
             task.cancel()
         await asyncio.gather(*self._background, return_exceptions=True)
+        # close the model clients the jobs were given (their connections die with this loop)
+        await asyncio.gather(
+            *(model.aclose() for model in self._owned if hasattr(model, "aclose")),
+            return_exceptions=True,
+        )
 
     async def _close_job(self, job: Job) -> None:
         if job.session is not None:

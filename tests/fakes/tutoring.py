@@ -11,6 +11,7 @@ from livekit.agents.types import NOT_GIVEN
 from livekit.agents.voice import io
 from livekit.agents.voice.run_result import RunResult
 
+from agent.safety.guard import SafetyGuard
 from agent.session import create_session
 from agent.state import SessionUserdata, TutorKind, TutorModels
 from agent.tutors import build_tutor
@@ -45,6 +46,7 @@ async def tutoring(
     opening: Reply | None = None,
     voices: Mapping[TutorKind, tts.TTS] | None = None,
     audio_output: io.AudioOutput | None = None,
+    safety: SafetyGuard | None = None,
 ) -> AsyncIterator[Tutoring]:
     """A started session whose `first` tutor has spoken its opening (`opening` script reply).
 
@@ -65,7 +67,10 @@ async def tutoring(
             for kind, fake in llms.items()
         },
     )
+    userdata.safety = safety
     session = create_session(userdata)
+    if safety is not None:
+        safety.attach(session)
     if audio_output is not None:
         session.output.audio = audio_output
     async with session:

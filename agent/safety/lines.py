@@ -1,0 +1,26 @@
+"""The fixed lines a tutor says in place of generated text. Never generated, never checked:
+they are ours. Each is spoken in the voice of the tutor that has the floor."""
+
+from __future__ import annotations
+
+from agent.safety.moderation import Tier
+
+# a concern (a rude or unsafe turn): do not engage, steer back to learning
+REDIRECT_LINE = "Let's keep our chat kind and safe. What would you like to learn about next?"
+
+# an urgent disclosure: calm, kind, and towards a trusted adult now
+SAFEGUARDING_LINE = (
+    "Thank you for telling me. You are not in trouble. What you said is important, so please "
+    "talk to a trusted adult, like your teacher or someone at home, right now."
+)
+
+# moderation could not check the turn (fail closed): nothing generated is said
+SORRY_LINE = "Sorry, could you say that again?"
+
+
+def line_for(tier: Tier, helpline: str = "") -> str:
+    """What the child hears after a flagged turn of this tier (`helpline`: the school's own
+    sentence, e.g. a helpline number, appended to the safeguarding line)."""
+    if tier == "urgent":
+        return f"{SAFEGUARDING_LINE} {helpline.strip()}".strip()
+    return REDIRECT_LINE
