@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from datetime import timedelta
 
 from agent.records import cli as records_cli
+from agent.safety import cli as alerts_cli
 from agent.settings import LiveKitSettings, SettingsError, load_settings
 from agent.token import DEFAULT_TTL, TokenRequestError, student_token
 
@@ -41,6 +42,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     token.add_argument("--url", help="server URL to show (default: LIVEKIT_URL)")
     records_cli.add_parser(commands)
+    alerts_cli.add_parser(commands)
     commands.add_parser(
         "check",
         help="check settings, LiveKit, model endpoints, records store and compose layout",
@@ -48,6 +50,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.command == "records":
         return records_cli.run(args)
+    if args.command == "alerts":
+        return alerts_cli.run(args)
     if args.command == "check":
         from agent.check import main as check
 

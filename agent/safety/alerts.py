@@ -27,6 +27,7 @@ import aiohttp
 from agent.records.models import AlertRecord, FlagRecord, Record
 from agent.records.store import RecordsStore
 from agent.safety.moderation import Tier, Verdict
+from agent.settings import Settings
 from agent.telemetry import metrics
 
 logger = logging.getLogger("tutor.alerts")
@@ -49,6 +50,19 @@ class DeliveryConfig:
     webhooks: Mapping[str, str]  # channel -> URL ("" or absent: not routed)
     secret: str
     retry_for: timedelta = timedelta(hours=48)
+
+
+def delivery_config(settings: Settings) -> DeliveryConfig:
+    """Where each channel's alerts go, and the signing key, from the settings."""
+    secret = settings.alert_webhook_secret
+    return DeliveryConfig(
+        webhooks={
+            "teacher": settings.teacher_webhook_url,
+            "safeguarding": settings.safeguarding_webhook_url,
+        },
+        secret=secret.get_secret_value() if secret else "",
+        retry_for=timedelta(hours=settings.alert_retry_hours),
+    )
 
 
 def flag_and_alerts(
@@ -186,15 +200,10 @@ async def _attempt(
 
 async def deliver_forever(store: RecordsStore, config: DeliveryConfig, interval: float) -> None:
     """The worker main process's delivery loop: a pass every `interval` seconds."""
-    never = asyncio.Event()  # a schedule, not a coordination: wait out the interval
     async with aiohttp.ClientSession() as http:
         while True:
             try:
                 await deliver_due(store, config, http=http)
             except Exception as exc:
                 logger.warning("alert delivery pass failed: %s", type(exc).__name__)
-            try:
-                async with asyncio.timeout(interval):
-                    await never.wait()
-            except TimeoutError:
-                pass
+            await asyncio.sleep(interval)  # a schedule, not a coordination

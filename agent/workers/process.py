@@ -10,14 +10,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import tempfile
-from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 from livekit.agents import AgentServer, JobContext, JobProcess
 
 from agent.records import RecordsStore, RecordWriter
-from agent.safety.alerts import DeliveryConfig, deliver_forever
+from agent.safety.alerts import deliver_forever, delivery_config
 from agent.safety.moderation import Moderator, Policy
 from agent.settings import Settings
 from agent.telemetry.tracing import configure_tracing
@@ -101,18 +100,6 @@ def job_moderator(ctx: JobContext) -> Moderator | None:
     return moderator
 
 
-def delivery_config(settings: Settings) -> DeliveryConfig:
-    secret = settings.alert_webhook_secret
-    return DeliveryConfig(
-        webhooks={
-            "teacher": settings.teacher_webhook_url,
-            "safeguarding": settings.safeguarding_webhook_url,
-        },
-        secret=secret.get_secret_value() if secret else "",
-        retry_for=timedelta(hours=settings.alert_retry_hours),
-    )
-
-
 def schedule_alert_delivery(server: AgentServer, settings: Settings) -> None:
     """Deliver the outbox's alerts from the worker's main process, which outlives jobs."""
     if not settings.records_url:
@@ -152,17 +139,12 @@ def schedule_retention(server: AgentServer, settings: Settings) -> None:
 
 async def purge_periodically(settings: Settings, interval: float = PURGE_INTERVAL) -> None:
     store = RecordsStore(settings.records_url)
-    never = asyncio.Event()  # a schedule, not a coordination: wait out the interval
     try:
         while True:
             try:
                 await store.purge(older_than_days=settings.records_retention_days)
             except Exception as exc:
                 logger.warning("records purge failed: %s", type(exc).__name__)
-            try:
-                async with asyncio.timeout(interval):
-                    await never.wait()
-            except TimeoutError:
-                pass
+            await asyncio.sleep(interval)  # a schedule, not a coordination
     finally:
         await store.aclose()
