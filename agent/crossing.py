@@ -98,6 +98,22 @@ class Crossing:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
+    async def abort(self) -> None:
+        """The job ends (the student left): stop any handover in flight and take its
+        dispatch back, so no tutor is sent into a room with nobody to teach."""
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    async def _withdraw(self, target: TutorKind, metadata: str) -> None:
+        try:
+            async with asyncio.timeout(self.ready_timeout):
+                await self.dispatcher.cancel_matching(
+                    agent_name=self.workers[target], room=self.room_name, metadata=metadata
+                )
+        except TimeoutError:
+            logger.warning("could not take the dispatch back in time", extra={"target": target})
+
     async def wait_idle(self) -> None:
         """Wait for every handover in flight (tests and shutdown)."""
         while self._tasks:
@@ -113,20 +129,25 @@ class Crossing:
     ) -> None:
         userdata = session.userdata
         target, question = note.to_tutor, note.question
-        result = await hand_over(
-            self.room,
-            handover_id=note.handoff_id,
-            transfer=lambda: snapshot,
-            dispatch=lambda: self.dispatcher.dispatch(
-                agent_name=self.workers[target],
-                room=self.room_name,
-                metadata=metadata,
-                log_fields=userdata.log_fields(),
-            ),
-            cancel_dispatch=self.dispatcher.cancel,
-            announcement_done=announcement,
-            ready_timeout=self.ready_timeout,
-        )
+        try:
+            result = await hand_over(
+                self.room,
+                handover_id=note.handoff_id,
+                transfer=lambda: snapshot,
+                dispatch=lambda: self.dispatcher.dispatch(
+                    agent_name=self.workers[target],
+                    room=self.room_name,
+                    metadata=metadata,
+                    log_fields=userdata.log_fields(),
+                ),
+                cancel_dispatch=self.dispatcher.cancel,
+                announcement_done=announcement,
+                ready_timeout=self.ready_timeout,
+            )
+        except asyncio.CancelledError:
+            # aborted with the job: the dispatch may exist, and must not outlive it
+            await asyncio.shield(self._withdraw(target, metadata))
+            raise
         self.results.append(result)
         handoff_finished(userdata, note, OUTCOMES[result.outcome], ready_after=result.ready_after)
         fields = {**userdata.log_fields(), "target": target, "outcome": result.outcome.value}

@@ -201,6 +201,8 @@ async def hand_over(
         return HandoverResult(Outcome.NOT_READY, dispatch=made)
     finally:
         ready_task.cancel()
+        if not dispatch_task.done():  # the caller gave up on the handover (its job ends)
+            dispatch_task.cancel()
         room.unregister_rpc(CONTEXT_RPC)
         room.unregister_rpc(READY_RPC)
 

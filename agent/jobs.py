@@ -108,6 +108,10 @@ async def start_tutor(
         await end_job("handover cancelled")
         return False
     await wait_for_floor(room, outgoing=outgoing, timeout=timeout)
+    if plan.student and not room.is_present(plan.student):
+        logger.info("the student left before the floor was free", extra=userdata.log_fields())
+        await end_job("student left")
+        return False
     set_listening(session, True)
     floor.set()
     logger.info("took the floor", extra=userdata.log_fields())

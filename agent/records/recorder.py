@@ -53,6 +53,12 @@ class SessionRecorder:
         that was cancelled before this job had the floor)."""
         self.left_without_ending = True
 
+    def end(self, reason: str) -> None:
+        """The session is over, for `reason` (before the session's own close event)."""
+        if not self._ended:
+            self._ended = True
+            self.writer.submit(SessionEnded(self.session_id, reason[:64]))
+
     def handoff(self, note: HandoffNote, outcome: str, *, ready_after: float | None) -> None:
         self.writer.submit(
             HandoffRecord(

@@ -142,12 +142,8 @@ class Tutor(Agent):
         if self._floor is not None:
             # joined through a floor handover: the outgoing tutor is still finishing. Hold
             # the speech queue until it has left, and prepare the answer behind the hold.
-            self.session.say(
-                "",
-                audio=_silent_until(self._floor),
-                add_to_chat_ctx=False,
-                allow_interruptions=False,
-            )
+            # (interruptible as any speech: the student's audio is off until the floor is ours)
+            self.session.say("", audio=_silent_until(self._floor), add_to_chat_ctx=False)
         userdata = self.userdata
         userdata.active_tutor = self.kind
         question, self._pending_question = self._pending_question, None

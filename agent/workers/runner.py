@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from livekit.agents import Agent, AgentSession, JobContext
+from livekit.agents import Agent, AgentSession, CloseEvent, JobContext
 from livekit.agents.voice.room_io import RoomOptions
 
 from agent.crossing import Crossing, DispatchClient
@@ -71,13 +72,50 @@ async def run_tutor_job(
         # listen to the student, never to the other tutor sharing the room
         start_options["room_options"] = RoomOptions(participant_identity=plan.student)
 
+    leaving = False  # set once: this job is on its way out of the room
+    watcher: asyncio.Task[None] | None = None  # ends the job when the student leaves
+
+    def stop_watching() -> None:
+        if watcher is not None and watcher is not asyncio.current_task():
+            watcher.cancel()
+
     async def end_job(reason: str) -> None:
         """Leave the room while the student's session goes on (with another tutor)."""
+        nonlocal leaving
+        if leaving:
+            return
+        leaving = True
+        stop_watching()
         logger.info("job ending", extra={**userdata.log_fields(), "reason": reason})
         if userdata.recorder is not None:
             userdata.recorder.leaving()
+        # the student's audio stopped at the handover: no last transcript can come, so the
+        # close must not wait for one (the framework waits up to 2 s by default; there is
+        # no public setter for this one close)
+        session._opts.session_close_transcript_timeout = 0.0
         await session.aclose()
         ctx.shutdown(reason=reason)
+
+    async def finish_job(reason: str) -> None:
+        """The session is over (the student left, the room or the session closed): leave."""
+        nonlocal leaving
+        if leaving:
+            return
+        leaving = True
+        stop_watching()
+        logger.info("job ending", extra={**userdata.log_fields(), "reason": reason})
+        if userdata.recorder is not None:
+            userdata.recorder.end(reason)
+        if userdata.crossing is not None:
+            await userdata.crossing.abort()
+        await session.aclose()
+        ctx.shutdown(reason=reason)
+
+    def on_close(event: CloseEvent) -> None:
+        if not leaving:
+            spawn(finish_job(f"session closed: {event.reason.value}"))
+
+    session.on("close", on_close)
 
     async def start_session(agent: Agent) -> None:
         if deps.prepare_session is not None:
@@ -97,6 +135,8 @@ async def run_tutor_job(
         "job started",
         extra={**userdata.log_fields(), "job_id": ctx.job.id, "handover": plan.is_handover},
     )
+    if deps.handover_room is not None and plan.student:
+        watcher = spawn(_until_student_leaves(deps.handover_room, plan.student, finish_job))
     await start_tutor(
         kind=kind,
         plan=plan,
@@ -107,6 +147,26 @@ async def run_tutor_job(
         timeout=settings.handover_ready_timeout,
     )
     return session
+
+
+_background: set[asyncio.Task[Any]] = set()
+
+
+def spawn(coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
+    """Run `coro` in the background, keeping a reference until it is done."""
+    task = asyncio.create_task(coro)
+    _background.add(task)
+    task.add_done_callback(_background.discard)
+    return task
+
+
+async def _until_student_leaves(
+    room: HandoverRoom, student: str, finish_job: Callable[[str], Awaitable[None]]
+) -> None:
+    """End the job once the student, having been in the room, is gone."""
+    await room.wait_until_present(student)
+    await room.wait_until_left(student)
+    await finish_job("student left")
 
 
 async def serve_room_job(

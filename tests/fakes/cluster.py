@@ -24,6 +24,7 @@ from livekit.agents import AgentSession, ConversationItemAddedEvent, llm
 from livekit.agents.testing import fake_job_context
 
 from agent.crossing import DispatchClient
+from agent.dispatch_metadata import _parse_fields
 from agent.records import RecordsStore, RecordWriter
 from agent.safety.moderation import Moderator
 from agent.settings import Settings, load_settings
@@ -88,6 +89,7 @@ class Cluster:
     _ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
     _closed: bool = False
     _owned: list[Any] = field(default_factory=list)  # model clients built for the jobs
+    _students_seen: set[str] = field(default_factory=set)
 
     def __post_init__(self) -> None:
         for name in (*PIPELINE_KINDS, "english_rt"):
@@ -158,7 +160,15 @@ class Cluster:
         return True
 
     async def start_job(self, worker: str, metadata: str) -> Job:
-        """Start a job of `worker` and return it once its session is running."""
+        """Start a job of `worker` and return it once its session is running. The student
+        the metadata names is in the room from their first job on (as they would be: they
+        joined first), unless a test put them there, or took them out, itself."""
+        # read quietly: the job itself reports unreadable metadata, once
+        student = _parse_fields(metadata)[0].get("student", "") if isinstance(metadata, str) else ""
+        if student and student not in self._students_seen:
+            self._students_seen.add(student)
+            if not self.hub.is_present(student):
+                await self.hub.join(student, student=True)
         identity = f"agent-{worker}-{next(self._ids)}"
         job = Job(worker, identity, metadata, await self.hub.join(identity))
         if self.records is not None:

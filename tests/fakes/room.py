@@ -26,12 +26,15 @@ class FloorEvent:
 class RoomHub:
     rpc_delay: float = 0.0
     timeline: list[FloorEvent] = field(default_factory=list)
+    students: set[str] = field(default_factory=set)
     _present: dict[str, MemoryRoom] = field(default_factory=dict)
     _changed: asyncio.Condition = field(default_factory=asyncio.Condition)
 
-    async def join(self, identity: str) -> MemoryRoom:
+    async def join(self, identity: str, *, student: bool = False) -> MemoryRoom:
         view = MemoryRoom(self, identity)
         self._present[identity] = view
+        if student:
+            self.students.add(identity)
         self._record(identity, "join")
         await self._notify()
         return view
@@ -55,8 +58,12 @@ class RoomHub:
     def cut_short(self, identity: str) -> bool:
         return any(e.identity == identity and e.what == "cut" for e in self.timeline)
 
+    def is_present(self, identity: str) -> bool:
+        return identity in self._present
+
     def present(self) -> list[str]:
-        return list(self._present)
+        """The tutors in the room (students are not counted)."""
+        return [identity for identity in self._present if identity not in self.students]
 
     def is_speaking(self, identity: str) -> bool:
         state = False

@@ -1,0 +1,136 @@
+"""A job ends with its session: the student leaving (whoever has the floor, mid-crossing
+too), the session closing for any reason but a handover; a crossing from a specialist is one
+line and one dispatch; a conversation where nothing goes wrong logs no warning."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Mapping, Sequence
+from contextlib import asynccontextmanager
+from typing import Any
+
+import pytest
+from livekit.agents import CloseReason
+
+from agent.dispatch_metadata import dispatch_metadata
+from agent.routing import ANNOUNCEMENTS
+from tests.fakes.cluster import ENGLISH_WORKER, ORCHESTRATOR_WORKER, Cluster, Job
+from tests.fakes.llm import Reply, call, say
+from tests.fakes.room import MemoryRoom, RoomHub
+
+WAIT = 10.0
+STUDENT = "kid-1"
+NOUN = "What is a noun?"
+
+
+@asynccontextmanager
+async def lesson(
+    scripts: Mapping[str, Sequence[Reply]], **options: Any
+) -> AsyncIterator[tuple[Cluster, Job, MemoryRoom]]:
+    """The student in the room, and their orchestrator job, greeted."""
+    hub = RoomHub()
+    student = await hub.join(STUDENT, student=True)
+    scripts = {**scripts, "orchestrator": [say("Hi!"), *scripts.get("orchestrator", ())]}
+    cluster = Cluster(hub, scripts, **options)
+    job = await cluster.start_job(
+        ORCHESTRATOR_WORKER, dispatch_metadata(session="s-1", student=STUDENT)
+    )
+    await cluster.said(job, "Hi!")
+    try:
+        yield cluster, job, student
+    finally:
+        await cluster.close()
+
+
+async def test_the_tutor_leaves_when_the_student_leaves() -> None:
+    async with lesson({}) as (cluster, job, student):
+        await student.leave()
+        await asyncio.wait_for(job.ended.wait(), WAIT)
+        assert cluster.hub.present() == []
+        assert job.end_reason == "student left"
+        assert job.session is not None and not job.session._started
+
+
+async def test_the_english_tutor_leaves_when_the_student_leaves_it() -> None:
+    scripts = {
+        "orchestrator": [call("route_to_english", question_summary=NOUN)],
+        "english_rt": [say("A noun names a thing.")],
+    }
+    async with lesson(scripts) as (cluster, job, student):
+        await job.session.run(user_input=NOUN)
+        english = await cluster.job(ENGLISH_WORKER, 1)
+        await cluster.said(english, "A noun names a thing.")
+        await student.leave()
+        await asyncio.wait_for(english.ended.wait(), WAIT)
+        assert cluster.hub.present() == []
+
+
+async def test_a_student_leaving_mid_crossing_ends_both_jobs_and_the_dispatch() -> None:
+    scripts = {"orchestrator": [call("route_to_english", question_summary=NOUN)]}
+    # the English job starts late: the student is gone before it could take the floor
+    async with lesson(scripts, join_delay=0.3) as (cluster, job, student):
+        await job.session.run(user_input=NOUN)
+        await student.leave()
+        await asyncio.wait_for(job.ended.wait(), WAIT)
+        english = await cluster.job(ENGLISH_WORKER, 1)
+        await asyncio.wait_for(english.ended.wait(), WAIT)
+        assert cluster.hub.present() == []
+        assert english.said == []  # never spoke into an empty room
+        assert cluster.cancelled  # the orchestrator took its dispatch back
+
+
+async def test_a_session_closed_by_the_student_disconnecting_ends_the_job() -> None:
+    async with lesson({}) as (_cluster, job, _student):
+        assert job.session is not None
+        # what the framework's room input does when the linked participant disconnects
+        job.session._close_soon(reason=CloseReason.PARTICIPANT_DISCONNECTED, drain=False)
+        await asyncio.wait_for(job.ended.wait(), WAIT)
+        assert job.end_reason == "session closed: participant_disconnected"
+
+
+async def test_a_crossing_from_a_specialist_is_one_line_and_one_dispatch() -> None:
+    scripts = {
+        "orchestrator": [call("route_to_math", question_summary="What is 7 times 8?")],
+        "math": [say("It is 56."), call("route_to_english", question_summary=NOUN)],
+        "english_rt": [say("A noun names a thing.")],
+    }
+    async with lesson(scripts) as (cluster, job, _student):
+        await job.session.run(user_input="What is 7 times 8?")
+        await cluster.said(job, "It is 56.")
+        await job.session.run(user_input=NOUN)
+        english = await cluster.job(ENGLISH_WORKER, 1)
+        await cluster.said(english, "A noun names a thing.")
+        lines = [line for line in job.said if line in ANNOUNCEMENTS.values()]
+        assert lines == [ANNOUNCEMENTS["math"], ANNOUNCEMENTS["english"]]  # one per move
+        assert [worker for worker, _ in cluster.dispatched] == [ENGLISH_WORKER]
+        # Math decided: the orchestrator's model was not asked again
+        assert cluster.log.names() == ["orchestrator", "orchestrator", "math", "math", "english_rt"]
+
+
+async def test_a_conversation_where_nothing_goes_wrong_logs_no_warning(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    scripts = {
+        "orchestrator": [
+            call("route_to_english", question_summary=NOUN),
+            call("route_to_history", question_summary="Who was Napoleon?"),
+        ],
+        "english_rt": [
+            say("A noun names a thing."),
+            call("route_back_to_orchestrator", reason="Who was Napoleon?"),
+        ],
+        "history": [say("Napoleon was a French emperor.")],
+    }
+    with caplog.at_level(logging.WARNING):
+        async with lesson(scripts) as (cluster, job, student):
+            await job.session.run(user_input=NOUN)
+            english = await cluster.job(ENGLISH_WORKER, 1)
+            await cluster.said(english, "A noun names a thing.")
+            await english.session.run(user_input="Who was Napoleon?")
+            back = await cluster.job(ORCHESTRATOR_WORKER, 2)
+            await cluster.said(back, "Napoleon was a French emperor.")
+            await student.leave()
+            await asyncio.wait_for(back.ended.wait(), WAIT)
+    noisy = [f"{r.name}: {r.getMessage()}" for r in caplog.records if r.levelno >= logging.WARNING]
+    assert noisy == []
