@@ -90,21 +90,29 @@ def route(context: RunContext[SessionUserdata], target: TutorKind, question: str
 def hand_off(context: RunContext[SessionUserdata], target: TutorKind, question: str) -> Agent:
     """In-session: the incoming tutor, with the question pending and the outgoing tutor's
     line (in the outgoing voice) to play first."""
-    from agent.tutors.base import Announcement, build_tutor
+    from agent.tutors.base import Announcement, build_tutor, prefetch_line
 
     claim_handoff(context, target)
     outgoing = current_kind(context.session)
+    voice = outgoing_voice(context.session)
+    line = ANNOUNCEMENTS[target]
+    # in a session with audio, synthesise the line now: it is ready when the incoming tutor
+    # queues it, even if that is only after the floor is free (a tutor that took over)
+    audio = prefetch_line(voice, line) if voice is not None and _plays_audio(context) else None
     return build_tutor(
         target,
         context.userdata,
         chat_ctx=carried_context(context.session),
         pending_question=question.strip() or None,
         question_in_context=True,
-        announcement=Announcement(
-            ANNOUNCEMENTS[target], outgoing_voice(context.session), speaker=outgoing or None
-        ),
+        announcement=Announcement(line, voice, speaker=outgoing or None, audio=audio),
         handoff=HandoffNote(outgoing, target, "in_session", question=question.strip()),
     )
+
+
+def _plays_audio(context: RunContext[SessionUserdata]) -> bool:
+    output = context.session.output
+    return output.audio is not None and output.audio_enabled
 
 
 def current_kind(session: AgentSession[SessionUserdata]) -> TutorKind | Literal[""]:

@@ -1,11 +1,11 @@
-"""`python -m bench {handoff,soak,density,moderation} [options]`: run one benchmark."""
+"""`python -m bench {handoff,soak,density,moderation,startup} [options]`: run one benchmark."""
 
 from __future__ import annotations
 
 import importlib
 import sys
 
-BENCHMARKS = ("handoff", "soak", "density", "moderation")
+BENCHMARKS = ("handoff", "soak", "density", "moderation", "startup")
 
 
 def main(argv: list[str]) -> int:

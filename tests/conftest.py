@@ -19,6 +19,8 @@ PLACEHOLDER_ENV = {
     "LIVEKIT_API_KEY": "devkey",
     "LIVEKIT_API_SECRET": "test-secret-of-at-least-32-characters-x",
     "OPENAI_API_KEY": "test-openai-key-placeholder",
+    # a worker built in a test (prewarm) keeps its records out of the repository
+    "RECORDS_URL": f"sqlite+aiosqlite:///{tempfile.gettempdir()}/voice-tutor-tests/tutor.db",
 }
 for _name, _value in PLACEHOLDER_ENV.items():
     os.environ.setdefault(_name, _value)

@@ -69,3 +69,22 @@ def test_azure_settings_build_every_client_with_the_azure_constructors() -> None
     assert isinstance(moderation_client(settings), openai_sdk.AsyncAzureOpenAI)
     realtime = english_realtime_models(settings).llm
     assert realtime._opts.is_azure and realtime._opts.azure_deployment == "gpt-realtime"
+
+
+def test_prewarm_builds_the_model_clients_once_per_process_for_every_job() -> None:
+    from types import SimpleNamespace
+
+    from agent.records import RecordsStore
+    from agent.safety.moderation import Moderator
+    from agent.workers import english
+
+    proc = SimpleNamespace(userdata={})
+    orchestrator.prewarm(proc)  # type: ignore[arg-type]
+    models = proc.userdata["tutor_models"]
+    assert set(models) == {"orchestrator", "math", "history", "english"}
+    assert isinstance(proc.userdata["stt"], openai.STT)
+    assert isinstance(proc.userdata["records"], RecordsStore)
+    assert isinstance(proc.userdata["moderator"], Moderator)
+    realtime_proc = SimpleNamespace(userdata={})
+    english.prewarm(realtime_proc)  # type: ignore[arg-type]
+    assert isinstance(realtime_proc.userdata["english"].llm, openai.realtime.RealtimeModel)

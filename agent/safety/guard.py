@@ -208,8 +208,9 @@ async def forget_items(agent: Agent, item_ids: set[str]) -> None:
 # ------------------------------------------------------------------ pipeline tutors' replies
 
 
-class _Prefetched:
-    """The audio of one sentence, synthesised while its check runs."""
+class Prefetched:
+    """The audio of one line, synthesised ahead of its turn to play (while it is checked,
+    or while the tutor before it still speaks)."""
 
     def __init__(self, frames: AsyncIterable[rtc.AudioFrame]) -> None:
         self._queue: asyncio.Queue[rtc.AudioFrame | None] = asyncio.Queue()
@@ -235,18 +236,18 @@ class AudioPrefetch:
     """Sentences synthesised ahead of their release, for the tutor's TTS node to play."""
 
     def __init__(self) -> None:
-        self._ready: dict[str, list[_Prefetched]] = {}
-        self._all: list[_Prefetched] = []
+        self._ready: dict[str, list[Prefetched]] = {}
+        self._all: list[Prefetched] = []
 
-    def start(self, tutor: Agent, text: str, model_settings: ModelSettings) -> _Prefetched:
-        prefetched = _Prefetched(Agent.default.tts_node(tutor, _once(text), model_settings))
+    def start(self, tutor: Agent, text: str, model_settings: ModelSettings) -> Prefetched:
+        prefetched = Prefetched(Agent.default.tts_node(tutor, _once(text), model_settings))
         self._all.append(prefetched)
         return prefetched
 
-    def release(self, text: str, prefetched: _Prefetched) -> None:
+    def release(self, text: str, prefetched: Prefetched) -> None:
         self._ready.setdefault(speech_key(text), []).append(prefetched)
 
-    def take(self, text: str) -> _Prefetched | None:
+    def take(self, text: str) -> Prefetched | None:
         waiting = self._ready.get(speech_key(text))
         return waiting.pop(0) if waiting else None
 

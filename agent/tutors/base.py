@@ -14,7 +14,7 @@ from livekit.agents.types import NOT_GIVEN, NotGivenOr
 from livekit.agents.voice import ModelSettings, SpeechHandle
 from livekit.agents.voice.io import TimedString
 
-from agent.safety.guard import AudioPrefetch, moderated_reply, moderated_transcript
+from agent.safety.guard import AudioPrefetch, Prefetched, moderated_reply, moderated_transcript
 from agent.state import SYNTHETIC_TURN_KEY, SessionUserdata, TutorKind, TutorModels
 from agent.telemetry.handoffs import HandoffNote, handoff_finished, handoff_gap
 
@@ -30,6 +30,7 @@ class Announcement:
     text: str
     tts: tts.TTS | None = None
     speaker: TutorKind | None = None  # the outgoing tutor (whose line it is in the records)
+    audio: Prefetched | None = None  # synthesised from the moment the handoff was decided
 
 
 class TutorOptions(TypedDict, total=False):
@@ -175,7 +176,12 @@ class Tutor(Agent):
         already work on the answer while the line plays: no silence between the two.
         """
         voice = announcement.tts
-        audio = _synthesize(voice, announcement.text) if voice is not None else NOT_GIVEN
+        if announcement.audio is not None:
+            audio: Any = announcement.audio.frames()
+        elif voice is not None:
+            audio = _synthesize(voice, announcement.text)
+        else:
+            audio = NOT_GIVEN
         if announcement.speaker is not None:
             self.userdata.spoken_as[announcement.text] = announcement.speaker
         return self.session.say(announcement.text, audio=audio)
@@ -240,6 +246,11 @@ def _speaking_time(handle: SpeechHandle, key: str) -> float | None:
 
 async def _once(text: str) -> AsyncIterator[str]:
     yield text
+
+
+def prefetch_line(voice: tts.TTS, text: str) -> Prefetched:
+    """Start synthesising a fixed line now, to play it later without waiting for the TTS."""
+    return Prefetched(_synthesize(voice, text))
 
 
 async def _synthesize(voice: tts.TTS, text: str) -> AsyncIterator[rtc.AudioFrame]:

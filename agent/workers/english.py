@@ -26,7 +26,9 @@ WORKER = settings.english_agent_name
 
 
 def prewarm(proc: JobProcess) -> None:
-    """Once per worker process: the records store and the trace exporter."""
+    """Once per job process, before its job: the realtime model and the TTS of its fixed
+    lines, the records store, the moderation client and the trace exporter."""
+    proc.userdata["english"] = english_realtime_models(settings)
     prewarm_process(proc, settings, WORKER)
 
 
@@ -36,7 +38,7 @@ schedule_alert_delivery(server, settings)
 
 @server.rtc_session(agent_name=WORKER)
 async def entrypoint(ctx: JobContext) -> None:
-    english = english_realtime_models(settings)
+    english = ctx.proc.userdata["english"]
     await serve_room_job(
         ctx,
         kind="english",

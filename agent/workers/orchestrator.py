@@ -27,8 +27,11 @@ WORKER = settings.orchestrator_agent_name
 
 
 def prewarm(proc: JobProcess) -> None:
-    """Once per worker process: the Silero VAD every job of it reuses, the records store."""
+    """Once per job process, before its job: the Silero VAD, the model clients (their TLS
+    contexts and connection pools), the records store and the moderation client."""
     proc.userdata["vad"] = silero.VAD.load()
+    proc.userdata["tutor_models"] = pipeline_tutor_models(settings)
+    proc.userdata["stt"] = session_stt(settings)
     prewarm_process(proc, settings, WORKER)
 
 
@@ -39,14 +42,14 @@ schedule_retention(server, settings)
 
 @server.rtc_session(agent_name=WORKER)
 async def entrypoint(ctx: JobContext) -> None:
-    tutor_models = pipeline_tutor_models(settings)
+    tutor_models = ctx.proc.userdata["tutor_models"]
     await serve_room_job(
         ctx,
         kind="orchestrator",
         settings=settings,
         tutor_models=tutor_models,
         session_models={
-            "stt": session_stt(settings),
+            "stt": ctx.proc.userdata["stt"],
             "vad": ctx.proc.userdata["vad"],
             "llm": tutor_models["orchestrator"].llm,
             "tts": tutor_models["orchestrator"].tts,
