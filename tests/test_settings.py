@@ -80,6 +80,7 @@ def test_an_unusable_records_url_stops_the_worker_with_one_line(
 def test_empty_observability_settings_mean_off(
     no_env_file: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.delenv("RECORDS_URL", raising=False)
     (no_env_file / ".env").write_text("PROMETHEUS_PORT=\nOTLP_TRACES_ENDPOINT=\nRECORDS_URL=\n")
     settings = load_settings()
     assert settings.prometheus_port is None and settings.otlp_traces_endpoint == ""
