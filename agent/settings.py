@@ -51,7 +51,25 @@ class RecordsSettings(BaseSettings):
         return value.strip()
 
 
-class Settings(LiveKitSettings, RecordsSettings):
+class TurnSettings(BaseSettings):
+    """How a pipeline session decides the student has finished (see agent/workers/turns.py)."""
+
+    model_config = SettingsConfigDict(env_file=".env", extra="ignore", frozen=True)
+
+    # the defaults are the framework's own (its end-of-turn model with the streaming
+    # endpointing, Silero's silence): see BENCHMARKS.md "Turn latency" for the trade-off
+    turn_detector: Literal["model", "vad", "stt"] = "model"
+    endpointing_mode: Literal["fixed", "dynamic"] = "fixed"
+    min_endpointing_delay: float = Field(default=0.3, ge=0)
+    max_endpointing_delay: float = Field(default=2.5, gt=0)
+    vad_min_silence_duration: float = Field(default=0.55, gt=0)
+    vad_activation_threshold: float = Field(default=0.5, gt=0, lt=1)
+    stt_streaming: bool = False
+    preemptive_generation: bool = True
+    preemptive_tts: bool = False
+
+
+class Settings(LiveKitSettings, RecordsSettings, TurnSettings):
     """Everything a worker needs."""
 
     # OpenAI or any OpenAI-compatible provider: one endpoint and key for every role, and

@@ -1,11 +1,11 @@
-"""`python -m bench {handoff,soak,density,moderation,startup} [options]`: run one benchmark."""
+"""`python -m bench NAME [options]`: run one benchmark (see BENCHMARKS below)."""
 
 from __future__ import annotations
 
 import importlib
 import sys
 
-BENCHMARKS = ("handoff", "soak", "density", "moderation", "startup")
+BENCHMARKS = ("handoff", "soak", "density", "moderation", "startup", "turns")
 
 
 def main(argv: list[str]) -> int:

@@ -544,27 +544,30 @@ def load_table(levels: Sequence[Level]) -> str:
     return table(headers, rows)
 
 
-NOTES = """How to read it: each level runs N bare sessions, then N of ours, then N of ours
-with records on (every turn queued and written to one SQLite file in WAL mode that the
-level's sessions share, as the workers share the records volume), every session in
-its own process (as the worker runs jobs: forked from a forkserver with the worker's
-preloads, the Silero VAD loaded once per process). Students start their first question up to
-4 s apart. *CPU core-s/session-s*: user+sys CPU of the session processes over the talk window
-over sessions x wall seconds of talk (± the spread between sessions); 0.04 means one core
+NOTES = """How to read it: each level runs N bare sessions, then N of ours, then N of ours with
+records on (every turn queued and written to one SQLite file in WAL mode that the level's
+sessions share, as the workers share the records volume), every session in its own process
+(as the worker runs jobs: forked from a forkserver with the worker's preloads, the Silero
+VAD loaded once per process). Students start their first question up to 4 s apart. *CPU
+core-s/session-s*: user+sys CPU of the session processes over the talk window over
+sessions x wall seconds of talk (± the spread between sessions); 0.04 means one core
 carries about 25 sessions if nothing else runs. Run-to-run noise on this shared machine is
 about ±10%, so ratios within 0.9-1.1x mean "no measurable difference". *PSS MiB/session*:
-mean proportional set size while all N sessions are alive; pages shared with the forkserver
-(libraries, models, preloaded modules) are split among the processes, so it falls as N grows
-towards the private (USS) part, which is what each further session adds. Second table: the
-sanity check and the load. Asked/detected/answered are student questions, student turns the
-session committed (the VAD and STT really worked) and answers that started playing; latency
-is from the end of the student's speech to the first answer audio (VAD silence, end-of-turn
-model, endpointing delay, STT 0.2 s, LLM 0.3 s, TTS 0.15 s); lateness is how late the pipeline
-pulled microphone frames. *Whole machine* counts every process, including other work on the
-machine. When a level cannot keep up, lateness, latency and warnings grow and fewer questions
-are answered: read its cost figures as the cost under overload.
-Not measured: WebRTC (Opus decode/encode, the room's FFI media path), the worker's main
-process, real model clients (HTTP, MP3 decoding of OpenAI TTS audio)."""
+mean proportional set size while all N sessions are alive; pages shared with the
+forkserver (libraries, models, preloaded modules) are split among the processes, so it
+falls as N grows towards the private (USS) part, which is what each further session adds.
+Second table: the sanity check and the load. Asked/detected/answered are student
+questions, student turns the session committed (the VAD and STT really worked) and answers
+that started playing; latency is from the end of the student's speech to the first answer
+audio, and with the framework's default turn handling it is mostly the endpointing wait:
+the end-of-turn model is not confident on this clip, so each turn waits the maximum delay
+(2.5 s) after the VAD's silence (0.55 s) before STT 0.2 s, LLM 0.3 s and TTS 0.15 s can
+even start to matter (see `bench turns`); lateness is how late the pipeline pulled
+microphone frames. *Whole machine* counts every process, including other work on the
+machine. When a level cannot keep up, lateness, latency and warnings grow and fewer
+questions are answered: read its cost figures as the cost under overload. Not measured:
+WebRTC (Opus decode/encode, the room's FFI media path), the worker's main process, real
+model clients (HTTP, MP3 decoding of OpenAI TTS audio)."""
 
 
 def print_progress(level: LevelResult) -> None:

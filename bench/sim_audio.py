@@ -88,6 +88,7 @@ class StudentStats:
     answered: int = 0  # of those, how many got an answer that started playing
     greeted: bool = False
     answer_latencies: list[float] = field(default_factory=list)  # speech end -> answer audio
+    question_ends: list[float] = field(default_factory=list)  # monotonic time each ended
     frame_lateness: list[float] = field(default_factory=list)  # how late frames were pulled
 
 
@@ -128,6 +129,7 @@ class SimStudent(io.AudioInput):
         self._silence = np.zeros(self._frame_samples, dtype=np.int16)
         self.stats = StudentStats()
         self.talk_done = asyncio.Event()
+        self.answered = asyncio.Event()  # an answer started playing
         self._t0: float | None = None
         self._k = 0  # next frame index
         self._clip_pos: int | None = None  # sample offset while asking
@@ -197,6 +199,8 @@ class SimStudent(io.AudioInput):
         if self._k < self._talk_frames:
             self.stats.questions += 1
         self._waiting_since = at
+        if self._t0 is not None:
+            self.stats.question_ends.append(self._t0 + at)
 
     def _on_playback_started(self, ev: io.PlaybackStartedEvent) -> None:
         if self._waiting_since is None or self._hearing or self._t0 is None:
@@ -209,6 +213,7 @@ class SimStudent(io.AudioInput):
             self.stats.answered += 1
             spoke_at = self._t0 + self._waiting_since
             self.stats.answer_latencies.append(time.monotonic() - spoke_at)
+            self.answered.set()
 
     def _on_playback_finished(self, ev: io.PlaybackFinishedEvent) -> None:
         if not self._hearing:

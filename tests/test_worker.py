@@ -88,3 +88,31 @@ def test_prewarm_builds_the_model_clients_once_per_process_for_every_job() -> No
     realtime_proc = SimpleNamespace(userdata={})
     english.prewarm(realtime_proc)  # type: ignore[arg-type]
     assert isinstance(realtime_proc.userdata["english"].llm, openai.realtime.RealtimeModel)
+
+
+async def test_turn_settings_reach_the_session_and_the_vad() -> None:
+    from agent.session import create_session
+    from agent.state import SessionUserdata
+    from agent.workers.turns import turn_handling, vad_options
+
+    settings = load_settings(
+        turn_detector="vad",
+        endpointing_mode="dynamic",
+        min_endpointing_delay=0.4,
+        max_endpointing_delay=1.6,
+        vad_min_silence_duration=0.3,
+        preemptive_tts=True,
+        stt_streaming=True,
+    )
+    session = create_session(SessionUserdata(), turn_handling=turn_handling(settings))
+    options = session.options
+    assert options.endpointing["mode"] == "dynamic"
+    assert (options.endpointing["min_delay"], options.endpointing["max_delay"]) == (0.4, 1.6)
+    assert options.preemptive_generation["preemptive_tts"] is True
+    assert options.turn_handling["turn_detection"] == "vad"
+    assert vad_options(settings)["min_silence_duration"] == 0.3
+    from agent.workers.models import session_stt
+
+    assert session_stt(settings).capabilities.streaming is True
+    # the shipped defaults leave the detector to the framework (its end-of-turn model)
+    assert "turn_detection" not in turn_handling(load_settings())

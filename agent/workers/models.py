@@ -110,9 +110,16 @@ def session_stt(settings: Settings) -> openai.STT:
     point = endpoint(settings, "stt")
     if point.azure:
         return openai.STT.with_azure(
-            model=settings.stt_model, **_azure(settings, point, settings.stt_model)
+            model=settings.stt_model,
+            use_realtime=settings.stt_streaming,
+            **_azure(settings, point, settings.stt_model),
         )
-    return openai.STT(model=settings.stt_model, api_key=point.api_key, base_url=point.base_url)
+    return openai.STT(
+        model=settings.stt_model,
+        api_key=point.api_key,
+        base_url=point.base_url,
+        use_realtime=settings.stt_streaming,  # stream while the child speaks
+    )
 
 
 def english_realtime_models(settings: Settings) -> TutorModels:

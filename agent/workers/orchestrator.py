@@ -21,6 +21,7 @@ from agent.workers.process import (
     server_options,
 )
 from agent.workers.runner import serve_room_job
+from agent.workers.turns import turn_handling, vad_options
 
 settings = load_settings_or_exit("learning-orchestrator")
 WORKER = settings.orchestrator_agent_name
@@ -29,9 +30,10 @@ WORKER = settings.orchestrator_agent_name
 def prewarm(proc: JobProcess) -> None:
     """Once per job process, before its job: the Silero VAD, the model clients (their TLS
     contexts and connection pools), the records store and the moderation client."""
-    proc.userdata["vad"] = silero.VAD.load()
+    proc.userdata["vad"] = silero.VAD.load(**vad_options(settings))
     proc.userdata["tutor_models"] = pipeline_tutor_models(settings)
-    proc.userdata["stt"] = session_stt(settings)
+    # streaming transcription keeps loop-bound state: it is built in the job instead
+    proc.userdata["stt"] = None if settings.stt_streaming else session_stt(settings)
     prewarm_process(proc, settings, WORKER)
 
 
@@ -49,10 +51,11 @@ async def entrypoint(ctx: JobContext) -> None:
         settings=settings,
         tutor_models=tutor_models,
         session_models={
-            "stt": ctx.proc.userdata["stt"],
+            "stt": ctx.proc.userdata["stt"] or session_stt(settings),
             "vad": ctx.proc.userdata["vad"],
             "llm": tutor_models["orchestrator"].llm,
             "tts": tutor_models["orchestrator"].tts,
+            "turn_handling": turn_handling(settings),
         },
         workers={"english": settings.english_agent_name},
         worker=WORKER,

@@ -1,8 +1,9 @@
 """What a worker builds once per process, and what each job gets from it.
 
-Per job process (`prewarm`): the records store (one connection pool) and the trace
-exporter. Per job: a `RecordWriter` that is flushed when the job shuts down. Per worker
-(main process): the Prometheus endpoint and the records retention purge.
+Per job process (`prewarm`, before a job is assigned): the records store (one connection
+pool), the moderation client and the trace exporter (the workers add their model clients).
+Per job: a `RecordWriter` flushed when the job shuts down. Per worker (main process): the
+Prometheus endpoint, the alert delivery loop and the records retention purge.
 """
 
 from __future__ import annotations

@@ -1,0 +1,41 @@
+"""How a pipeline session decides that the student has finished speaking, from the settings.
+
+The framework's defaults wait for its end-of-turn model, which is rarely confident on a
+child's short question, so most turns wait the endpointing's full maximum delay. These
+settings (chosen by measurement: `python -m bench turns`, see BENCHMARKS.md) trade that
+wait against cutting off a child who pauses mid-sentence.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from livekit.agents.voice.turn import TurnHandlingOptions
+
+from agent.settings import TurnSettings
+
+
+def turn_handling(settings: TurnSettings) -> TurnHandlingOptions:
+    """The session's turn handling: detector, endpointing, preemptive generation."""
+    options: dict[str, Any] = {
+        "endpointing": {
+            "mode": settings.endpointing_mode,
+            "min_delay": settings.min_endpointing_delay,
+            "max_delay": settings.max_endpointing_delay,
+        },
+        "preemptive_generation": {
+            "enabled": settings.preemptive_generation,
+            "preemptive_tts": settings.preemptive_tts,
+        },
+    }
+    if settings.turn_detector != "model":  # "model": the framework's end-of-turn model
+        options["turn_detection"] = settings.turn_detector
+    return options  # type: ignore[return-value]
+
+
+def vad_options(settings: TurnSettings) -> dict[str, float]:
+    """Silero VAD options: how much silence ends speech, how loud speech must be."""
+    return {
+        "min_silence_duration": settings.vad_min_silence_duration,
+        "activation_threshold": settings.vad_activation_threshold,
+    }
