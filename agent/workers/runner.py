@@ -79,37 +79,36 @@ async def run_tutor_job(
         if watcher is not None and watcher is not asyncio.current_task():
             watcher.cancel()
 
-    async def end_job(reason: str) -> None:
-        """Leave the room while the student's session goes on (with another tutor)."""
+    async def leave(reason: str, *, session_over: bool) -> None:
+        """Close the session and leave the room, once."""
         nonlocal leaving
         if leaving:
             return
         leaving = True
         stop_watching()
         logger.info("job ending", extra={**userdata.log_fields(), "reason": reason})
-        if userdata.recorder is not None:
-            userdata.recorder.leaving()
-        # the student's audio stopped at the handover: no last transcript can come, so the
-        # close must not wait for one (the framework waits up to 2 s by default; there is
-        # no public setter for this one close)
-        session._opts.session_close_transcript_timeout = 0.0
+        if session_over:
+            if userdata.recorder is not None:
+                userdata.recorder.end(reason)
+            if userdata.crossing is not None:
+                await userdata.crossing.abort()
+        else:
+            if userdata.recorder is not None:
+                userdata.recorder.leaving()
+            # the student's audio stopped at the handover: no last transcript can come, so
+            # the close must not wait for one (the framework waits up to 2 s by default;
+            # there is no public setter for this one close)
+            session._opts.session_close_transcript_timeout = 0.0
         await session.aclose()
         ctx.shutdown(reason=reason)
 
+    async def end_job(reason: str) -> None:
+        """Leave the room while the student's session goes on (with another tutor)."""
+        await leave(reason, session_over=False)
+
     async def finish_job(reason: str) -> None:
         """The session is over (the student left, the room or the session closed): leave."""
-        nonlocal leaving
-        if leaving:
-            return
-        leaving = True
-        stop_watching()
-        logger.info("job ending", extra={**userdata.log_fields(), "reason": reason})
-        if userdata.recorder is not None:
-            userdata.recorder.end(reason)
-        if userdata.crossing is not None:
-            await userdata.crossing.abort()
-        await session.aclose()
-        ctx.shutdown(reason=reason)
+        await leave(reason, session_over=True)
 
     def on_close(event: CloseEvent) -> None:
         if not leaving:
