@@ -9,6 +9,8 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from livekit.agents import AgentSession
+from livekit.agents.types import NOT_GIVEN
+from livekit.agents.voice import SpeechHandle
 
 from agent.dispatch_metadata import dispatch_metadata
 from agent.handover import (
@@ -19,12 +21,13 @@ from agent.handover import (
     hand_over,
     new_handover_id,
 )
-from agent.routing import ANNOUNCEMENTS, carried_context, current_kind
+from agent.routing import ANNOUNCEMENTS, carried_context, current_kind, outgoing_voice
 from agent.session import set_listening
 from agent.state import SessionUserdata, TutorKind
 from agent.telemetry import metrics
 from agent.telemetry.handoffs import HandoffNote, handoff_finished
 from agent.tutors.base import build_tutor
+from agent.tutors.lines import line_cache
 
 logger = logging.getLogger("tutor.crossing")
 
@@ -38,6 +41,13 @@ STAY_LINE = (
     "I couldn't reach your main tutor just now, so let's keep going together. "
     "What would you like to do?"
 )
+
+
+def say_fixed(session: AgentSession[SessionUserdata], text: str) -> SpeechHandle:
+    """Say a fixed line in the current tutor's voice, from the line cache."""
+    voice = outgoing_voice(session)
+    audio = line_cache().frames(voice, text) if voice is not None else NOT_GIVEN
+    return session.say(text, audio=audio)
 
 
 class DispatchClient(Protocol):
@@ -80,7 +90,7 @@ class Crossing:
         # the whole conversation (a job started by a handover has the transfer in it too)
         snapshot = Transfer.from_history(handover_id, session.history)
         set_listening(session, False)
-        announcement = session.say(ANNOUNCEMENTS[target])
+        announcement = say_fixed(session, ANNOUNCEMENTS[target])
         fields = {
             "session": userdata.session_id,
             "student": userdata.student_identity,
@@ -159,7 +169,7 @@ class Crossing:
         metrics.CROSSING_FALLBACKS.labels(target, result.outcome.value).inc()
         set_listening(session, True)
         if target == "orchestrator":
-            session.say(STAY_LINE)
+            say_fixed(session, STAY_LINE)
         else:
             session.update_agent(
                 build_tutor(

@@ -111,6 +111,9 @@ class Settings(LiveKitSettings, RecordsSettings, TurnSettings):
     history_voice: str = "ash"
     english_voice: str = "shimmer"
 
+    # where fixed lines' audio is kept once synthesised (empty: a temp directory)
+    line_cache_dir: str = ""
+
     # the worker's HTTP health endpoint (two workers sharing a network need two ports)
     worker_http_port: int = Field(default=8081, ge=1, le=65535)
 

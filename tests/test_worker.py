@@ -88,6 +88,11 @@ def test_prewarm_builds_the_model_clients_once_per_process_for_every_job() -> No
     realtime_proc = SimpleNamespace(userdata={})
     english.prewarm(realtime_proc)  # type: ignore[arg-type]
     assert isinstance(realtime_proc.userdata["english"].llm, openai.realtime.RealtimeModel)
+    # prewarm keeps fixed lines on disk for the process; other tests synthesise every time
+    from agent.tutors.lines import LineCache, line_cache, set_line_cache
+
+    assert line_cache().directory is not None
+    set_line_cache(LineCache(None, keep=False))
 
 
 async def test_turn_settings_reach_the_session_and_the_vad() -> None:

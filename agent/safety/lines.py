@@ -24,3 +24,9 @@ def line_for(tier: Tier, helpline: str = "") -> str:
     if tier == "urgent":
         return f"{SAFEGUARDING_LINE} {helpline.strip()}".strip()
     return REDIRECT_LINE
+
+
+def is_fixed_line(text: str) -> bool:
+    """One of the lines above (the safeguarding line may end with the school's helpline)."""
+    text = text.strip()
+    return text in (REDIRECT_LINE, SORRY_LINE) or text.startswith(SAFEGUARDING_LINE)

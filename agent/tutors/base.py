@@ -15,8 +15,10 @@ from livekit.agents.voice import ModelSettings, SpeechHandle
 from livekit.agents.voice.io import TimedString
 
 from agent.safety.guard import AudioPrefetch, Prefetched, moderated_reply, moderated_transcript
+from agent.safety.lines import is_fixed_line
 from agent.state import SYNTHETIC_TURN_KEY, SessionUserdata, TutorKind, TutorModels
 from agent.telemetry.handoffs import HandoffNote, handoff_finished, handoff_gap
+from agent.tutors.lines import line_cache
 
 logger = logging.getLogger("tutor")
 
@@ -118,16 +120,19 @@ class Tutor(Agent):
             async for frame in Agent.default.tts_node(self, text, model_settings):
                 yield frame
             return
-        # moderated replies arrive sentence by sentence; play a sentence's prefetched audio
+        # moderated replies arrive sentence by sentence; play a sentence's prefetched audio,
+        # and a fixed line from the cache
+        voice = self.tts if isinstance(self.tts, tts.TTS) else self.session.tts
         async for chunk in text:
             if not chunk.strip():
                 continue
             prefetched = self._prefetch.take(chunk)
-            frames = (
-                prefetched.frames()
-                if prefetched is not None
-                else Agent.default.tts_node(self, _once(chunk), model_settings)
-            )
+            if prefetched is not None:
+                frames: AsyncIterable[rtc.AudioFrame] = prefetched.frames()
+            elif is_fixed_line(chunk) and isinstance(voice, tts.TTS):
+                frames = line_cache().frames(voice, chunk.strip())
+            else:
+                frames = Agent.default.tts_node(self, _once(chunk), model_settings)
             async for frame in frames:
                 yield frame
 
@@ -179,7 +184,7 @@ class Tutor(Agent):
         if announcement.audio is not None:
             audio: Any = announcement.audio.frames()
         elif voice is not None:
-            audio = _synthesize(voice, announcement.text)
+            audio = line_cache().frames(voice, announcement.text)
         else:
             audio = NOT_GIVEN
         if announcement.speaker is not None:
@@ -249,14 +254,8 @@ async def _once(text: str) -> AsyncIterator[str]:
 
 
 def prefetch_line(voice: tts.TTS, text: str) -> Prefetched:
-    """Start synthesising a fixed line now, to play it later without waiting for the TTS."""
-    return Prefetched(_synthesize(voice, text))
-
-
-async def _synthesize(voice: tts.TTS, text: str) -> AsyncIterator[rtc.AudioFrame]:
-    async with voice.synthesize(text) as stream:
-        async for chunk in stream:
-            yield chunk.frame
+    """Start a fixed line's audio now (cached once per machine), to play it later."""
+    return Prefetched(line_cache().frames(voice, text))
 
 
 async def _silent_until(event: asyncio.Event) -> AsyncIterator[rtc.AudioFrame]:

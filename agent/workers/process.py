@@ -1,7 +1,8 @@
 """What a worker builds once per process, and what each job gets from it.
 
 Per job process (`prewarm`, before a job is assigned): the records store (one connection
-pool), the moderation client and the trace exporter (the workers add their model clients).
+pool), the moderation client, the fixed lines' audio cache and the trace exporter (the
+workers add their model clients).
 Per job: a `RecordWriter` flushed when the job shuts down. Per worker (main process): the
 Prometheus endpoint, the alert delivery loop and the records retention purge.
 """
@@ -21,6 +22,7 @@ from agent.safety.alerts import deliver_forever, delivery_config
 from agent.safety.moderation import Moderator, Policy
 from agent.settings import Settings
 from agent.telemetry.tracing import configure_tracing
+from agent.tutors.lines import LineCache, set_line_cache
 from agent.workers.models import moderation_client
 
 logger = logging.getLogger("tutor.worker")
@@ -81,6 +83,8 @@ def prewarm_process(proc: JobProcess, settings: Settings, worker: str) -> None:
     """Once per job process: the records store, the moderation client, the trace exporter."""
     proc.userdata[RECORDS_KEY] = open_store(settings)
     proc.userdata[MODERATOR_KEY] = build_moderator(settings)
+    directory = settings.line_cache_dir or str(Path(tempfile.gettempdir()) / "voice-tutor-lines")
+    set_line_cache(LineCache(Path(directory)))
     configure_tracing(
         settings.otlp_traces_endpoint, service=worker, allow_pii=settings.traces_allow_pii
     )

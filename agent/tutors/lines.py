@@ -1,0 +1,130 @@
+"""Fixed lines cost no synthesis: each (voice, line) is synthesised once and kept.
+
+Handoff lines, the safeguarding response, the redirect and sorry lines are fixed text in a
+known voice. The first time one is needed its audio is synthesised (and played as it
+arrives) and written to `LINE_CACHE_DIR` as a WAV file; from then on every job process on the
+machine plays it from there, so the time to the line is the router's first token alone.
+Fixed lines are ours: no child's words are ever cached.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import tempfile
+import wave
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+from livekit import rtc
+from livekit.agents import tts
+
+logger = logging.getLogger("tutor.lines")
+
+FRAME_SECONDS = 0.05
+
+
+def voice_key(voice: tts.TTS) -> str:
+    """What makes one TTS sound different from another: provider, model, voice, format."""
+    options = getattr(voice, "_opts", None)
+    name = getattr(options, "voice", None) or getattr(voice, "name", None) or f"id{id(voice)}"
+    return f"{voice.provider}|{voice.model}|{name}|{voice.sample_rate}|{voice.num_channels}"
+
+
+class LineCache:
+    """Audio of fixed lines, in memory and (if `directory`) on disk for every process."""
+
+    def __init__(self, directory: Path | None, *, keep: bool = True) -> None:
+        self.directory = directory
+        self.keep = keep  # False: synthesise every time (no worker set a cache up)
+        self._memory: dict[str, list[rtc.AudioFrame]] = {}
+        self.synthesised = 0  # lines this process had to synthesise
+
+    def _path(self, key: str) -> Path | None:
+        if self.directory is None:
+            return None
+        return self.directory / f"{hashlib.sha256(key.encode()).hexdigest()[:32]}.wav"
+
+    def cached(self, voice: tts.TTS, text: str) -> list[rtc.AudioFrame] | None:
+        if not self.keep:
+            return None
+        key = f"{voice_key(voice)}|{text}"
+        if (frames := self._memory.get(key)) is not None:
+            return frames
+        path = self._path(key)
+        if path is None or not path.exists():
+            return None
+        try:
+            frames = _read_wav(path)
+        except (OSError, wave.Error, EOFError):
+            logger.warning("unreadable cached line %s, synthesising it again", path.name)
+            return None
+        self._memory[key] = frames
+        return frames
+
+    async def frames(self, voice: tts.TTS, text: str) -> AsyncIterator[rtc.AudioFrame]:
+        """The line's audio: cached, or synthesised now (played as it comes) and kept."""
+        if (cached := self.cached(voice, text)) is not None:
+            for frame in cached:
+                yield frame
+            return
+        self.synthesised += 1
+        made: list[rtc.AudioFrame] = []
+        async with voice.synthesize(text) as stream:
+            async for chunk in stream:
+                made.append(chunk.frame)
+                yield chunk.frame
+        if not self.keep:
+            return
+        key = f"{voice_key(voice)}|{text}"
+        self._memory[key] = made
+        path = self._path(key)
+        if path is not None and made:
+            try:
+                _write_wav(path, made)
+            except OSError as exc:
+                logger.warning("could not keep a line's audio: %s", type(exc).__name__)
+
+
+def _write_wav(path: Path, frames: list[rtc.AudioFrame]) -> None:
+    """Write atomically: a process reading it never sees half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, partial = tempfile.mkstemp(dir=path.parent, suffix=".part")
+    with os.fdopen(handle, "wb") as raw, wave.open(raw, "wb") as out:
+        out.setnchannels(frames[0].num_channels)
+        out.setsampwidth(2)
+        out.setframerate(frames[0].sample_rate)
+        for frame in frames:
+            out.writeframes(bytes(frame.data))
+    os.replace(partial, path)
+
+
+def _read_wav(path: Path) -> list[rtc.AudioFrame]:
+    with wave.open(str(path), "rb") as source:
+        rate, channels = source.getframerate(), source.getnchannels()
+        step = int(rate * FRAME_SECONDS)
+        frames = []
+        while data := source.readframes(step):
+            samples = len(data) // (2 * channels)
+            frames.append(rtc.AudioFrame(data, rate, channels, samples))
+    if not frames:
+        raise EOFError("empty")
+    return frames
+
+
+_default: LineCache | None = None
+
+
+def line_cache() -> LineCache:
+    """This process's cache (the directory from `LINE_CACHE_DIR`; see `set_line_cache`)."""
+    global _default
+    if _default is None:
+        _default = LineCache(None, keep=False)
+    return _default
+
+
+def set_line_cache(cache: LineCache) -> None:
+    """Called once per process by the worker's prewarm."""
+    global _default
+    _default = cache
