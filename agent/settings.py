@@ -111,6 +111,14 @@ class Settings(LiveKitSettings, RecordsSettings, TurnSettings):
     history_voice: str = "ash"
     english_voice: str = "shimmer"
 
+    # capacity: sessions a worker accepts (0: WORKER_SESSIONS_PER_CORE x the machine's cores),
+    # job processes kept warm for a class arriving at once (0: the capacity, at most 8)
+    worker_capacity: int = Field(default=0, ge=0)
+    worker_sessions_per_core: int = Field(default=4, ge=1)
+    num_idle_processes: int = Field(default=0, ge=0)
+    drain_timeout: int = Field(default=600, ge=0)
+    job_memory_limit_mb: float = Field(default=0, ge=0)
+
     # where fixed lines' audio is kept once synthesised (empty: a temp directory)
     line_cache_dir: str = ""
 

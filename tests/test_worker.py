@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import os
 
 from livekit.agents import AgentServer
 from livekit.plugins import openai
@@ -121,3 +122,25 @@ async def test_turn_settings_reach_the_session_and_the_vad() -> None:
     assert session_stt(settings).capabilities.streaming is True
     # the shipped defaults leave the detector to the framework (its end-of-turn model)
     assert "turn_detection" not in turn_handling(load_settings())
+
+
+def test_admission_follows_the_configured_capacity_not_the_machines_cpu() -> None:
+    from types import SimpleNamespace
+
+    from agent.workers.process import capacity_load
+
+    settings = load_settings(worker_capacity=3, num_idle_processes=5, drain_timeout=120)
+    options = server_options(settings, "learning-orchestrator")
+    server = AgentServer(**options)
+    assert server._load_threshold == 1.0
+    assert server._num_idle_processes == 5 and server._drain_timeout == 120
+    load = capacity_load(3)
+    busy = [
+        load(SimpleNamespace(active_jobs=[object()] * n))  # type: ignore[arg-type]
+        for n in range(5)
+    ]
+    assert busy[:3] == [0.0, 1 / 3, 2 / 3]  # still available below capacity
+    assert busy[3:] == [1.0, 1.0]  # at capacity: the server sends the job elsewhere
+    # defaults: a measured number of sessions per core, a warm pool for a class
+    default = server_options(load_settings(), "learning-orchestrator")
+    assert default["num_idle_processes"] == min(8, 4 * (os.cpu_count() or 1))

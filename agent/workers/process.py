@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -43,11 +45,33 @@ PRELOAD_MODULES = [
 ]
 
 
+def capacity(settings: Settings) -> int:
+    """Sessions this worker accepts: the setting, else per core times the machine's cores."""
+    return settings.worker_capacity or settings.worker_sessions_per_core * (os.cpu_count() or 1)
+
+
+def capacity_load(sessions: int) -> Callable[[AgentServer], float]:
+    """The load the worker reports: its running jobs over its capacity, so the server stops
+    sending jobs exactly at capacity, whatever else runs on the machine."""
+
+    def load(server: AgentServer) -> float:
+        return min(1.0, len(server.active_jobs) / sessions)
+
+    return load
+
+
 def server_options(settings: Settings, worker: str) -> dict[str, Any]:
-    """`AgentServer` keyword arguments: health port, preloads and, if asked for, Prometheus."""
+    """`AgentServer` keyword arguments: health port, preloads, capacity and admission, warm
+    pool, drain, memory guard and, if asked for, Prometheus."""
+    sessions = capacity(settings)
     options: dict[str, Any] = {
         "port": settings.worker_http_port,
         "preload_modules": PRELOAD_MODULES,
+        "load_fnc": capacity_load(sessions),
+        "load_threshold": 1.0,  # unavailable once every session slot is taken
+        "num_idle_processes": settings.num_idle_processes or min(sessions, 8),
+        "drain_timeout": settings.drain_timeout,
+        "job_memory_limit_mb": settings.job_memory_limit_mb,
     }
     if settings.prometheus_port is not None:
         options["prometheus_port"] = settings.prometheus_port
