@@ -5,7 +5,7 @@ from __future__ import annotations
 import importlib
 import sys
 
-BENCHMARKS = ("handoff", "soak", "density", "moderation", "startup", "turns")
+BENCHMARKS = ("handoff", "soak", "density", "moderation", "startup", "turns", "crossing")
 
 
 def main(argv: list[str]) -> int:

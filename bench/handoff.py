@@ -189,15 +189,11 @@ async def run_crossing(kind: Crossing, profile: Profile) -> Sample:
             await fetch_transfer(room, outgoing="outgoing", handover_id="h", timeout=5)
             if not await declare_ready(room, outgoing="outgoing", handover_id="h", timeout=5):
                 return
-            # a pipeline tutor prepares its answer behind the hold while it waits for the
-            # floor; the realtime model is asked only when its speech may play
+            # both prepare their answer while they wait for the floor: a pipeline tutor behind
+            # the held queue, the realtime English tutor into its FloorGate
             prepared = asyncio.create_task(asyncio.sleep(profile.llm_ttft + profile.tts_ttfb))
-            if kind.target == "english":
-                await wait_for_floor(room, outgoing="outgoing", timeout=5)
-                prepared.cancel()
-            else:
-                await asyncio.gather(wait_for_floor(room, outgoing="outgoing", timeout=5), prepared)
-        if prototype or kind.target == "english":
+            await asyncio.gather(wait_for_floor(room, outgoing="outgoing", timeout=5), prepared)
+        if prototype:
             await asyncio.sleep(profile.llm_ttft + profile.tts_ttfb)  # its reply's first audio
         answer_at.set_result(time.monotonic())
         await _speak(room, profile.speech(ANSWER))
@@ -344,9 +340,9 @@ incoming first token + TTS first byte), plus dispatch and job start across worke
 LLM first token 300 ms at ~50 tokens/s, TTS first byte 150 ms then real time, dispatch
 100 ms, job start 300 ms, RPC 20 ms. Targets: in-session ratio p95 <= 1.10 and gap p95 <=
 100 ms; cross-worker gap p95 <= 250 ms. Cross-worker rows simulate speech and models with
-the same profile around the real protocol; the incoming orchestrator (pipeline) prepares its
-answer while it waits for the floor, the incoming English realtime model is asked only when
-its speech may play (the framework sends the realtime response request at that point).
+the same profile around the real protocol; both incoming tutors prepare their answer while
+they wait for the floor (the English realtime tutor's audio is held by its `FloorGate`; see
+`bench crossing` for the same crossing on real sessions).
 *Fixed lines cached*: the workers keep each fixed line's audio once synthesised
 (`LINE_CACHE_DIR`), so the line starts as soon as the router has decided, without the TTS's
 first byte."""

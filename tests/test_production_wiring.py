@@ -4,6 +4,7 @@ builds from `Settings`, talking to a wire-compatible OpenAI server on 127.0.0.1.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -17,76 +18,28 @@ from livekit.plugins import silero
 
 from agent.dispatch_metadata import dispatch_metadata
 from agent.routing import ANNOUNCEMENTS
-from agent.settings import Settings, load_settings
-from agent.state import SessionUserdata, TutorKind, TutorModels
-from agent.workers.models import english_realtime_models, pipeline_tutor_models, session_stt
+from agent.settings import load_settings
+from agent.state import SessionUserdata, TutorModels
+from agent.workers.models import pipeline_tutor_models, session_stt
 from agent.workers.runner import JobDeps, run_tutor_job
 from bench.density import FIXTURE as QUESTION_WAV
 from bench.sim_audio import RealtimeSink, SimStudent, load_clip
 from tests.fakes.cluster import ENGLISH_WORKER, ORCHESTRATOR_WORKER, Cluster
-from tests.fakes.llm import Reply, ToolCall, call, say
-from tests.fakes.openai_server import API_KEY, ChatCall, FakeOpenAI, RealtimeCall
+from tests.fakes.openai_server import API_KEY, FakeOpenAI
+from tests.fakes.production import (
+    FIFTY_SIX,
+    GREETING,
+    NAPOLEON,
+    SEVEN_EIGHTS,
+    VOICES,
+    chat_script,
+    production_models,
+    realtime_script,
+    settings_for,
+)
 from tests.fakes.room import RoomHub
 
 WAIT = 30.0
-SEVEN_EIGHTS = "What is seven times eight?"
-FIFTY_SIX = "Seven times eight is fifty-six."
-GREETING = "Hi! What would you like to learn?"
-NOUN = "What is a noun?"
-NAPOLEON = "Who was Napoleon?"
-MODELS = {
-    "orchestrator": "orch-model",
-    "math": "math-model",
-    "history": "history-model",
-    "english": "english-model",
-}
-VOICES = {"orchestrator": "coral", "math": "sage", "history": "ash", "english": "shimmer"}
-
-
-def settings_for(fake: FakeOpenAI, **overrides: Any) -> Settings:
-    return load_settings(
-        openai_base_url=fake.url,
-        openai_api_key=API_KEY,
-        orchestrator_llm_model=MODELS["orchestrator"],
-        math_llm_model=MODELS["math"],
-        history_llm_model=MODELS["history"],
-        english_llm_model=MODELS["english"],
-        stt_model="stt-model",
-        tts_model="tts-model",
-        realtime_model="realtime-model",
-        handover_ready_timeout=5.0,
-        **overrides,
-    )
-
-
-def tutor_of(model: str) -> str:
-    return next(kind for kind, name in MODELS.items() if name == model)
-
-
-def chat_script(call_: ChatCall) -> Reply:
-    """Each tutor by its model name: greet, route, answer."""
-    tutor = tutor_of(call_.model)
-    question = call_.last_user()
-    if tutor == "orchestrator":
-        if not question:
-            return say(GREETING)
-        if "noun" in question:
-            return call("route_to_english", question_summary=NOUN)
-        if "Napoleon" in question:
-            return call("route_to_history", question_summary=NAPOLEON)
-        return call("route_to_math", question_summary=SEVEN_EIGHTS)
-    if tutor == "math":
-        return say(FIFTY_SIX)
-    if tutor == "history":
-        return say("Napoleon was a French emperor.")
-    return say("(the pipeline English tutor was not expected)")
-
-
-def realtime_script(call_: RealtimeCall) -> Reply:
-    """The English realtime tutor: answers the noun question, hands Napoleon back."""
-    if "Napoleon" in call_.last_user():
-        return Reply(tool_calls=(ToolCall("route_back_to_orchestrator", {"reason": NAPOLEON}),))
-    return say("A noun names a person, place or thing.")
 
 
 @pytest.fixture
@@ -187,22 +140,6 @@ async def test_a_spoken_question_is_transcribed_routed_and_answered_through_the_
     ]
     assert {s["model"] for s in fake_openai.bodies("/v1/audio/speech")} == {"tts-model"}
     assert student.stats.greeted and student.stats.answered >= 1
-
-
-def production_models(
-    settings: Settings,
-) -> Any:
-    """The cluster's jobs get exactly what the two workers' entrypoints build."""
-
-    def models(worker: str) -> tuple[dict[TutorKind, TutorModels], dict[str, Any]]:
-        if worker == ORCHESTRATOR_WORKER:
-            tutor_models = pipeline_tutor_models(settings)
-            orchestrator = tutor_models["orchestrator"]
-            return tutor_models, {"llm": orchestrator.llm, "tts": orchestrator.tts}
-        english = english_realtime_models(settings)
-        return {"english": english}, {"tts": english.tts}
-
-    return models
 
 
 async def test_an_english_round_trip_runs_on_the_real_realtime_model_over_the_websocket(
@@ -320,3 +257,47 @@ async def test_streaming_transcription_runs_over_the_realtime_transcription_webs
         and r.body.get("type") == "session.update"
     ]  # fmt: skip
     assert update["session"]["audio"]["input"]["transcription"]["model"] == "stt-model"
+
+
+async def test_the_english_tutor_prepares_its_answer_before_the_floor_is_free() -> None:
+    """With audio, the realtime model is asked while the outgoing tutor still speaks; its
+    answer waits in the paused output and plays only once the outgoing tutor has left."""
+    from bench.sim_audio import RealtimeSink
+
+    async with FakeOpenAI(
+        chat=chat_script, realtime=realtime_script, tts_seconds_per_char=0.03
+    ) as fake:
+        settings = settings_for(fake)
+        sinks: dict[str, RealtimeSink] = {}
+        first_audio: dict[str, float] = {}
+
+        def output(job: Any) -> RealtimeSink:
+            sink = sinks[job.identity] = RealtimeSink()
+            sink.on(
+                "playback_started",
+                lambda _ev: first_audio.setdefault(job.identity, time.monotonic()),
+            )
+            return sink
+
+        cluster = Cluster(
+            RoomHub(), {}, settings=settings, models=production_models(settings), outputs=output
+        )
+        try:
+            first = await cluster.start_job(
+                ORCHESTRATOR_WORKER, dispatch_metadata(session="s-a", student="kid")
+            )
+            await cluster.said(first, GREETING)
+            await first.session.run(user_input="Can you help me with English? What is a noun?")
+            english = await cluster.job(ENGLISH_WORKER, 1)
+            await cluster.said(english, "A noun names a person, place or thing.")
+        finally:
+            await cluster.close()
+            for sink in sinks.values():
+                await sink.aclose()
+        fake.check()
+    left = next(
+        e.at for e in cluster.hub.timeline if e.identity == first.identity and e.what == "leave"
+    )
+    [asked] = [r.at for r in fake.requests if r.body.get("type") == "response.create"][:1]
+    assert asked < left  # the answer was being made while the orchestrator still spoke
+    assert first_audio[english.identity] >= left  # and heard only after it had left

@@ -284,7 +284,7 @@ async def test_the_realtime_english_tutor_has_its_input_and_output_checked(
 ) -> None:
     """On the real RealtimeModel over the fake websocket: a flagged student turn cancels the
     model's response; a flagged sentence of the model is cut; both leave its context."""
-    from tests.test_production_wiring import chat_script, production_models, settings_for
+    from tests.fakes.production import chat_script, production_models, settings_for
 
     store = database.store()
     async with FakeOpenAI(

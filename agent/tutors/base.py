@@ -14,6 +14,7 @@ from livekit.agents.types import NOT_GIVEN, NotGivenOr
 from livekit.agents.voice import ModelSettings, SpeechHandle
 from livekit.agents.voice.io import TimedString
 
+from agent.floor import FloorGate
 from agent.safety.guard import AudioPrefetch, Prefetched, moderated_reply, moderated_transcript
 from agent.safety.lines import is_fixed_line
 from agent.state import SYNTHETIC_TURN_KEY, SessionUserdata, TutorKind, TutorModels
@@ -146,10 +147,7 @@ class Tutor(Agent):
 
     async def on_enter(self) -> None:
         if self._floor is not None:
-            # joined through a floor handover: the outgoing tutor is still finishing. Hold
-            # the speech queue until it has left, and prepare the answer behind the hold.
-            # (interruptible as any speech: the student's audio is off until the floor is ours)
-            self.session.say("", audio=_silent_until(self._floor), add_to_chat_ctx=False)
+            self._hold_until_floor(self._floor)
         userdata = self.userdata
         userdata.active_tutor = self.kind
         question, self._pending_question = self._pending_question, None
@@ -173,6 +171,19 @@ class Tutor(Agent):
             handoff_finished(userdata, note, "completed")
             if line is not None:
                 handle.add_done_callback(lambda _: _measure_gap(userdata, note, line, handle))
+
+    def _hold_until_floor(self, floor: asyncio.Event) -> None:
+        """Joined through a floor handover: the outgoing tutor is still finishing, so nothing
+        of ours may be heard until it has left; prepare the answer meanwhile."""
+        output = self.session.output.audio
+        if isinstance(self.llm, llm.RealtimeModel) and output is not None:
+            # the framework asks a realtime model only once its speech may play: let it play
+            # now, into a gate that keeps the audio until the floor is free
+            self.session.output.audio = FloorGate(output, floor)
+            return
+        # hold the speech queue (interruptible as any speech: the student's audio is off
+        # until the floor is ours); a pipeline answer is prepared behind the hold
+        self.session.say("", audio=_silent_until(floor), add_to_chat_ctx=False)
 
     def announce(self, announcement: Announcement) -> SpeechHandle:
         """Speak the outgoing tutor's line first, in its voice, while this tutor prepares.

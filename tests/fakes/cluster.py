@@ -75,6 +75,8 @@ class Cluster:
     room_name: str = ""  # the jobs' `ctx.room.name` ("" as in a bare fake job context)
     records: RecordsStore | None = None  # every job records there (None: no records)
     moderator: Moderator | None = None  # every job moderates with it (None: off)
+    # an audio output per job (None: text only, as most tests run)
+    outputs: Callable[[Job], Any] | None = None
     # the models of a job of worker W: (tutor models, session models); None: scripted LLMs
     models: Callable[[str], tuple[dict[TutorKind, TutorModels], Mapping[str, Any]]] | None = None
     log: RequestLog = field(default_factory=RequestLog)
@@ -227,7 +229,10 @@ class Cluster:
         )
 
     def _watch_speech(self, job: Job, session: AgentSession[SessionUserdata]) -> None:
-        """Before the session starts: everything its tutors say, from the first word."""
+        """Before the session starts: everything its tutors say, from the first word (and
+        the job's audio output, if the test gives one)."""
+        if self.outputs is not None:
+            session.output.audio = self.outputs(job)
 
         def on_item(event: ConversationItemAddedEvent) -> None:
             item = event.item

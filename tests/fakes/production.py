@@ -1,0 +1,88 @@
+"""The production model wiring pointed at the wire-compatible OpenAI server: settings, and
+scripts for each tutor by its model name (shared by tests and benchmarks)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from agent.settings import Settings, load_settings
+from agent.state import TutorKind, TutorModels
+from agent.workers.models import english_realtime_models, pipeline_tutor_models
+from tests.fakes.cluster import ORCHESTRATOR_WORKER
+from tests.fakes.llm import Reply, ToolCall, call, say
+from tests.fakes.openai_server import API_KEY, ChatCall, FakeOpenAI, RealtimeCall
+
+SEVEN_EIGHTS = "What is seven times eight?"
+FIFTY_SIX = "Seven times eight is fifty-six."
+GREETING = "Hi! What would you like to learn?"
+NOUN = "What is a noun?"
+NAPOLEON = "Who was Napoleon?"
+MODELS = {
+    "orchestrator": "orch-model",
+    "math": "math-model",
+    "history": "history-model",
+    "english": "english-model",
+}
+VOICES = {"orchestrator": "coral", "math": "sage", "history": "ash", "english": "shimmer"}
+
+
+def settings_for(fake: FakeOpenAI, **overrides: Any) -> Settings:
+    return load_settings(
+        openai_base_url=fake.url,
+        openai_api_key=API_KEY,
+        orchestrator_llm_model=MODELS["orchestrator"],
+        math_llm_model=MODELS["math"],
+        history_llm_model=MODELS["history"],
+        english_llm_model=MODELS["english"],
+        stt_model="stt-model",
+        tts_model="tts-model",
+        realtime_model="realtime-model",
+        handover_ready_timeout=5.0,
+        **overrides,
+    )
+
+
+def tutor_of(model: str) -> str:
+    return next(kind for kind, name in MODELS.items() if name == model)
+
+
+def chat_script(call_: ChatCall) -> Reply:
+    """Each tutor by its model name: greet, route, answer."""
+    tutor = tutor_of(call_.model)
+    question = call_.last_user()
+    if tutor == "orchestrator":
+        if not question:
+            return say(GREETING)
+        if "noun" in question:
+            return call("route_to_english", question_summary=NOUN)
+        if "Napoleon" in question:
+            return call("route_to_history", question_summary=NAPOLEON)
+        return call("route_to_math", question_summary=SEVEN_EIGHTS)
+    if tutor == "math":
+        return say(FIFTY_SIX)
+    if tutor == "history":
+        return say("Napoleon was a French emperor.")
+    return say("(the pipeline English tutor was not expected)")
+
+
+def realtime_script(call_: RealtimeCall) -> Reply:
+    """The English realtime tutor: answers the noun question, hands Napoleon back."""
+    if "Napoleon" in call_.last_user():
+        return Reply(tool_calls=(ToolCall("route_back_to_orchestrator", {"reason": NAPOLEON}),))
+    return say("A noun names a person, place or thing.")
+
+
+def production_models(
+    settings: Settings,
+) -> Any:
+    """The cluster's jobs get exactly what the two workers' entrypoints build."""
+
+    def models(worker: str) -> tuple[dict[TutorKind, TutorModels], dict[str, Any]]:
+        if worker == ORCHESTRATOR_WORKER:
+            tutor_models = pipeline_tutor_models(settings)
+            orchestrator = tutor_models["orchestrator"]
+            return tutor_models, {"llm": orchestrator.llm, "tts": orchestrator.tts}
+        english = english_realtime_models(settings)
+        return {"english": english}, {"tts": english.tts}
+
+    return models
