@@ -249,10 +249,15 @@ class AudioPrefetch:
 
     def take(self, text: str) -> Prefetched | None:
         waiting = self._ready.get(speech_key(text))
-        return waiting.pop(0) if waiting else None
+        if not waiting:
+            return None
+        prefetched = waiting.pop(0)
+        self._all.remove(prefetched)  # the TTS node plays it now: no longer ours to cancel
+        return prefetched
 
     def discard(self) -> None:
-        """Cancel whatever a previous reply left unplayed (interrupted, or never played)."""
+        """Cancel what a previous reply prefetched and never played (it was interrupted,
+        or nothing played it); audio already being played is left to finish."""
         for prefetched in self._all:
             prefetched.cancel()
         self._all.clear()
