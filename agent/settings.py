@@ -131,12 +131,8 @@ class Settings(LiveKitSettings, RecordsSettings, TurnSettings):
     otlp_traces_endpoint: str = ""
     traces_allow_pii: bool = False
 
-    @field_validator("prometheus_port", mode="before")
-    @classmethod
-    def _empty_is_off(cls, value: object) -> object:
-        return None if isinstance(value, str) and not value.strip() else value
-
     @field_validator(
+        "prometheus_port",
         "openai_api_key",
         "llm_api_key",
         "stt_api_key",
@@ -148,7 +144,8 @@ class Settings(LiveKitSettings, RecordsSettings, TurnSettings):
         mode="before",
     )
     @classmethod
-    def _empty_key_is_unset(cls, value: object) -> object:
+    def _empty_is_unset(cls, value: object) -> object:
+        """`NAME=` in .env means not set (metrics off, no key of its own)."""
         return None if isinstance(value, str) and not value.strip() else value
 
     @field_validator("openai_api_key", mode="after")

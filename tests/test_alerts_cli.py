@@ -78,3 +78,58 @@ def test_listen_without_a_secret_says_what_to_set(tmp_path: Path) -> None:
         check=False,
     )
     assert done.returncode == 2 and "ALERT_WEBHOOK_SECRET" in done.stdout
+
+
+async def test_the_worker_main_process_delivers_alerts_and_purges_old_records(
+    tmp_path: Path,
+) -> None:
+    """`schedule_maintenance`: what each worker runs once it has started."""
+    from datetime import timedelta
+
+    from livekit.agents import AgentServer
+
+    from agent.records import RecordsStore, SessionStarted
+    from agent.records.store import utc_now
+    from agent.safety.alerts import flag_and_alerts
+    from agent.safety.moderation import Verdict
+    from agent.settings import load_settings
+    from agent.workers.process import schedule_maintenance
+    from tests.fakes.webhook import WebhookReceiver
+
+    url = f"sqlite+aiosqlite:///{tmp_path / 'tutor.db'}"
+    store = RecordsStore(url)
+    old = (utc_now() - timedelta(days=40)).timestamp()
+    verdict = Verdict(tier="concern", categories=["harassment"], scores={"harassment": 0.8})
+    await store.write(
+        [
+            SessionStarted("old", "kid", "room", at=old),
+            SessionStarted("now", "kid", "room"),
+            *flag_and_alerts(
+                session_id="now",
+                student="kid",
+                speaker="student",
+                text="x",
+                verdict=verdict,
+                action="redirected",
+                recent=[],
+            ),
+        ]
+    )
+    async with WebhookReceiver(SECRET) as teacher:
+        settings = load_settings(
+            records_url=url,
+            teacher_webhook_url=teacher.url,
+            alert_webhook_secret=SECRET,
+            alert_poll_interval=0.05,
+        )
+        server = AgentServer()
+        schedule_maintenance(server, settings)
+        server.emit("worker_started")
+        await asyncio.wait_for(teacher.delivered.wait(), 10)
+        tasks = [t for t in asyncio.all_tasks() if t.get_name() == "records_maintenance"]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+    assert len(teacher.accepted()) == 1 and teacher.accepted()[0].signed
+    assert await store.export("old") is None and await store.export("now") is not None
+    await store.aclose()

@@ -17,6 +17,7 @@ import pytest
 
 from agent.dispatch_metadata import dispatch_metadata
 from agent.records import RecordsStore
+from agent.records.store import utc_now
 from agent.routing import ANNOUNCEMENTS
 from agent.safety.alerts import DeliveryConfig, deliver_due
 from agent.safety.guard import SafetyGuard
@@ -236,9 +237,7 @@ async def test_a_receiver_that_refuses_for_a_while_gets_the_alert_exactly_once_b
         for minutes in (1, 3, 10):  # later passes, after the backoff
             config = DeliveryConfig(webhooks={"teacher": teacher.url}, secret=SECRET)
             async with aiohttp.ClientSession() as http:
-                from agent.safety.alerts import _now
-
-                later = _now() + timedelta(minutes=minutes)
+                later = utc_now() + timedelta(minutes=minutes)
                 outcomes.append(await deliver_due(s.store, config, http=http, now=later))
         doc = await s.store.export("s-1")
     assert outcomes == [{"retry": 1}, {"retry": 1}, {"delivered": 1}, {}]

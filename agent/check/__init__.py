@@ -23,7 +23,7 @@ from livekit.api import LiveKitAPI, TwirpError
 from sqlalchemy import delete, insert
 
 from agent.records.schema import SessionRow
-from agent.records.store import RecordsStore
+from agent.records.store import RecordsStore, utc_now
 from agent.settings import MODEL_ROLES, Settings, SettingsError, load_settings
 from agent.token import NAME_PATTERN
 from agent.workers.models import Endpoint, endpoint
@@ -161,7 +161,7 @@ async def check_records(settings: Settings) -> Result:
                 transaction = await conn.begin()
                 await conn.execute(
                     insert(SessionRow).values(
-                        id="__check__", student="", room="", started_at=_now()
+                        id="__check__", student="", room="", started_at=utc_now()
                     )
                 )
                 await conn.execute(delete(SessionRow).where(SessionRow.id == "__check__"))
@@ -243,12 +243,6 @@ def main(out: TextIO | None = None, directory: Path | None = None) -> int:
     failed = sum(not r.ok for r in results)
     print(f"checks: {len(results) - failed} ok, {failed} failed", file=out)
     return 1 if failed else 0
-
-
-def _now() -> Any:
-    from datetime import UTC, datetime
-
-    return datetime.now(UTC).replace(tzinfo=None)
 
 
 def _first_line(error: BaseException) -> str:

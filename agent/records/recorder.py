@@ -57,7 +57,7 @@ class SessionRecorder:
         """The session is over, for `reason` (before the session's own close event)."""
         if not self._ended:
             self._ended = True
-            self.writer.submit(SessionEnded(self.session_id, reason[:64]))
+            self.writer.submit(SessionEnded(self.session_id, reason))
 
     def handoff(self, note: HandoffNote, outcome: str, *, ready_after: float | None) -> None:
         self.writer.submit(

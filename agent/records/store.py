@@ -80,6 +80,11 @@ def _utc(ts: float) -> datetime:
     return datetime.fromtimestamp(ts, UTC).replace(tzinfo=None)
 
 
+def utc_now() -> datetime:
+    """Now, as the records store keeps times (naive UTC)."""
+    return datetime.now(UTC).replace(tzinfo=None)
+
+
 def _maybe_utc(ts: float | None) -> datetime | None:
     return None if ts is None else _utc(ts)
 
@@ -436,7 +441,7 @@ class RecordsStore:
         """Delete the sessions started more than `older_than_days` ago, with everything
         recorded under them. Returns how many sessions were deleted."""
         await self.ensure_schema()
-        now = now or datetime.now(UTC).replace(tzinfo=None)
+        now = now or utc_now()
         cutoff = now - timedelta(days=older_than_days)
         async with self.engine.begin() as conn:
             old = select(SessionRow.id).where(SessionRow.started_at < cutoff)

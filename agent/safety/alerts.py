@@ -25,7 +25,7 @@ from typing import Any
 import aiohttp
 
 from agent.records.models import AlertRecord, FlagRecord, Record
-from agent.records.store import RecordsStore
+from agent.records.store import RecordsStore, utc_now
 from agent.safety.moderation import Tier, Verdict
 from agent.settings import Settings
 from agent.telemetry import metrics
@@ -126,10 +126,6 @@ def verify(body: bytes, signature: str, secret: str) -> bool:
     return hmac.compare_digest(sign(body, secret), signature)
 
 
-def _now() -> datetime:
-    return datetime.now(UTC).replace(tzinfo=None)
-
-
 def _backoff(attempts: int) -> timedelta:
     return timedelta(seconds=min(BACKOFF_MAX, BACKOFF_FIRST * 2 ** max(0, attempts - 1)))
 
@@ -142,7 +138,7 @@ async def deliver_due(
     now: datetime | None = None,
 ) -> dict[str, int]:
     """One pass over the outbox: try every due alert once. Returns counts by outcome."""
-    now = now or _now()
+    now = now or utc_now()
     counts: dict[str, int] = {}
     for alert in await store.due_alerts(now):
         if not await store.claim_alert(alert.id, now=now, lease=LEASE):

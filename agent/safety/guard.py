@@ -240,7 +240,7 @@ class AudioPrefetch:
         self._all: list[Prefetched] = []
 
     def start(self, tutor: Agent, text: str, model_settings: ModelSettings) -> Prefetched:
-        prefetched = Prefetched(Agent.default.tts_node(tutor, _once(text), model_settings))
+        prefetched = Prefetched(Agent.default.tts_node(tutor, one_chunk(text), model_settings))
         self._all.append(prefetched)
         return prefetched
 
@@ -264,7 +264,8 @@ class AudioPrefetch:
         self._ready.clear()
 
 
-async def _once(text: str) -> AsyncIterator[str]:
+async def one_chunk(text: str) -> AsyncIterator[str]:
+    """`text` as a text stream of one chunk (what a TTS node reads)."""
     yield text
 
 

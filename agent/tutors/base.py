@@ -15,7 +15,13 @@ from livekit.agents.voice import ModelSettings, SpeechHandle
 from livekit.agents.voice.io import TimedString
 
 from agent.floor import FloorGate
-from agent.safety.guard import AudioPrefetch, Prefetched, moderated_reply, moderated_transcript
+from agent.safety.guard import (
+    AudioPrefetch,
+    Prefetched,
+    moderated_reply,
+    moderated_transcript,
+    one_chunk,
+)
 from agent.safety.lines import is_fixed_line
 from agent.state import SYNTHETIC_TURN_KEY, SessionUserdata, TutorKind, TutorModels
 from agent.telemetry.handoffs import HandoffNote, handoff_finished, handoff_gap
@@ -133,7 +139,7 @@ class Tutor(Agent):
             elif is_fixed_line(chunk) and isinstance(voice, tts.TTS):
                 frames = line_cache().frames(voice, chunk.strip())
             else:
-                frames = Agent.default.tts_node(self, _once(chunk), model_settings)
+                frames = Agent.default.tts_node(self, one_chunk(chunk), model_settings)
             async for frame in frames:
                 yield frame
 
@@ -258,10 +264,6 @@ def _speaking_time(handle: SpeechHandle, key: str) -> float | None:
             if isinstance(value, int | float):
                 return float(value)
     return None
-
-
-async def _once(text: str) -> AsyncIterator[str]:
-    yield text
 
 
 def prefetch_line(voice: tts.TTS, text: str) -> Prefetched:

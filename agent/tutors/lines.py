@@ -32,6 +32,10 @@ def voice_key(voice: tts.TTS) -> str:
     return f"{voice.provider}|{voice.model}|{name}|{voice.sample_rate}|{voice.num_channels}"
 
 
+def _line_key(voice: tts.TTS, text: str) -> str:
+    return f"{voice_key(voice)}|{text}"
+
+
 class LineCache:
     """Audio of fixed lines, in memory and (if `directory`) on disk for every process."""
 
@@ -49,7 +53,7 @@ class LineCache:
     def cached(self, voice: tts.TTS, text: str) -> list[rtc.AudioFrame] | None:
         if not self.keep:
             return None
-        key = f"{voice_key(voice)}|{text}"
+        key = _line_key(voice, text)
         if (frames := self._memory.get(key)) is not None:
             return frames
         path = self._path(key)
@@ -77,7 +81,7 @@ class LineCache:
                 yield chunk.frame
         if not self.keep:
             return
-        key = f"{voice_key(voice)}|{text}"
+        key = _line_key(voice, text)
         self._memory[key] = made
         path = self._path(key)
         if path is not None and made:

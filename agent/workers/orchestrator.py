@@ -16,8 +16,7 @@ from agent.workers.process import (
     job_moderator,
     job_writer,
     prewarm_process,
-    schedule_alert_delivery,
-    schedule_retention,
+    schedule_maintenance,
     server_options,
 )
 from agent.workers.runner import serve_room_job
@@ -38,8 +37,7 @@ def prewarm(proc: JobProcess) -> None:
 
 
 server = AgentServer(setup_fnc=prewarm, **server_options(settings, WORKER))
-schedule_alert_delivery(server, settings)
-schedule_retention(server, settings)
+schedule_maintenance(server, settings)
 
 
 @server.rtc_session(agent_name=WORKER)

@@ -129,8 +129,10 @@ def job_moderator(ctx: JobContext) -> Moderator | None:
     return moderator
 
 
-def schedule_alert_delivery(server: AgentServer, settings: Settings) -> None:
-    """Deliver the outbox's alerts from the worker's main process, which outlives jobs."""
+def schedule_maintenance(server: AgentServer, settings: Settings) -> None:
+    """From the worker's main process, which outlives jobs, on one records store: deliver
+    the outbox's alerts, and purge records older than `RECORDS_RETENTION_DAYS` (at start,
+    then daily)."""
     if not settings.records_url:
         return
     if not settings.alert_webhook_secret and (
@@ -139,41 +141,33 @@ def schedule_alert_delivery(server: AgentServer, settings: Settings) -> None:
         logger.warning("ALERT_WEBHOOK_SECRET is empty: alerts are signed with an empty key")
     tasks: set[asyncio.Task[None]] = set()
 
-    async def deliver() -> None:
+    async def maintain() -> None:
         store = RecordsStore(settings.records_url)
         try:
-            await deliver_forever(store, delivery_config(settings), settings.alert_poll_interval)
+            await purge(store, settings.records_retention_days)  # first, once at start
+            await asyncio.gather(
+                deliver_forever(store, delivery_config(settings), settings.alert_poll_interval),
+                purge_periodically(store, settings.records_retention_days),
+            )
         finally:
             await store.aclose()
 
     def on_started() -> None:
-        task = asyncio.create_task(deliver(), name="alert_delivery")
-        tasks.add(task)
+        tasks.add(asyncio.create_task(maintain(), name="records_maintenance"))  # kept for life
 
     server.on("worker_started", on_started)
 
 
-def schedule_retention(server: AgentServer, settings: Settings) -> None:
-    """Purge records older than `RECORDS_RETENTION_DAYS` when the worker starts, then daily."""
-    if not settings.records_url:
-        return
-    tasks: set[asyncio.Task[None]] = set()
-
-    def on_started() -> None:
-        task = asyncio.create_task(purge_periodically(settings), name="records_retention")
-        tasks.add(task)  # keep a reference for the worker's lifetime
-
-    server.on("worker_started", on_started)
-
-
-async def purge_periodically(settings: Settings, interval: float = PURGE_INTERVAL) -> None:
-    store = RecordsStore(settings.records_url)
+async def purge(store: RecordsStore, days: float) -> None:
     try:
-        while True:
-            try:
-                await store.purge(older_than_days=settings.records_retention_days)
-            except Exception as exc:
-                logger.warning("records purge failed: %s", type(exc).__name__)
-            await asyncio.sleep(interval)  # a schedule, not a coordination
-    finally:
-        await store.aclose()
+        await store.purge(older_than_days=days)
+    except Exception as exc:
+        logger.warning("records purge failed: %s", type(exc).__name__)
+
+
+async def purge_periodically(
+    store: RecordsStore, days: float, interval: float = PURGE_INTERVAL
+) -> None:
+    while True:
+        await asyncio.sleep(interval)  # a schedule, not a coordination
+        await purge(store, days)

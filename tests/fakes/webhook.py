@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from dataclasses import dataclass, field
 from types import TracebackType
@@ -28,6 +29,7 @@ class WebhookReceiver:
     refuse: int = 0
     received: list[Received] = field(default_factory=list)
     url: str = ""
+    delivered: asyncio.Event = field(default_factory=asyncio.Event)  # one was accepted
     _runner: web.AppRunner | None = None
 
     async def __aenter__(self) -> WebhookReceiver:
@@ -60,4 +62,6 @@ class WebhookReceiver:
         self.received.append(
             Received(request.headers.get(ALERT_ID_HEADER, ""), json.loads(body), signed, accepted)
         )
+        if accepted:
+            self.delivered.set()
         return web.json_response({}, status=200 if accepted else 503)
