@@ -1,7 +1,11 @@
-"""`python -m agent token|records ...`: student tokens, and the session records.
+"""`python -m agent ...`: the web service, accounts, tokens, records, alerts and checks.
 
+python -m agent web                                    the student page and teacher pages
+python -m agent teachers add|passwd|remove|list        teacher accounts
 python -m agent token --room ROOM --identity STUDENT   a token for the Agents Playground
 python -m agent records list|show|export|purge         what the records store holds
+python -m agent alerts listen|test                     the alert webhooks
+python -m agent check                                  settings, servers and endpoints
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ from agent.records import cli as records_cli
 from agent.safety import cli as alerts_cli
 from agent.settings import LiveKitSettings, SettingsError, load_settings
 from agent.token import DEFAULT_TTL, TokenRequestError, student_token
+from agent.web import cli as web_cli
 
 PLAYGROUND_STEPS = """\
 Join as the student:
@@ -41,6 +46,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="validity in minutes (default: %(default)s)",
     )
     token.add_argument("--url", help="server URL to show (default: LIVEKIT_URL)")
+    web_cli.add_parsers(commands)
     records_cli.add_parser(commands)
     alerts_cli.add_parser(commands)
     commands.add_parser(
@@ -48,6 +54,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="check settings, LiveKit, model endpoints, records store and compose layout",
     )
     args = parser.parse_args(argv)
+    if args.command == "web":
+        return web_cli.serve(args)
+    if args.command == "teachers":
+        return web_cli.run_teachers(args)
     if args.command == "records":
         return records_cli.run(args)
     if args.command == "alerts":

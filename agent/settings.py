@@ -193,6 +193,49 @@ class Settings(LiveKitSettings, RecordsSettings, TurnSettings):
     max_handoffs_without_student_turn: int = Field(default=3, ge=1)
 
 
+class WebSettings(LiveKitSettings, RecordsSettings):
+    """What the web service needs (`python -m agent web`): no model keys."""
+
+    # where it listens (compose sets 0.0.0.0 inside the container)
+    web_host: str = "127.0.0.1"
+    web_port: int = Field(default=8080, ge=1, le=65535)
+    # the server URL the students' browsers connect to (empty: LIVEKIT_URL); behind the
+    # TLS proxy, wss://<the school's host name>
+    livekit_public_url: str = ""
+    # signs the teachers' session cookies; empty: a random one per start (sign-ins then
+    # end when the service restarts)
+    web_session_secret: SecretStr | None = None
+    # the session cookie is sent over HTTPS only (set it when serving through TLS)
+    web_secure_cookies: bool = False
+    web_session_hours: float = Field(default=8, gt=0, le=24 * 7)
+    # student tokens per client address (a school's students often share one address)
+    web_token_rate_limit: str = "60/minute"
+    # sign-in attempts per client address and per username
+    web_login_rate_limit: str = "5/minute"
+    # the page tells the student their tutor is late after this many seconds
+    web_tutor_arrival_timeout: float = Field(default=15, gt=0)
+    # proxies whose X-Forwarded-For is believed (comma-separated addresses, or *)
+    web_trusted_proxies: str = "127.0.0.1"
+
+    @field_validator("web_session_secret", mode="before")
+    @classmethod
+    def _empty_secret_is_unset(cls, value: object) -> object:
+        return None if isinstance(value, str) and not value.strip() else value
+
+    @field_validator("web_token_rate_limit", "web_login_rate_limit")
+    @classmethod
+    def _rate_limit_parses(cls, value: str) -> str:
+        from limits import parse
+
+        try:
+            parse(value)
+        except ValueError:
+            raise ValueError(
+                f"{value!r} is not a rate like '60/minute' or '5 per 10 seconds'"
+            ) from None
+        return value
+
+
 S = TypeVar("S", bound=BaseSettings)
 
 

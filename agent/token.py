@@ -39,10 +39,14 @@ def student_token(
     *,
     room: str,
     identity: str,
+    name: str | None = None,
     ttl: timedelta = DEFAULT_TTL,
     session_id: str | None = None,
 ) -> str:
-    """A JWT for `identity` to join `room` only, that dispatches the orchestrator into it."""
+    """A JWT for `identity` to join `room` only, that dispatches the orchestrator into it.
+
+    `name` is what the tutors and the page show (default: the identity).
+    """
     check_name("room", room)
     check_name("identity", identity)
     if not timedelta(minutes=1) <= ttl <= MAX_TTL:
@@ -54,7 +58,7 @@ def student_token(
     return (
         api.AccessToken(settings.livekit_api_key, settings.livekit_api_secret.get_secret_value())
         .with_identity(identity)
-        .with_name(identity)
+        .with_name(name or identity)
         .with_ttl(ttl)
         .with_grants(
             api.VideoGrants(

@@ -130,3 +130,65 @@ class AlertRow(Base):
     last_error: Mapped[str | None] = mapped_column(String(256))
     created_at: Mapped[datetime] = mapped_column(DateTime)
     delivered_at: Mapped[datetime | None] = mapped_column(DateTime)
+
+
+class TeacherRow(Base):
+    """An adult who signs in to the teacher pages (`python -m agent teachers add`)."""
+
+    __tablename__ = "teachers"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    username: Mapped[str] = mapped_column(String(64), unique=True)
+    display_name: Mapped[str] = mapped_column(String(128), default="")
+    password_hash: Mapped[str] = mapped_column(String(256))
+    role: Mapped[str] = mapped_column(String(16), default="teacher")  # or "safeguarding"
+    created_at: Mapped[datetime] = mapped_column(DateTime)
+
+
+class ClassRow(Base):
+    """A class code a teacher gave out; students join with it while it is open."""
+
+    __tablename__ = "classes"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    code: Mapped[str] = mapped_column(String(16), unique=True)
+    name: Mapped[str] = mapped_column(String(128), default="")
+    teacher_id: Mapped[int] = mapped_column(
+        Integer, ForeignKey("teachers.id", ondelete="CASCADE"), index=True
+    )
+    is_open: Mapped[bool] = mapped_column(Boolean, default=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime)
+    closed_at: Mapped[datetime | None] = mapped_column(DateTime)
+
+
+class VisitRow(Base):
+    """A student's join from the web page: which class a session belongs to.
+
+    Written by the web service when it issues the token, before any worker has written
+    the session row, so it has no foreign key to `sessions`.
+    """
+
+    __tablename__ = "visits"
+
+    session_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    class_id: Mapped[int] = mapped_column(
+        Integer, ForeignKey("classes.id", ondelete="CASCADE"), index=True
+    )
+    student_name: Mapped[str] = mapped_column(String(64))
+    identity: Mapped[str] = mapped_column(String(64))
+    room: Mapped[str] = mapped_column(String(128))
+    created_at: Mapped[datetime] = mapped_column(DateTime, index=True)
+
+
+class TranscriptViewRow(Base):
+    """An adult opened a session's transcript (who, which, when): the access log."""
+
+    __tablename__ = "transcript_views"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    teacher_id: Mapped[int | None] = mapped_column(
+        Integer, ForeignKey("teachers.id", ondelete="SET NULL"), index=True
+    )
+    username: Mapped[str] = mapped_column(String(64))
+    session_id: Mapped[str] = mapped_column(String(64), index=True)
+    at: Mapped[datetime] = mapped_column(DateTime)

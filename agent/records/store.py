@@ -32,7 +32,7 @@ from agent.records.models import (
     SessionStarted,
     TurnRecord,
 )
-from agent.records.schema import AlertRow, FlagRow, HandoffRow, SessionRow, TurnRow
+from agent.records.schema import AlertRow, FlagRow, HandoffRow, SessionRow, TurnRow, VisitRow
 
 logger = logging.getLogger("tutor.records")
 
@@ -332,6 +332,7 @@ class RecordsStore:
             "turns": [
                 {
                     "sequence": number,
+                    "item_id": t.item_id,
                     "at": _iso(t.at),
                     "speaker": t.speaker,
                     "role": "student" if t.speaker == "student" else "tutor",
@@ -449,6 +450,7 @@ class RecordsStore:
             for row in (AlertRow, FlagRow, HandoffRow, TurnRow):
                 await conn.execute(delete(row).where(row.session_id.in_(old)))
             result = await conn.execute(delete(SessionRow).where(SessionRow.started_at < cutoff))
+            await conn.execute(delete(VisitRow).where(VisitRow.created_at < cutoff))
         deleted = result.rowcount or 0
         logger.info("records purged", extra={"sessions": deleted, "days": older_than_days})
         return deleted

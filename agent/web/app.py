@@ -1,0 +1,358 @@
+"""The web service's routes: the student page and token API, the teacher pages and API."""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any
+
+from fastapi import Depends, FastAPI, Form, Request, Response
+from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse
+from fastapi.staticfiles import StaticFiles
+from fastapi.templating import Jinja2Templates
+from limits import RateLimitItem, parse
+from limits.storage import MemoryStorage
+from limits.strategies import MovingWindowRateLimiter
+from pydantic import BaseModel, Field
+from sqlalchemy.exc import SQLAlchemyError
+from starlette.middleware.sessions import SessionMiddleware
+
+from agent.records.store import RecordsStore
+from agent.settings import WebSettings
+from agent.token import TokenRequestError
+from agent.web import teacher_data
+from agent.web.accounts import Teacher, authenticate, teacher_by_id
+from agent.web.classes import JoinError, classes_of, create_class, join_class, set_class_open
+
+logger = logging.getLogger("tutor.web")
+
+HERE = Path(__file__).resolve().parent
+STATIC = HERE / "static"
+SESSION_COOKIE = "tutor_teacher"
+SECURITY_HEADERS = {
+    # the page talks to the LiveKit server (another origin: ws/wss and its HTTP validate)
+    "Content-Security-Policy": (
+        "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+        "media-src 'self' blob: mediastream:; connect-src 'self' ws: wss: http: https:; "
+        "frame-ancestors 'none'; base-uri 'none'; form-action 'self'"
+    ),
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    "Permissions-Policy": "microphone=(self), camera=()",
+}
+
+
+class NotSignedIn(Exception):
+    """A teacher route was asked for without a signed-in teacher."""
+
+
+class TokenRequest(BaseModel):
+    code: str = Field(default="", max_length=64)
+    name: str = Field(default="", max_length=128)
+
+
+@dataclass
+class Limits:
+    """The per-client rate limits (in memory: one web process per deployment)."""
+
+    limiter: MovingWindowRateLimiter
+    token: RateLimitItem
+    login: RateLimitItem
+
+    def allow(self, item: RateLimitItem, *keys: str) -> bool:
+        return all(self.limiter.hit(item, key) for key in keys)
+
+
+async def signed_in(request: Request) -> Teacher:
+    """The signed-in teacher (the dependency of every teacher route), or `NotSignedIn`."""
+    teacher_id = request.session.get("teacher_id")
+    if not isinstance(teacher_id, int):
+        raise NotSignedIn()
+    teacher = await teacher_by_id(request.app.state.store, teacher_id)
+    if teacher is None:  # the account was removed: so is the sign-in
+        request.session.clear()
+        raise NotSignedIn()
+    return teacher
+
+
+SignedIn = Annotated[Teacher, Depends(signed_in)]
+
+
+def create_app(settings: WebSettings, store: RecordsStore | None = None) -> FastAPI:
+    """The ASGI app. It opens (and closes) its own store unless one is given."""
+    own_store = store is None
+    store = store or RecordsStore(settings.records_url)
+    templates = Jinja2Templates(directory=HERE / "templates")
+    templates.env.globals["tutor_title"] = teacher_data.tutor_title
+    templates.env.filters["when"] = teacher_data.when
+    limits = Limits(
+        MovingWindowRateLimiter(MemoryStorage()),
+        parse(settings.web_token_rate_limit),
+        parse(settings.web_login_rate_limit),
+    )
+    public_url = settings.livekit_public_url or settings.livekit_url
+    if not (STATIC / "student.js").exists():
+        logger.warning(
+            "the student page's script is not built: run `npm ci && npm run build` in "
+            "agent/web/frontend (the Dockerfile does)"
+        )
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        await store.ensure_schema()
+        logger.info("web service ready", extra={"records": store.describe()})
+        yield
+        if own_store:
+            await store.aclose()
+
+    app = FastAPI(
+        title="Voice tutor", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None
+    )
+    app.state.store = store
+    secret = settings.web_session_secret
+    if secret is None:
+        logger.warning(
+            "WEB_SESSION_SECRET is not set: a random one is used, so teachers are signed "
+            "out whenever the web service restarts"
+        )
+    app.add_middleware(
+        SessionMiddleware,
+        secret_key=secret.get_secret_value() if secret else secrets.token_urlsafe(32),
+        session_cookie=SESSION_COOKIE,
+        max_age=int(settings.web_session_hours * 3600),
+        same_site="strict",
+        https_only=settings.web_secure_cookies,
+    )
+
+    @app.middleware("http")
+    async def security_headers(
+        request: Request, call_next: Callable[[Request], Awaitable[Response]]
+    ) -> Response:
+        response = await call_next(request)
+        response.headers.update(SECURITY_HEADERS)
+        if request.url.path.startswith(("/teacher", "/api/")):
+            response.headers["Cache-Control"] = "no-store"
+        return response
+
+    app.mount("/static", StaticFiles(directory=STATIC, check_dir=False), name="static")
+
+    def client_key(request: Request) -> str:
+        return request.client.host if request.client else "unknown"
+
+    def csrf_token(request: Request) -> str:
+        token = request.session.get("csrf")
+        if not isinstance(token, str):
+            token = request.session["csrf"] = secrets.token_urlsafe(32)
+        return token
+
+    def csrf_ok(request: Request, submitted: str) -> bool:
+        expected = request.session.get("csrf")
+        return isinstance(expected, str) and secrets.compare_digest(expected, submitted)
+
+    def login_page(request: Request, *, status: int = 401, error: str = "") -> HTMLResponse:
+        return templates.TemplateResponse(
+            request,
+            "teacher_login.html",
+            {"csrf": csrf_token(request), "error": error},
+            status_code=status,
+        )
+
+    @app.exception_handler(NotSignedIn)
+    async def not_signed_in(request: Request, _exc: NotSignedIn) -> Response:
+        if request.url.path.startswith("/api/"):
+            return JSONResponse({"error": "sign in as a teacher first"}, status_code=401)
+        return login_page(request)
+
+    @app.exception_handler(SQLAlchemyError)
+    async def store_down(request: Request, exc: SQLAlchemyError) -> Response:
+        logger.error("records store error: %s", type(exc).__name__)
+        logger.debug("records store error detail", exc_info=exc)
+        message = "The school's records are not reachable right now. Please try again soon."
+        if request.url.path.startswith("/api/"):
+            return JSONResponse({"error": message}, status_code=503)
+        return HTMLResponse(message, status_code=503)
+
+    # the student's side
+
+    @app.get("/", response_class=HTMLResponse)
+    async def student_page(request: Request) -> Response:
+        return templates.TemplateResponse(request, "student.html", {})
+
+    @app.post("/api/token")
+    async def token(request: Request, body: TokenRequest) -> Response:
+        if not limits.allow(limits.token, client_key(request)):
+            return JSONResponse(
+                {"error": "Too many tries. Please wait a minute, then try again."},
+                status_code=429,
+                headers={"Retry-After": "60"},
+            )
+        try:
+            joined = await join_class(store, settings, body.code, body.name)
+        except JoinError as e:
+            return JSONResponse({"error": e.message, "reason": e.code}, status_code=e.status)
+        except TokenRequestError:
+            logger.exception("a student token could not be made")
+            return JSONResponse({"error": "Something went wrong. Please try again."}, 500)
+        logger.info("student joined", extra={"room": joined.room, "session": joined.session_id})
+        return JSONResponse(
+            {
+                "token": joined.token,
+                "url": public_url,
+                "room": joined.room,
+                "identity": joined.identity,
+                "tutor_timeout_s": settings.web_tutor_arrival_timeout,
+            }
+        )
+
+    @app.get("/healthz")
+    async def healthz() -> Response:
+        await store.ensure_schema()
+        return JSONResponse({"ok": True})
+
+    # the adults' side: pages
+
+    @app.get("/teacher", response_class=HTMLResponse)
+    async def teacher_home(request: Request, teacher: SignedIn) -> Response:
+        return templates.TemplateResponse(
+            request,
+            "teacher_home.html",
+            {
+                "teacher": teacher,
+                "csrf": csrf_token(request),
+                "classes": await classes_of(store, teacher.id),
+                "sessions": await teacher_data.sessions_for(store, teacher),
+                "flags": await teacher_data.flags_for(store, teacher),
+                "alerts": await teacher_data.alerts_for(store, teacher),
+            },
+        )
+
+    @app.post("/teacher/login")
+    async def login(
+        request: Request,
+        username: Annotated[str, Form(max_length=64)] = "",
+        password: Annotated[str, Form(max_length=256)] = "",
+        csrf: Annotated[str, Form(max_length=128)] = "",
+    ) -> Response:
+        name_key = "login-user:" + username.strip().lower()
+        if not limits.allow(limits.login, "login-ip:" + client_key(request), name_key):
+            return login_page(
+                request, status=429, error="Too many sign-in attempts. Wait a minute."
+            )
+        if not csrf_ok(request, csrf):
+            return login_page(request, status=403, error="The form expired. Please try again.")
+        teacher = await authenticate(store, username, password)
+        if teacher is None:
+            logger.info("teacher sign-in refused")
+            return login_page(request, error="That username and password do not match.")
+        request.session.clear()  # a fresh session: nothing from before the sign-in survives
+        request.session["teacher_id"] = teacher.id
+        csrf_token(request)
+        logger.info("teacher signed in", extra={"teacher": teacher.username})
+        return RedirectResponse("/teacher", status_code=303)
+
+    @app.post("/teacher/logout")
+    async def logout(
+        request: Request, teacher: SignedIn, csrf: Annotated[str, Form(max_length=128)] = ""
+    ) -> Response:
+        if not csrf_ok(request, csrf):
+            return HTMLResponse("The form expired. Please go back and try again.", 403)
+        request.session.clear()
+        return RedirectResponse("/teacher", status_code=303)
+
+    @app.post("/teacher/classes")
+    async def new_class(
+        request: Request,
+        teacher: SignedIn,
+        name: Annotated[str, Form(max_length=128)] = "",
+        csrf: Annotated[str, Form(max_length=128)] = "",
+    ) -> Response:
+        if not csrf_ok(request, csrf):
+            return HTMLResponse("The form expired. Please go back and try again.", 403)
+        created = await create_class(store, teacher.id, name or "My class")
+        logger.info("class created", extra={"teacher": teacher.username, "code": created.code})
+        return RedirectResponse("/teacher#classes", status_code=303)
+
+    @app.post("/teacher/classes/{code}/{action}")
+    async def open_or_close_class(
+        request: Request,
+        code: str,
+        action: str,
+        teacher: SignedIn,
+        csrf: Annotated[str, Form(max_length=128)] = "",
+    ) -> Response:
+        if not csrf_ok(request, csrf):
+            return HTMLResponse("The form expired. Please go back and try again.", 403)
+        if action not in ("open", "close"):
+            return HTMLResponse("Unknown action.", 404)
+        if not await set_class_open(store, teacher.id, code, is_open=action == "open"):
+            return HTMLResponse("You have no class with that code.", 404)
+        return RedirectResponse("/teacher#classes", status_code=303)
+
+    @app.get("/teacher/sessions/{session_id}", response_class=HTMLResponse)
+    async def session_page(request: Request, session_id: str, teacher: SignedIn) -> Response:
+        found = await teacher_data.transcript(store, teacher, session_id)
+        if found is None:
+            return HTMLResponse("No session of your classes has that id.", 404)
+        return templates.TemplateResponse(
+            request,
+            "teacher_session.html",
+            {"teacher": teacher, "csrf": csrf_token(request), "s": found},
+        )
+
+    # the adults' side: JSON
+
+    @app.get("/api/teacher/me")
+    async def api_me(teacher: SignedIn) -> dict[str, Any]:
+        return {"username": teacher.username, "name": teacher.display_name, "role": teacher.role}
+
+    @app.get("/api/teacher/classes")
+    async def api_classes(teacher: SignedIn) -> list[dict[str, Any]]:
+        return [
+            {
+                "code": c.code,
+                "name": c.name,
+                "open": c.is_open,
+                "created_at": c.created_at,
+                "closed_at": c.closed_at,
+            }
+            for c in await classes_of(store, teacher.id)
+        ]
+
+    @app.get("/api/teacher/sessions")
+    async def api_sessions(teacher: SignedIn) -> list[dict[str, Any]]:
+        return [
+            {
+                "id": s.session_id,
+                "student": s.student,
+                "class_code": s.class_code,
+                "started_at": s.started_at,
+                "ended_at": s.ended_at,
+                "length_s": s.length_s,
+                "tutor_joined": s.tutor_joined,
+                "subjects": s.subjects,
+                "flags": s.flags,
+                "urgent_flags": s.urgent_flags,
+            }
+            for s in await teacher_data.sessions_for(store, teacher)
+        ]
+
+    @app.get("/api/teacher/sessions/{session_id}")
+    async def api_session(session_id: str, teacher: SignedIn) -> Response:
+        found = await teacher_data.transcript(store, teacher, session_id)
+        if found is None:
+            return JSONResponse({"error": "no session of your classes has that id"}, 404)
+        return JSONResponse(found)
+
+    @app.get("/api/teacher/flags")
+    async def api_flags(teacher: SignedIn) -> list[dict[str, Any]]:
+        return [vars(flag) for flag in await teacher_data.flags_for(store, teacher)]
+
+    @app.get("/api/teacher/alerts")
+    async def api_alerts(teacher: SignedIn) -> list[dict[str, Any]]:
+        return await teacher_data.alerts_for(store, teacher)
+
+    return app

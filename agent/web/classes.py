@@ -1,0 +1,178 @@
+"""Class codes and the student's join: an open code gives one room, one identity, one token."""
+
+from __future__ import annotations
+
+import re
+import secrets
+import unicodedata
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy import select, update
+from sqlalchemy.exc import IntegrityError
+
+from agent.records.schema import ClassRow, VisitRow
+from agent.records.store import RecordsStore, utc_now
+from agent.settings import LiveKitSettings
+from agent.state import new_session_id
+from agent.token import student_token
+
+# no 0/O, 1/I/L: a child reads the code from a board
+CODE_ALPHABET = "ABCDEFGHJKMNPQRSTUVWXYZ23456789"
+CODE_LENGTH = 6
+MAX_NAME = 32
+# a first name: letters (any script), spaces, hyphens, apostrophes, dots
+NAME = re.compile(r"[^\W\d_](?:[^\W\d_]|[ '\u2019.-])*", re.UNICODE)
+STUDENT_TOKEN_TTL = timedelta(hours=2)
+
+
+class JoinError(Exception):
+    """A join the page must refuse; `message` is written for the child who typed it."""
+
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+
+
+@dataclass(frozen=True)
+class SchoolClass:
+    id: int
+    code: str
+    name: str
+    teacher_id: int
+    is_open: bool
+    created_at: datetime
+    closed_at: datetime | None
+
+
+@dataclass(frozen=True)
+class Join:
+    token: str
+    room: str
+    identity: str
+    session_id: str
+
+
+def normalize_code(text: str) -> str:
+    """What a child typed, as stored: upper case, no spaces or dashes."""
+    return re.sub(r"[\s-]", "", text).upper()
+
+
+def check_first_name(text: str) -> str:
+    name = " ".join(text.split())
+    if not name:
+        raise JoinError(400, "name_missing", "Please type your first name.")
+    if len(name) > MAX_NAME:
+        raise JoinError(400, "name_too_long", f"Please use at most {MAX_NAME} letters.")
+    if not NAME.fullmatch(name):
+        raise JoinError(400, "name_invalid", "Please use only letters in your name.")
+    return name
+
+
+def identity_for(name: str) -> str:
+    """A LiveKit identity from a first name: ASCII letters, then a random suffix."""
+    ascii_name = unicodedata.normalize("NFKD", name).encode("ascii", "ignore").decode()
+    slug = re.sub(r"[^a-z]+", "-", ascii_name.lower()).strip("-")[:24] or "student"
+    return f"{slug}-{secrets.token_hex(3)}"
+
+
+def _class(row: ClassRow) -> SchoolClass:
+    return SchoolClass(
+        row.id, row.code, row.name, row.teacher_id, row.is_open, row.created_at, row.closed_at
+    )
+
+
+async def create_class(store: RecordsStore, teacher_id: int, name: str) -> SchoolClass:
+    """A new open class with a fresh code (codes are never reused)."""
+    name = " ".join(name.split())[:128]
+    await store.ensure_schema()
+    for _ in range(8):
+        code = "".join(secrets.choice(CODE_ALPHABET) for _ in range(CODE_LENGTH))
+        now = utc_now()
+        try:
+            async with store.engine.begin() as conn:
+                result = await conn.execute(
+                    ClassRow.__table__.insert().values(
+                        code=code, name=name, teacher_id=teacher_id, is_open=True, created_at=now
+                    )
+                )
+        except IntegrityError:
+            continue  # that code exists: draw another
+        return SchoolClass(result.inserted_primary_key[0], code, name, teacher_id, True, now, None)
+    raise RuntimeError("could not draw an unused class code")
+
+
+async def set_class_open(store: RecordsStore, teacher_id: int, code: str, *, is_open: bool) -> bool:
+    """Open or close one of the teacher's own classes; False if they have no such class."""
+    await store.ensure_schema()
+    async with store.engine.begin() as conn:
+        result = await conn.execute(
+            update(ClassRow)
+            .where(ClassRow.code == normalize_code(code), ClassRow.teacher_id == teacher_id)
+            .values(is_open=is_open, closed_at=None if is_open else utc_now())
+        )
+    return result.rowcount == 1
+
+
+async def classes_of(store: RecordsStore, teacher_id: int) -> list[SchoolClass]:
+    await store.ensure_schema()
+    query = (
+        select(ClassRow)
+        .where(ClassRow.teacher_id == teacher_id)
+        .order_by(ClassRow.is_open.desc(), ClassRow.created_at.desc())
+    )
+    async with store.engine.connect() as conn:
+        return [_class(row) for row in (await conn.execute(query)).all()]  # type: ignore[arg-type]
+
+
+async def open_class(store: RecordsStore, code: str) -> SchoolClass:
+    """The open class with this code, or a `JoinError` the child can act on."""
+    code = normalize_code(code)
+    if not code:
+        raise JoinError(400, "code_missing", "Please type the class code your teacher gave you.")
+    await store.ensure_schema()
+    async with store.engine.connect() as conn:
+        row = (await conn.execute(select(ClassRow).where(ClassRow.code == code))).first()
+    if row is None:
+        raise JoinError(
+            404, "code_unknown", "We don't know that class code. Please check it with your teacher."
+        )
+    if not row.is_open:
+        raise JoinError(
+            403, "class_closed", "This class is closed right now. Please ask your teacher."
+        )
+    return _class(row)  # type: ignore[arg-type]
+
+
+async def join_class(
+    store: RecordsStore, settings: LiveKitSettings, code: str, first_name: str
+) -> Join:
+    """Admit a student to an open class: their own room, a token that brings the
+    orchestrator, and a visit row that ties the session to the class."""
+    name = check_first_name(first_name)
+    school_class = await open_class(store, code)
+    identity = identity_for(name)
+    room = f"{school_class.code.lower()}-{secrets.token_hex(4)}"
+    session_id = new_session_id()
+    token = student_token(
+        settings,
+        room=room,
+        identity=identity,
+        name=name,
+        ttl=STUDENT_TOKEN_TTL,
+        session_id=session_id,
+    )
+    async with store.engine.begin() as conn:
+        await conn.execute(
+            VisitRow.__table__.insert().values(
+                session_id=session_id,
+                class_id=school_class.id,
+                student_name=name,
+                identity=identity,
+                room=room,
+                created_at=utc_now(),
+            )
+        )
+    return Join(token=token, room=room, identity=identity, session_id=session_id)

@@ -1,0 +1,320 @@
+"""What a signed-in adult may see: their classes' sessions, transcripts, flags and alerts.
+
+A teacher sees the sessions started from their own class codes; a `safeguarding` account
+also sees every session of the school with an urgent flag. Opening a transcript is logged.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import ColumnElement, and_, exists, func, or_, select
+from sqlalchemy.orm import aliased
+
+from agent.records.schema import (
+    AlertRow,
+    ClassRow,
+    FlagRow,
+    HandoffRow,
+    SessionRow,
+    TranscriptViewRow,
+    VisitRow,
+)
+from agent.records.store import RecordsStore, utc_now
+from agent.web.accounts import Teacher
+
+TIER_RANK = {"urgent": 0, "concern": 1}
+TUTOR_TITLES = {"orchestrator": "Main tutor"}
+
+
+def when(value: datetime | str | None) -> str:
+    """A stored time (naive UTC, or the export's ISO text) as the pages show it."""
+    if value is None or value == "":
+        return "—"
+    if isinstance(value, str):
+        value = datetime.fromisoformat(value.removesuffix("Z"))
+    return value.strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def tutor_title(kind: str) -> str:
+    return TUTOR_TITLES.get(kind, kind.replace("_", " ").capitalize())
+
+
+@dataclass(frozen=True)
+class SessionView:
+    session_id: str
+    student: str
+    class_code: str
+    class_name: str
+    started_at: datetime
+    ended_at: datetime | None
+    tutor_joined: bool
+    subjects: list[str]
+    flags: int
+    urgent_flags: int
+
+    @property
+    def length_s(self) -> float | None:
+        if self.ended_at is None or not self.tutor_joined:
+            return None
+        return (self.ended_at - self.started_at).total_seconds()
+
+
+@dataclass(frozen=True)
+class FlagView:
+    session_id: str
+    student: str
+    class_code: str
+    tier: str
+    speaker: str
+    categories: list[str]
+    action: str
+    at: datetime
+    alerts: list[dict[str, Any]]
+
+
+def _urgent_session() -> ColumnElement[bool]:
+    flag = aliased(FlagRow)  # its own FROM: the outer query may select flags too
+    return exists().where(flag.session_id == VisitRow.session_id, flag.tier == "urgent")
+
+
+def _visible(teacher: Teacher) -> ColumnElement[bool]:
+    """The visits (and so sessions) this adult may see."""
+    own = ClassRow.teacher_id == teacher.id
+    return or_(own, _urgent_session()) if teacher.is_safeguarding else own
+
+
+def _visits() -> Any:
+    return select(VisitRow, ClassRow.code, ClassRow.name).join(
+        ClassRow, ClassRow.id == VisitRow.class_id
+    )
+
+
+async def can_view(store: RecordsStore, teacher: Teacher, session_id: str) -> bool:
+    await store.ensure_schema()
+    query = (
+        select(func.count())
+        .select_from(VisitRow)
+        .join(ClassRow, ClassRow.id == VisitRow.class_id)
+        .where(VisitRow.session_id == session_id, _visible(teacher))
+    )
+    async with store.engine.connect() as conn:
+        return bool((await conn.execute(query)).scalar())
+
+
+async def sessions_for(
+    store: RecordsStore, teacher: Teacher, limit: int = 200
+) -> list[SessionView]:
+    """Newest first: every join from a visible class, with or without a tutor yet."""
+    await store.ensure_schema()
+    flags = (
+        select(func.count(FlagRow.id))
+        .where(FlagRow.session_id == VisitRow.session_id)
+        .scalar_subquery()
+    )
+    urgent = (
+        select(func.count(FlagRow.id))
+        .where(FlagRow.session_id == VisitRow.session_id, FlagRow.tier == "urgent")
+        .scalar_subquery()
+    )
+    query = (
+        select(
+            VisitRow.session_id,
+            VisitRow.student_name,
+            VisitRow.created_at,
+            ClassRow.code,
+            ClassRow.name,
+            SessionRow.started_at,
+            SessionRow.ended_at,
+            flags.label("flags"),
+            urgent.label("urgent"),
+        )
+        .join(ClassRow, ClassRow.id == VisitRow.class_id)
+        .outerjoin(SessionRow, SessionRow.id == VisitRow.session_id)
+        .where(_visible(teacher))
+        .order_by(VisitRow.created_at.desc())
+        .limit(limit)
+    )
+    async with store.engine.connect() as conn:
+        rows = (await conn.execute(query)).all()
+        subjects = await _subjects(conn, [row.session_id for row in rows])
+    return [
+        SessionView(
+            session_id=row.session_id,
+            student=row.student_name,
+            class_code=row.code,
+            class_name=row.name,
+            started_at=row.started_at or row.created_at,
+            ended_at=row.ended_at,
+            tutor_joined=row.started_at is not None,
+            subjects=subjects.get(row.session_id, []),
+            flags=row.flags,
+            urgent_flags=row.urgent,
+        )
+        for row in rows
+    ]
+
+
+async def _subjects(conn: Any, ids: list[str]) -> dict[str, list[str]]:
+    if not ids:
+        return {}
+    query = (
+        select(HandoffRow.session_id, HandoffRow.to_tutor)
+        .where(HandoffRow.session_id.in_(ids), HandoffRow.to_tutor != "orchestrator")
+        .order_by(HandoffRow.requested_at)
+    )
+    found: dict[str, list[str]] = {}
+    for session_id, kind in (await conn.execute(query)).all():
+        visited = found.setdefault(session_id, [])
+        if tutor_title(kind) not in visited:
+            visited.append(tutor_title(kind))
+    return found
+
+
+async def flags_for(store: RecordsStore, teacher: Teacher, limit: int = 200) -> list[FlagView]:
+    """Flagged turns of visible sessions, the most urgent first, then the newest."""
+    await store.ensure_schema()
+    query = (
+        select(FlagRow, VisitRow.student_name, ClassRow.code)
+        .join(VisitRow, VisitRow.session_id == FlagRow.session_id)
+        .join(ClassRow, ClassRow.id == VisitRow.class_id)
+        .where(_visible(teacher))
+        .order_by(FlagRow.at.desc())
+        .limit(limit)
+    )
+    async with store.engine.connect() as conn:
+        rows = (await conn.execute(query)).all()
+        keys = [(row.session_id, row.flag_id) for row in rows]
+        alerts = await _alerts_by_flag(conn, keys)
+    views = [
+        FlagView(
+            session_id=row.session_id,
+            student=row.student_name,
+            class_code=row.code,
+            tier=row.tier,
+            speaker=row.speaker,
+            categories=list(row.categories or []),
+            action=row.action,
+            at=row.at,
+            alerts=alerts.get((row.session_id, row.flag_id), []),
+        )
+        for row in rows
+    ]
+    # stable sort: newest first within each tier
+    return sorted(views, key=lambda view: TIER_RANK.get(view.tier, len(TIER_RANK)))
+
+
+async def _alerts_by_flag(
+    conn: Any, keys: list[tuple[str, str]]
+) -> dict[tuple[str, str], list[dict[str, Any]]]:
+    if not keys:
+        return {}
+    query = (
+        select(AlertRow)
+        .where(or_(*(and_(AlertRow.session_id == s, AlertRow.flag_id == f) for s, f in keys)))
+        .order_by(AlertRow.created_at)
+    )
+    found: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for alert in (await conn.execute(query)).all():
+        found.setdefault((alert.session_id, alert.flag_id), []).append(_alert(alert))
+    return found
+
+
+def _alert(alert: Any) -> dict[str, Any]:
+    return {
+        "channel": alert.channel,
+        "tier": alert.tier,
+        "status": alert.status,
+        "attempts": alert.attempts,
+        "created_at": alert.created_at,
+        "delivered_at": alert.delivered_at,
+    }
+
+
+async def alerts_for(store: RecordsStore, teacher: Teacher, limit: int = 200) -> list[dict]:
+    """Alerts raised in visible sessions, newest first, with their delivery status."""
+    await store.ensure_schema()
+    query = (
+        select(AlertRow, VisitRow.student_name, ClassRow.code)
+        .join(VisitRow, VisitRow.session_id == AlertRow.session_id)
+        .join(ClassRow, ClassRow.id == VisitRow.class_id)
+        .where(_visible(teacher))
+        .order_by(AlertRow.created_at.desc())
+        .limit(limit)
+    )
+    async with store.engine.connect() as conn:
+        rows = (await conn.execute(query)).all()
+    return [
+        {
+            **_alert(row),
+            "session_id": row.session_id,
+            "student": row.student_name,
+            "class_code": row.code,
+        }
+        for row in rows
+    ]
+
+
+async def transcript(store: RecordsStore, teacher: Teacher, session_id: str) -> dict | None:
+    """The session for this adult (None if they may not see it), logging the view."""
+    if not await can_view(store, teacher, session_id):
+        return None
+    async with store.engine.begin() as conn:
+        visit = (await conn.execute(_visits().where(VisitRow.session_id == session_id))).first()
+        await conn.execute(
+            TranscriptViewRow.__table__.insert().values(
+                teacher_id=teacher.id,
+                username=teacher.username,
+                session_id=session_id,
+                at=utc_now(),
+            )
+        )
+    exported = await store.export(session_id) or {
+        "session": {"id": session_id, "started_at": None, "ended_at": None},
+        "turns": [],
+        "handoffs": [],
+        "flags": [],
+        "alerts": [],
+    }
+    assert visit is not None  # can_view found it
+    exported["student"] = visit.student_name
+    exported["class"] = {"code": visit.code, "name": visit.name}
+    _attribute_turns(exported)
+    return exported
+
+
+def _attribute_turns(exported: dict[str, Any]) -> None:
+    """Give each turn the tutor the student was talking with at that moment."""
+    events: list[tuple[str, int, dict[str, Any]]] = [
+        (turn["at"] or "", 1, turn) for turn in exported["turns"]
+    ]
+    events += [
+        (h["completed_at"] or h["requested_at"] or "", 0, h)
+        for h in exported["handoffs"]
+        if h["outcome"] in ("completed", "handed_over")
+    ]
+    current = "orchestrator"
+    flagged = {f["turn_item_id"]: f for f in exported["flags"] if f.get("turn_item_id")}
+    for _, kind, event in sorted(events, key=lambda e: (e[0], e[1])):
+        if kind == 0:
+            current = event["to"]
+            continue
+        if event["role"] == "tutor":
+            current = event["speaker"]
+        event["tutor"] = tutor_title(current)
+    for turn in exported["turns"]:
+        turn["flag"] = flagged.get(turn.get("item_id"))
+
+
+async def views_of(store: RecordsStore, session_id: str) -> list[tuple[str, datetime]]:
+    """Who opened this session's transcript, and when (oldest first)."""
+    await store.ensure_schema()
+    query = (
+        select(TranscriptViewRow.username, TranscriptViewRow.at)
+        .where(TranscriptViewRow.session_id == session_id)
+        .order_by(TranscriptViewRow.at, TranscriptViewRow.id)
+    )
+    async with store.engine.connect() as conn:
+        return [(row.username, row.at) for row in (await conn.execute(query)).all()]
