@@ -1,4 +1,13 @@
-# One image for both workers (the compose services choose which one to start).
+# One image for the workers and the web service (the compose services choose which runs).
+
+# the student page's script: livekit-client bundled exactly as locked
+FROM node:20-slim AS frontend
+WORKDIR /src/agent/web/frontend
+COPY agent/web/frontend/package.json agent/web/frontend/package-lock.json ./
+RUN npm ci --no-audit --no-fund
+COPY agent/web/frontend/src ./src
+RUN npm run build
+
 FROM python:3.11-slim
 
 ENV PYTHONUNBUFFERED=1 \
@@ -17,6 +26,7 @@ COPY pyproject.toml uv.lock README.md ./
 RUN uv sync --frozen --no-dev --no-install-project
 
 COPY agent ./agent
+COPY --from=frontend /src/agent/web/static/student.js /src/agent/web/static/student.js.map ./agent/web/static/
 # /app/data holds the records store's SQLite file (a named volume in compose)
 RUN uv sync --frozen --no-dev && mkdir -p /app/data && chown -R tutor:tutor /app
 
@@ -24,5 +34,5 @@ USER tutor
 # model files the plugins fetch at run time are fetched now, at build time
 RUN python -m livekit.agents download-files
 
-EXPOSE 8081 8082
+EXPOSE 8080 8081 8082
 CMD ["python", "-m", "livekit.agents", "start", "agent/workers/orchestrator.py"]

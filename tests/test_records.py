@@ -286,3 +286,23 @@ async def test_info_logs_never_carry_the_childs_words(
     ]
     assert logged  # the conversation did log (handoff, tutor entered, ...)
     assert not [entry for entry in logged if "secret question" in repr(entry)]
+
+
+async def test_the_migrations_build_exactly_the_tables_the_models_declare(
+    database: RecordsDatabase,
+) -> None:
+    from alembic.autogenerate import compare_metadata
+    from alembic.migration import MigrationContext
+
+    from agent.records.schema import Base
+
+    store = database.store()
+    try:
+        await store.ensure_schema()
+        async with store.engine.connect() as conn:
+            differences = await conn.run_sync(
+                lambda sync: compare_metadata(MigrationContext.configure(sync), Base.metadata)
+            )
+    finally:
+        await store.aclose()
+    assert differences == []

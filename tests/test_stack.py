@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 import yaml
 
-from agent.settings import Settings
+from agent.settings import Settings, WebSettings
 
 REPO = Path(__file__).resolve().parent.parent
 WORKERS = {"orchestrator": "agent/workers/orchestrator.py", "english": "agent/workers/english.py"}
@@ -30,7 +30,7 @@ def livekit_config() -> dict[str, Any]:
 
 def test_compose_runs_exactly_the_server_and_both_named_workers(compose: dict) -> None:
     services = compose["services"]
-    assert set(services) == {"livekit", "orchestrator", "english"}
+    assert set(services) == {"livekit", "orchestrator", "english", "web", "proxy"}
     for name, path in WORKERS.items():
         command = services[name]["command"]
         assert command[-2:] == ["start", path]
@@ -41,6 +41,26 @@ def test_compose_runs_exactly_the_server_and_both_named_workers(compose: dict) -
     assert defaults["english_agent_name"].default == "learning-english"
     assert services["orchestrator"]["image"] == services["english"]["image"]
     assert "build" in services["orchestrator"]
+
+
+def test_compose_serves_the_web_app_on_8080_and_https_only_in_the_tls_profile(
+    compose: dict,
+) -> None:
+    services = compose["services"]
+    web = services["web"]
+    assert web["command"] == ["python", "-m", "agent", "web"]
+    assert "8080:8080" in web["ports"] and web["environment"]["WEB_HOST"] == "0.0.0.0"
+    assert web["image"] == services["orchestrator"]["image"]
+    assert web["depends_on"]["livekit"]["condition"] == "service_healthy"
+    assert "127.0.0.1:8080/healthz" in " ".join(web["healthcheck"]["test"])
+    assert "records:/app/data" in web["volumes"]  # the same store the workers write
+    assert "profiles" not in web
+    proxy = services["proxy"]
+    assert proxy["profiles"] == ["tls"] and "443:443" in proxy["ports"]
+    caddyfile = (REPO / "deploy" / "Caddyfile").read_text()
+    assert "reverse_proxy @livekit livekit:7880" in caddyfile
+    assert "/rtc" in caddyfile and "reverse_proxy web:8080" in caddyfile
+    assert "--node-ip" in services["livekit"]["command"]
 
 
 def test_server_image_is_pinned(compose: dict) -> None:
@@ -115,12 +135,17 @@ def test_dockerfile_installs_exactly_the_lock_and_runs_unprivileged() -> None:
     user = re.findall(r"^USER (\S+)", dockerfile, re.M)
     assert user and user[-1] not in ("root", "0")
     assert "livekit.agents download-files" in dockerfile
+    # the student page's script is built from the npm lock file in a Node stage
+    assert re.search(r"^FROM node:\S+ AS frontend", dockerfile, re.M)
+    assert "npm ci" in dockerfile and "package-lock.json" in dockerfile
+    assert re.search(r"^COPY --from=frontend .*student\.js", dockerfile, re.M)
 
 
 def test_env_example_documents_every_setting_with_a_placeholder() -> None:
     lines = (REPO / ".env.example").read_text().splitlines()
     documented = {line.split("=", 1)[0] for line in lines if re.match(r"^[A-Z_]+=", line)}
-    assert documented == {name.upper() for name in Settings.model_fields}
+    settings = {*Settings.model_fields, *WebSettings.model_fields}
+    assert documented == {name.upper() for name in settings}
     for i, line in enumerate(lines):
         if re.match(r"^[A-Z_]+=", line):
             assert lines[i - 1].startswith("#"), f"{line} has no comment"

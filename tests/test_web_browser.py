@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
+import subprocess
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,6 +43,8 @@ CHROMIUM_FLAGS = [
     "--disable-component-update",
 ]
 CHROMIUM_INSTALLED = Path(CHROMIUM).exists()
+FRONTEND = REPO / "agent" / "web" / "frontend"
+STUDENT_SCRIPT = REPO / "agent" / "web" / "static" / "student.js"
 FAKE_MICROPHONE = ["--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream"]
 PHONE = {"width": 390, "height": 844}
 SCREENSHOTS = Path(os.environ.get("SCREENSHOT_DIR", REPO / "build" / "screenshots"))
@@ -85,6 +89,17 @@ class Site:
     store: RecordsStore
     settings: WebSettings
     school: School
+
+
+@pytest.fixture(scope="session", autouse=True)
+def student_script() -> Path:
+    """The page's script, built from the npm lock file if it is not built yet."""
+    if not STUDENT_SCRIPT.exists():
+        npm = shutil.which("npm")
+        assert npm, "Node's npm is needed to build the student page's script"
+        for step in (["ci", "--no-audit", "--no-fund"], ["run", "build"]):
+            subprocess.run([npm, *step], cwd=FRONTEND, check=True, timeout=600)
+    return STUDENT_SCRIPT
 
 
 @pytest.fixture

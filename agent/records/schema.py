@@ -136,9 +136,10 @@ class TeacherRow(Base):
     """An adult who signs in to the teacher pages (`python -m agent teachers add`)."""
 
     __tablename__ = "teachers"
+    __table_args__ = (UniqueConstraint("username", name="uq_teachers_username"),)
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
-    username: Mapped[str] = mapped_column(String(64), unique=True)
+    username: Mapped[str] = mapped_column(String(64))
     display_name: Mapped[str] = mapped_column(String(128), default="")
     password_hash: Mapped[str] = mapped_column(String(256))
     role: Mapped[str] = mapped_column(String(16), default="teacher")  # or "safeguarding"
@@ -149,9 +150,10 @@ class ClassRow(Base):
     """A class code a teacher gave out; students join with it while it is open."""
 
     __tablename__ = "classes"
+    __table_args__ = (UniqueConstraint("code", name="uq_classes_code"),)
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
-    code: Mapped[str] = mapped_column(String(16), unique=True)
+    code: Mapped[str] = mapped_column(String(16))
     name: Mapped[str] = mapped_column(String(128), default="")
     teacher_id: Mapped[int] = mapped_column(
         Integer, ForeignKey("teachers.id", ondelete="CASCADE"), index=True

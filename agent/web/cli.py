@@ -35,6 +35,7 @@ def add_parsers(commands: Any) -> None:
     web.add_argument("--port", type=int, help="port to listen on (default: WEB_PORT)")
 
     teachers = commands.add_parser("teachers", help="add, remove or list teacher accounts")
+    teachers.add_argument("--url", help="records database URL (default: RECORDS_URL)")
     sub = teachers.add_subparsers(dest="teachers_command", required=True)
     add = sub.add_parser("add", help="create an account")
     add.add_argument("username")
@@ -89,10 +90,10 @@ def run_teachers(
 ) -> int:
     out, err, stdin = out or sys.stdout, err or sys.stderr, stdin or sys.stdin
     try:
-        settings = load_settings(RecordsSettings)
-        if not settings.records_url:
+        url = args.url or load_settings(RecordsSettings).records_url
+        if not url:
             raise RecordsConfigError("RECORDS_URL is empty: there is no store for accounts")
-        store = RecordsStore(settings.records_url)
+        store = RecordsStore(url)
         command = args.teachers_command
         password = (
             _read_password(args.password_stdin, stdin) if command in ("add", "passwd") else ""
