@@ -212,8 +212,10 @@ class WebSettings(LiveKitSettings, RecordsSettings):
     web_token_rate_limit: str = "60/minute"
     # sign-in attempts per client address and per username
     web_login_rate_limit: str = "5/minute"
-    # the page tells the student their tutor is late after this many seconds
-    web_tutor_arrival_timeout: float = Field(default=15, gt=0)
+    # no tutor in a student's room after this many seconds: the orchestrator is dispatched
+    # again (then with backoff), at most WEB_TUTOR_MAX_DISPATCHES times in all
+    web_tutor_arrival_timeout: float = Field(default=8, gt=0)
+    web_tutor_max_dispatches: int = Field(default=3, ge=1, le=10)
     # proxies whose X-Forwarded-For is believed (comma-separated addresses, or *)
     web_trusted_proxies: str = "127.0.0.1"
 

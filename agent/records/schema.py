@@ -164,13 +164,15 @@ class ClassRow(Base):
 
 
 class VisitRow(Base):
-    """A student's join from the web page: which class a session belongs to.
+    """A student's join from the web page: which class a session belongs to, and how
+    often the orchestrator had to be dispatched before a tutor arrived.
 
     Written by the web service when it issues the token, before any worker has written
     the session row, so it has no foreign key to `sessions`.
     """
 
     __tablename__ = "visits"
+    __table_args__ = (Index("ix_visits_room_identity", "room", "identity"),)
 
     session_id: Mapped[str] = mapped_column(String(64), primary_key=True)
     class_id: Mapped[int] = mapped_column(
@@ -180,6 +182,11 @@ class VisitRow(Base):
     identity: Mapped[str] = mapped_column(String(64))
     room: Mapped[str] = mapped_column(String(128))
     created_at: Mapped[datetime] = mapped_column(DateTime, index=True)
+    # the orchestrator dispatches made for this visit (the token's own is the first), the
+    # last one's time, and when the watchdog gave up (no tutor after the last)
+    dispatches: Mapped[int] = mapped_column(Integer, default=1)
+    last_dispatch_at: Mapped[datetime] = mapped_column(DateTime)
+    gave_up_at: Mapped[datetime | None] = mapped_column(DateTime)
 
 
 class TranscriptViewRow(Base):

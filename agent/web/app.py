@@ -2,37 +2,44 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import secrets
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 from typing import Annotated, Any
 
-from fastapi import Depends, FastAPI, Form, Request, Response
+from fastapi import Depends, FastAPI, Form, Header, Request, Response
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 from limits import RateLimitItem, parse
 from limits.storage import MemoryStorage
 from limits.strategies import MovingWindowRateLimiter
+from livekit.api import LiveKitAPI, TokenVerifier
+from prometheus_client import make_asgi_app
 from pydantic import BaseModel, Field
 from sqlalchemy.exc import SQLAlchemyError
 from starlette.middleware.sessions import SessionMiddleware
 
+from agent.dispatch import Dispatcher, DispatchPolicy
 from agent.records.store import RecordsStore
 from agent.settings import WebSettings
 from agent.token import TokenRequestError
 from agent.web import teacher_data
 from agent.web.accounts import Teacher, authenticate, teacher_by_id
 from agent.web.classes import JoinError, classes_of, create_class, join_class, set_class_open
+from agent.web.watchdog import SummonPolicy, TutorStatus, find_visit, summon_tutor
 
 logger = logging.getLogger("tutor.web")
 
 HERE = Path(__file__).resolve().parent
 STATIC = HERE / "static"
 SESSION_COOKIE = "tutor_teacher"
+LIVEKIT_CALL_TIMEOUT = 5.0  # livekit-api requests have no timeout of their own
 SECURITY_HEADERS = {
     # the page talks to the LiveKit server (another origin: ws/wss and its HTTP validate)
     "Content-Security-Policy": (
@@ -101,13 +108,36 @@ def create_app(settings: WebSettings, store: RecordsStore | None = None) -> Fast
             "agent/web/frontend (the Dockerfile does)"
         )
 
+    summon_policy = SummonPolicy(
+        agent_name=settings.orchestrator_agent_name,
+        min_interval=timedelta(seconds=settings.web_tutor_arrival_timeout),
+        max_dispatches=settings.web_tutor_max_dispatches,
+    )
+    verifier = TokenVerifier(
+        settings.livekit_api_key, settings.livekit_api_secret.get_secret_value()
+    )
+
     @asynccontextmanager
-    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await store.ensure_schema()
+        # the server's own API (HTTP): what the watchdog reads and dispatches through
+        lk = LiveKitAPI(
+            settings.livekit_url,
+            settings.livekit_api_key,
+            settings.livekit_api_secret.get_secret_value(),
+            failover=False,
+        )
+        app.state.livekit = lk
+        app.state.dispatcher = Dispatcher(
+            lk, policy=DispatchPolicy(attempt_timeout=LIVEKIT_CALL_TIMEOUT, max_attempts=2)
+        )
         logger.info("web service ready", extra={"records": store.describe()})
-        yield
-        if own_store:
-            await store.aclose()
+        try:
+            yield
+        finally:
+            await lk.aclose()
+            if own_store:
+                await store.aclose()
 
     app = FastAPI(
         title="Voice tutor", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None
@@ -139,6 +169,8 @@ def create_app(settings: WebSettings, store: RecordsStore | None = None) -> Fast
         return response
 
     app.mount("/static", StaticFiles(directory=STATIC, check_dir=False), name="static")
+    # counts only (re-dispatches, dispatch retries): the TLS proxy does not serve it
+    app.mount("/metrics", make_asgi_app())
 
     def client_key(request: Request) -> str:
         return request.client.host if request.client else "unknown"
@@ -207,6 +239,40 @@ def create_app(settings: WebSettings, store: RecordsStore | None = None) -> Fast
                 "tutor_timeout_s": settings.web_tutor_arrival_timeout,
             }
         )
+
+    @app.post("/api/tutor")
+    async def tutor(request: Request, authorization: Annotated[str, Header()] = "") -> Response:
+        """The student's page, with its token, when no tutor has joined yet."""
+        scheme, _, token = authorization.partition(" ")
+        try:
+            claims = verifier.verify(token) if scheme.lower() == "bearer" else None
+        except Exception:
+            claims = None
+        room = claims.video.room if claims and claims.video else ""
+        if claims is None or not room:
+            return JSONResponse({"error": "a student's token is needed"}, status_code=401)
+        visit = await find_visit(store, room, claims.identity)
+        if visit is None:
+            return JSONResponse({"error": "no visit for this token"}, status_code=404)
+        lk: LiveKitAPI = request.app.state.livekit
+        try:
+            async with asyncio.timeout(LIVEKIT_CALL_TIMEOUT * 3):
+                status = await summon_tutor(
+                    lk, request.app.state.dispatcher, store, visit, summon_policy
+                )
+        except Exception as e:  # the LiveKit server is unreachable or refused: ask later
+            logger.warning("tutor check failed: %s", type(e).__name__)
+            return JSONResponse({"status": "unknown"}, status_code=503)
+        if status is TutorStatus.GAVE_UP:
+            message = (
+                "All our tutors are busy right now. Please press Leave and try again in a "
+                "few minutes, or tell your teacher."
+            )
+        elif status is TutorStatus.PRESENT:
+            message = ""
+        else:
+            message = "Your tutor is on the way…"
+        return JSONResponse({"status": status.value, "message": message})
 
     @app.get("/healthz")
     async def healthz() -> Response:

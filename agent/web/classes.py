@@ -164,6 +164,7 @@ async def join_class(
         ttl=STUDENT_TOKEN_TTL,
         session_id=session_id,
     )
+    now = utc_now()
     async with store.engine.begin() as conn:
         await conn.execute(
             VisitRow.__table__.insert().values(
@@ -172,7 +173,9 @@ async def join_class(
                 student_name=name,
                 identity=identity,
                 room=room,
-                created_at=utc_now(),
+                created_at=now,
+                dispatches=1,
+                last_dispatch_at=now,
             )
         )
     return Join(token=token, room=room, identity=identity, session_id=session_id)

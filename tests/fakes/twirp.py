@@ -1,4 +1,5 @@
-"""A local Twirp AgentDispatchService, spoken to by the real `livekit.api.LiveKitAPI`.
+"""A local Twirp AgentDispatchService (and RoomService.ListParticipants), spoken to by the
+real `livekit.api.LiveKitAPI`.
 
 Binary protobuf in and out, Twirp JSON errors, bearer tokens checked with `TokenVerifier`
 (room_admin for the request's room), dispatches kept in memory. Faults are injected per
@@ -11,6 +12,8 @@ request from FIFO lists:
 When ``faults`` is empty, ``create_fault`` (if set) decides per CreateDispatch request.
 ``on_create`` is called with every dispatch created (LiveKit would now hand the job to a
 worker), ``injected`` counts the faults applied, and ``history`` keeps deleted dispatches.
+``participants[room]`` is what ListParticipants answers (a test adds an agent when a tutor
+"joins"); dispatches are the stored objects, so a test can add jobs to their state.
 """
 
 from __future__ import annotations
@@ -33,16 +36,25 @@ from livekit.protocol.agent_dispatch import (
     ListAgentDispatchRequest,
     ListAgentDispatchResponse,
 )
+from livekit.protocol.models import ParticipantInfo
+from livekit.protocol.room import ListParticipantsRequest, ListParticipantsResponse
 
 from agent.dispatch import Dispatcher, DispatchPolicy
 
 SERVICE_PATH = "/twirp/livekit.AgentDispatchService"
+ROOM_SERVICE_PATH = "/twirp/livekit.RoomService"
 PROTOBUF = "application/protobuf"
 DEFAULT_SECRET = "fake-twirp-secret-of-at-least-32-characters"
 CREATE_FAULTS = frozenset({"500", "500_after_create", "hang", "reset", "401"})
 LIST_FAULTS = frozenset({"500", "hang", "reset", "401"})
 
-M = TypeVar("M", CreateAgentDispatchRequest, ListAgentDispatchRequest, DeleteAgentDispatchRequest)
+M = TypeVar(
+    "M",
+    CreateAgentDispatchRequest,
+    ListAgentDispatchRequest,
+    DeleteAgentDispatchRequest,
+    ListParticipantsRequest,
+)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 CreateFault = Callable[[CreateAgentDispatchRequest], str | None]
 
@@ -86,6 +98,7 @@ class TwirpDispatchServer:
         self.create_calls = 0
         self.list_calls = 0
         self.delete_calls = 0
+        self.participants: dict[str, list[ParticipantInfo]] = {}
         self.url = ""
         self._verifier = TokenVerifier(api_key, api_secret)
         self._rooms: dict[str, list[AgentDispatch]] = {}
@@ -111,6 +124,9 @@ class TwirpDispatchServer:
         app.router.add_post(f"{SERVICE_PATH}/CreateDispatch", self._twirp(self._create))
         app.router.add_post(f"{SERVICE_PATH}/ListDispatch", self._twirp(self._list))
         app.router.add_post(f"{SERVICE_PATH}/DeleteDispatch", self._twirp(self._delete))
+        app.router.add_post(
+            f"{ROOM_SERVICE_PATH}/ListParticipants", self._twirp(self._list_participants)
+        )
         self._runner = web.AppRunner(app, shutdown_timeout=1.0, access_log=None)
         await self._runner.setup()
         await web.TCPSite(self._runner, "127.0.0.1", 0).start()
@@ -181,6 +197,11 @@ class TwirpDispatchServer:
                 dispatch.state.deleted_at = time.time_ns()
                 return protobuf_response(dispatch)
         raise TwirpFailure(404, "not_found", "dispatch not found")
+
+    async def _list_participants(self, request: web.Request) -> web.StreamResponse:
+        req = await self._authorized(request, ListParticipantsRequest)
+        found = self.participants.get(req.room, [])
+        return protobuf_response(ListParticipantsResponse(participants=found))
 
     # helpers
 

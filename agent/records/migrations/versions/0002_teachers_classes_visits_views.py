@@ -56,6 +56,9 @@ def upgrade() -> None:
         sa.Column("identity", sa.String(length=64), nullable=False),
         sa.Column("room", sa.String(length=128), nullable=False),
         sa.Column("created_at", sa.DateTime(), nullable=False),
+        sa.Column("dispatches", sa.Integer(), nullable=False),
+        sa.Column("last_dispatch_at", sa.DateTime(), nullable=False),
+        sa.Column("gave_up_at", sa.DateTime(), nullable=True),
         sa.ForeignKeyConstraint(
             ["class_id"],
             ["classes.id"],
@@ -67,6 +70,7 @@ def upgrade() -> None:
     with op.batch_alter_table("visits", schema=None) as batch_op:
         batch_op.create_index(batch_op.f("ix_visits_class_id"), ["class_id"], unique=False)
         batch_op.create_index(batch_op.f("ix_visits_created_at"), ["created_at"], unique=False)
+        batch_op.create_index("ix_visits_room_identity", ["room", "identity"], unique=False)
     op.create_table(
         "transcript_views",
         sa.Column("id", sa.Integer(), autoincrement=True, nullable=False),

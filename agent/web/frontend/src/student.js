@@ -116,13 +116,33 @@ async function onTranscription(reader, participantInfo) {
   }
 }
 
-function waitForTutor(seconds) {
-  tutorTimer = setTimeout(() => {
+// No tutor yet after `seconds`: ask the service, which dispatches one again if it must;
+// ask again with backoff until a tutor joins or the service gives up.
+function waitForTutor(seconds, token) {
+  let delay = seconds;
+  const ask = async () => {
     tutorTimer = null;
-    if (tutors().length === 0) {
-      say('Your tutor is taking longer than usual to arrive. Please wait a little, or press Leave and try again.');
+    if (!room || tutors().length > 0) return;
+    let answer = {};
+    try {
+      const response = await fetch('/api/tutor', {
+        method: 'POST',
+        headers: { Authorization: `Bearer ${token}` },
+      });
+      answer = await response.json().catch(() => ({}));
+    } catch {
+      answer = {};
     }
-  }, seconds * 1000);
+    if (!room || tutors().length > 0) return;
+    if (answer.status === 'gave_up') {
+      say(answer.message);
+      return;
+    }
+    say(answer.message || 'Your tutor is on the way…');
+    delay = Math.min(delay * 2, 60);
+    tutorTimer = setTimeout(ask, delay * 1000);
+  };
+  tutorTimer = setTimeout(ask, delay * 1000);
 }
 
 function withTimeout(promise, ms) {
@@ -205,7 +225,7 @@ async function start(event) {
     await room.localParticipant.publishTrack(microphone);
     show('connected');
     renderTutor();
-    if (tutors().length === 0) waitForTutor(joined.tutor_timeout_s);
+    if (tutors().length === 0) waitForTutor(joined.tutor_timeout_s, joined.token);
   } catch (error) {
     if (mine === attempt) await finish(error.message);
   } finally {

@@ -1,0 +1,165 @@
+"""No silent room: when a student's room still has no tutor, dispatch the orchestrator again.
+
+The student's page asks (`POST /api/tutor`) when no tutor has joined within
+`WEB_TUTOR_ARRIVAL_TIMEOUT`, then again with backoff. Each ask reads LiveKit's own state:
+an agent participant in the room means the tutor is there; a dispatch with a job pending or
+running means one is on its way (never a second orchestrator); otherwise a new dispatch
+with the same session metadata, at most one per `min_interval` per visit (claimed in the
+visits table, so concurrent asks create one), until `max_dispatches`, then a give-up the
+page explains. Every re-dispatch and give-up is counted and recorded on the visit.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from enum import StrEnum
+
+from livekit.api import ListParticipantsRequest, LiveKitAPI
+from livekit.protocol.agent import JobStatus
+from livekit.protocol.models import ParticipantInfo
+from prometheus_client import Counter
+from sqlalchemy import select, update
+
+from agent.dispatch import Dispatcher, DispatchError
+from agent.dispatch_metadata import dispatch_metadata
+from agent.records.schema import VisitRow
+from agent.records.store import RecordsStore, utc_now
+
+logger = logging.getLogger("tutor.web.watchdog")
+
+REDISPATCHES = Counter(
+    "tutor_web_redispatches_total",
+    "Orchestrator dispatches made again for a room with no tutor, by outcome "
+    "(dispatched, failed, gave_up)",
+    ["outcome"],
+)
+WAITING = (JobStatus.JS_PENDING, JobStatus.JS_RUNNING)
+
+
+class TutorStatus(StrEnum):
+    PRESENT = "present"  # a tutor is in the room
+    ON_THE_WAY = "on_the_way"  # a job is assigned, or a dispatch was made moments ago
+    DISPATCHED = "dispatched"  # this ask made a new dispatch
+    GAVE_UP = "gave_up"  # every dispatch allowed was made and none arrived
+
+
+@dataclass(frozen=True)
+class SummonPolicy:
+    agent_name: str
+    min_interval: timedelta  # between two dispatches of one visit
+    max_dispatches: int  # the token's own included
+
+
+@dataclass(frozen=True)
+class Visit:
+    session_id: str
+    identity: str
+    room: str
+    dispatches: int
+    last_dispatch_at: datetime
+    gave_up_at: datetime | None
+
+
+async def find_visit(store: RecordsStore, room: str, identity: str) -> Visit | None:
+    await store.ensure_schema()
+    query = select(VisitRow).where(VisitRow.room == room, VisitRow.identity == identity)
+    async with store.engine.connect() as conn:
+        row = (await conn.execute(query)).first()
+    if row is None:
+        return None
+    return Visit(
+        row.session_id,
+        row.identity,
+        row.room,
+        row.dispatches,
+        row.last_dispatch_at,
+        row.gave_up_at,
+    )
+
+
+async def tutor_in_room(lk: LiveKitAPI, room: str) -> bool:
+    answer = await lk.room.list_participants(ListParticipantsRequest(room=room))
+    return any(p.kind == ParticipantInfo.Kind.AGENT for p in answer.participants)
+
+
+async def job_waiting(lk: LiveKitAPI, room: str, agent_name: str) -> bool:
+    """A dispatch of `agent_name` whose job a worker has taken and not finished."""
+    for dispatch in await lk.agent_dispatch.list_dispatch(room):
+        if dispatch.agent_name != agent_name:
+            continue
+        if any(job.state.status in WAITING for job in dispatch.state.jobs):
+            return True
+    return False
+
+
+async def _claim_dispatch(store: RecordsStore, visit: Visit, now: datetime) -> bool:
+    """Take the next dispatch of this visit: True for exactly one of concurrent asks."""
+    async with store.engine.begin() as conn:
+        result = await conn.execute(
+            update(VisitRow)
+            .where(
+                VisitRow.session_id == visit.session_id,
+                VisitRow.dispatches == visit.dispatches,
+                VisitRow.gave_up_at.is_(None),
+            )
+            .values(dispatches=visit.dispatches + 1, last_dispatch_at=now)
+        )
+    return result.rowcount == 1
+
+
+async def _give_up(store: RecordsStore, visit: Visit, now: datetime) -> None:
+    async with store.engine.begin() as conn:
+        result = await conn.execute(
+            update(VisitRow)
+            .where(VisitRow.session_id == visit.session_id, VisitRow.gave_up_at.is_(None))
+            .values(gave_up_at=now)
+        )
+    if result.rowcount == 1:
+        REDISPATCHES.labels("gave_up").inc()
+        logger.warning(
+            "no tutor arrived after every dispatch",
+            extra={"session": visit.session_id, "room": visit.room, "dispatches": visit.dispatches},
+        )
+
+
+async def summon_tutor(
+    lk: LiveKitAPI,
+    dispatcher: Dispatcher,
+    store: RecordsStore,
+    visit: Visit,
+    policy: SummonPolicy,
+    *,
+    now: datetime | None = None,
+) -> TutorStatus:
+    """What the student's page should say, after dispatching again if that is needed."""
+    now = now or utc_now()
+    if await tutor_in_room(lk, visit.room):
+        return TutorStatus.PRESENT
+    if visit.gave_up_at is not None:
+        return TutorStatus.GAVE_UP
+    if now - visit.last_dispatch_at < policy.min_interval:
+        return TutorStatus.ON_THE_WAY
+    if await job_waiting(lk, visit.room, policy.agent_name):
+        return TutorStatus.ON_THE_WAY
+    if visit.dispatches >= policy.max_dispatches:
+        await _give_up(store, visit, now)
+        return TutorStatus.GAVE_UP
+    if not await _claim_dispatch(store, visit, now):
+        return TutorStatus.ON_THE_WAY  # a concurrent ask made it
+    fields = {"session": visit.session_id, "room": visit.room, "dispatch": visit.dispatches + 1}
+    try:
+        await dispatcher.dispatch(
+            agent_name=policy.agent_name,
+            room=visit.room,
+            metadata=dispatch_metadata(session=visit.session_id, student=visit.identity),
+            log_fields={"session": visit.session_id},
+        )
+    except DispatchError:
+        REDISPATCHES.labels("failed").inc()
+        logger.warning("dispatching the tutor again failed", extra=fields)
+        return TutorStatus.ON_THE_WAY  # the claim stands: the next ask tries again later
+    REDISPATCHES.labels("dispatched").inc()
+    logger.info("tutor dispatched again", extra=fields)
+    return TutorStatus.DISPATCHED
