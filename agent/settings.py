@@ -122,8 +122,9 @@ class Settings(LiveKitSettings, RecordsSettings, TurnSettings):
     # where fixed lines' audio is kept once synthesised (empty: a temp directory)
     line_cache_dir: str = ""
 
-    # the worker's HTTP health endpoint (two workers sharing a network need two ports)
-    worker_http_port: int = Field(default=8081, ge=1, le=65535)
+    # the worker's HTTP health endpoint; 0: a free port the system picks (replicas sharing
+    # one network), found by `python -m agent.workers.health WORKER`
+    worker_http_port: int = Field(default=8081, ge=0, le=65535)
 
     # observability (both off by default)
     prometheus_port: int | None = Field(default=None, ge=1, le=65535)

@@ -2,16 +2,23 @@
 
 from __future__ import annotations
 
+import asyncio
 import importlib
 import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
 
+import pytest
 from livekit.agents import AgentServer
 from livekit.plugins import openai
 
 from agent.settings import load_settings
 from agent.workers import orchestrator
+from agent.workers.health import port_file
 from agent.workers.models import pipeline_tutor_models
-from agent.workers.process import PRELOAD_MODULES, server_options
+from agent.workers.process import PRELOAD_MODULES, publish_health_port, server_options
 
 
 def test_server_registers_learning_orchestrator_for_explicit_dispatch() -> None:
@@ -144,3 +151,53 @@ def test_admission_follows_the_configured_capacity_not_the_machines_cpu() -> Non
     # defaults: a measured number of sessions per core, a warm pool for a class
     default = server_options(load_settings(), "learning-orchestrator")
     assert default["num_idle_processes"] == min(8, 4 * (os.cpu_count() or 1))
+
+
+async def test_replicas_sharing_a_network_get_their_own_health_port_and_check(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`WORKER_HTTP_PORT=0` (compose `--scale`): each replica listens where the system puts
+    it, writes the port, and `python -m agent.workers.health` finds and asks it."""
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))  # this test's port files only
+    names = ["replica-a", "replica-b"]
+    servers = []
+    for name in names:
+        server = AgentServer(
+            host="127.0.0.1",  # the tests' network guard refuses the all-interfaces lookup
+            port=0,
+            num_idle_processes=0,
+            ws_url="ws://127.0.0.1:9",
+            api_key="k",
+            api_secret="s",
+        )
+        server.rtc_session(agent_name=name)(_never_called)
+        publish_health_port(server, name)
+        servers.append(server)
+    started = [asyncio.Event() for _ in servers]
+    for server, event in zip(servers, started, strict=True):
+        server.on("worker_started", event.set)
+    env = {**os.environ, "TMPDIR": str(tmp_path)}
+    env.pop("WORKER_HTTP_PORT", None)
+
+    def check(name: str) -> int:
+        return subprocess.run(
+            [sys.executable, "-m", "agent.workers.health", name], env=env, capture_output=True
+        ).returncode
+
+    assert await asyncio.to_thread(check, "replica-a") == 1  # not started: unhealthy
+    runs = [asyncio.create_task(server.run(unregistered=True)) for server in servers]
+    try:
+        await asyncio.wait_for(asyncio.gather(*(e.wait() for e in started)), timeout=60)
+        ports = [int(port_file(name).read_text()) for name in names]
+        assert len(set(ports)) == 2 and 0 not in ports
+        assert ports == [server.worker_info.http_port for server in servers]
+        assert [await asyncio.to_thread(check, name) for name in names] == [0, 0]
+    finally:
+        for server in servers:
+            await server.aclose()
+        await asyncio.gather(*runs, return_exceptions=True)
+    assert await asyncio.to_thread(check, "replica-a") == 1  # stopped: unhealthy
+
+
+async def _never_called(ctx: object) -> None:
+    raise AssertionError("no job is dispatched in this test")

@@ -25,6 +25,7 @@ from agent.safety.moderation import Moderator, Policy
 from agent.settings import Settings
 from agent.telemetry.tracing import configure_tracing
 from agent.tutors.lines import LineCache, set_line_cache
+from agent.workers.health import port_file
 from agent.workers.models import moderation_client
 
 logger = logging.getLogger("tutor.worker")
@@ -127,6 +128,18 @@ def job_writer(ctx: JobContext, settings: Settings) -> RecordWriter | None:
 def job_moderator(ctx: JobContext) -> Moderator | None:
     moderator: Moderator | None = ctx.proc.userdata.get(MODERATOR_KEY)
     return moderator
+
+
+def publish_health_port(server: AgentServer, worker: str) -> None:
+    """Once listening, write the health endpoint's port for `agent.workers.health` (with
+    `WORKER_HTTP_PORT=0` the system picks it: replicas on one network never collide)."""
+
+    def on_started() -> None:
+        path = port_file(worker)
+        path.write_text(str(server.worker_info.http_port))
+        logger.info("health endpoint", extra={"port": server.worker_info.http_port})
+
+    server.on("worker_started", on_started)
 
 
 def schedule_maintenance(server: AgentServer, settings: Settings) -> None:
