@@ -4,45 +4,19 @@ only for the signed-in teacher it belongs to (on SQLite and PostgreSQL)."""
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from datetime import timedelta
 
-import httpx
 import pytest
 from livekit import api
 from starlette.routing import Route
 
 from agent.dispatch_metadata import parse_dispatch_metadata
-from agent.records import RecordsStore
-from agent.settings import WebSettings
 from agent.web.accounts import remove_teacher
 from agent.web.app import create_app
 from agent.web.classes import set_class_open
 from agent.web.teacher_data import views_of
 from tests.support.databases import RecordsDatabase
-from tests.support.web import School, csrf_from, seed_school, serving, sign_in, web_settings
-
-
-@dataclass
-class Site:
-    url: str
-    store: RecordsStore
-    settings: WebSettings
-    school: School
-
-    def client(self, **kwargs: object) -> httpx.AsyncClient:
-        return httpx.AsyncClient(base_url=self.url, timeout=10, **kwargs)  # type: ignore[arg-type]
-
-
-async def open_site(database: RecordsDatabase, **overrides: object) -> AsyncIterator[Site]:
-    settings = web_settings(database.url, **overrides)
-    store = database.store()
-    try:
-        school = await seed_school(store, settings)
-        async with serving(settings, store) as url:
-            yield Site(url, store, settings, school)
-    finally:
-        await store.aclose()
+from tests.support.web import Site, csrf_from, open_site, sign_in, web_settings
 
 
 @pytest.fixture

@@ -12,27 +12,16 @@ import os
 import shutil
 import subprocess
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 from livekit import api
 from playwright.async_api import Browser, Page, async_playwright, expect
 
-from agent.records import RecordsStore
-from agent.settings import WebSettings
 from agent.web.classes import set_class_open
 from agent.web.teacher_data import views_of
 from tests.support.databases import RecordsDatabase, open_database
-from tests.support.web import (
-    PASSWORD,
-    REPO,
-    School,
-    seed_school,
-    serving,
-    unused_port,
-    web_settings,
-)
+from tests.support.web import PASSWORD, REPO, Site, open_site, unused_port
 
 CHROMIUM = os.environ.get("CHROMIUM_PATH", "/usr/bin/chromium")
 CHROMIUM_FLAGS = [
@@ -83,14 +72,6 @@ class SilentServer:
         self._server.close()
 
 
-@dataclass
-class Site:
-    url: str
-    store: RecordsStore
-    settings: WebSettings
-    school: School
-
-
 @pytest.fixture(scope="session", autouse=True)
 def student_script() -> Path:
     """The page's script, built from the npm lock file if it is not built yet."""
@@ -113,15 +94,9 @@ async def browser() -> AsyncIterator[Browser]:
         await launched.close()
 
 
-async def open_site(database: RecordsDatabase, livekit_url: str) -> AsyncIterator[Site]:
-    settings = web_settings(database.url, livekit_public_url=livekit_url)
-    store = database.store()
-    try:
-        school = await seed_school(store, settings)
-        async with serving(settings, store) as url:
-            yield Site(url, store, settings, school)
-    finally:
-        await store.aclose()
+def nowhere() -> str:
+    """A LiveKit URL nothing listens on."""
+    return f"ws://127.0.0.1:{unused_port()}"
 
 
 async def screenshot(page: Page, name: str) -> None:
@@ -141,7 +116,7 @@ async def test_a_student_joins_with_a_class_code_and_reaches_the_connecting_stat
 ) -> None:
     server = SilentServer()
     async with server as livekit_url:
-        async for site in open_site(database, livekit_url):
+        async for site in open_site(database, livekit_public_url=livekit_url):
             page = await browser.new_page(viewport=PHONE)
             await page.goto(site.url + "/")
             await screenshot(page, "student-start")
@@ -174,8 +149,7 @@ async def test_a_student_joins_with_a_class_code_and_reaches_the_connecting_stat
 async def test_the_page_says_the_server_is_unreachable_instead_of_hanging(
     database: RecordsDatabase, browser: Browser
 ) -> None:
-    nobody = f"ws://127.0.0.1:{unused_port()}"
-    async for site in open_site(database, nobody):
+    async for site in open_site(database, livekit_public_url=nowhere()):
         page = await browser.new_page(viewport=PHONE)
         await join(page, site, site.school.rivera_class.code)
         message = page.locator("#message")
@@ -187,7 +161,7 @@ async def test_the_page_says_the_server_is_unreachable_instead_of_hanging(
 async def test_a_wrong_or_closed_class_code_is_explained_on_the_page(
     database: RecordsDatabase, browser: Browser
 ) -> None:
-    async for site in open_site(database, f"ws://127.0.0.1:{unused_port()}"):
+    async for site in open_site(database, livekit_public_url=nowhere()):
         page = await browser.new_page(viewport=PHONE)
         await join(page, site, "NOPE42")
         await expect(page.locator("#message")).to_contain_text("We don't know that class code")
@@ -207,7 +181,7 @@ async def test_a_refused_microphone_is_explained_on_the_page(database: RecordsDa
             args=[*CHROMIUM_FLAGS, "--use-fake-device-for-media-stream"],
         )
         try:
-            async for site in open_site(database, f"ws://127.0.0.1:{unused_port()}"):
+            async for site in open_site(database, livekit_public_url=nowhere()):
                 context = await browser.new_context(viewport=PHONE, permissions=[])
                 page = await context.new_page()
                 await join(page, site, site.school.rivera_class.code)
@@ -230,7 +204,7 @@ async def sign_in(page: Page, site: Site, username: str) -> None:
 async def test_a_teacher_creates_a_class_and_reads_a_flagged_transcript_another_cannot(
     database: RecordsDatabase, browser: Browser
 ) -> None:
-    async for site in open_site(database, f"ws://127.0.0.1:{unused_port()}"):
+    async for site in open_site(database, livekit_public_url=nowhere()):
         school = site.school
         nobody = await browser.new_page()
         response = await nobody.goto(site.url + "/teacher")

@@ -24,26 +24,36 @@ from agent.records.store import utc_now
 from agent.web.watchdog import SummonPolicy, TutorStatus, find_visit, summon_tutor
 from tests.fakes.twirp import DEFAULT_SECRET, TwirpDispatchServer
 from tests.support.databases import RecordsDatabase
-from tests.support.web import seed_school, serving, unused_port, web_settings
+from tests.support.web import Site, open_site, unused_port
 
 AGENT = "learning-orchestrator"
 
 
 @dataclass
 class Stage:
-    url: str
-    store: RecordsStore
+    """The seeded site, and the LiveKit APIs it reads (the Twirp fake)."""
+
+    site: Site
     livekit: TwirpDispatchServer
-    code: str
+
+    @property
+    def url(self) -> str:
+        return self.site.url
+
+    @property
+    def store(self) -> RecordsStore:
+        return self.site.store
 
     async def join(self, client: httpx.AsyncClient) -> dict:
-        answer = await client.post("/api/token", json={"code": self.code, "name": "Maya"})
+        code = self.site.school.rivera_class.code
+        answer = await client.post("/api/token", json={"code": code, "name": "Maya"})
         assert answer.status_code == 200
         return answer.json()
 
     async def visit_row(self, room: str) -> VisitRow:
+        query = select(VisitRow).where(VisitRow.room == room)
         async with self.store.engine.connect() as conn:
-            return (await conn.execute(select(VisitRow).where(VisitRow.room == room))).one()  # type: ignore[return-value]
+            return (await conn.execute(query)).one()  # type: ignore[return-value]
 
 
 def counted(outcome: str) -> float:
@@ -52,29 +62,22 @@ def counted(outcome: str) -> float:
 
 
 async def open_stage(
-    database: RecordsDatabase, livekit_url: str, *, arrival_timeout: float = 0.001
+    database: RecordsDatabase, livekit: TwirpDispatchServer, *, arrival_timeout: float = 0.001
 ) -> AsyncIterator[Stage]:
-    settings = web_settings(
-        database.url,
-        livekit_url=livekit_url,
+    # by default every ask may dispatch again: no waiting in tests
+    async for site in open_site(
+        database,
+        livekit_url=livekit.url,
         livekit_api_secret=DEFAULT_SECRET,
-        # by default every ask may dispatch again: no waiting in tests
         web_tutor_arrival_timeout=arrival_timeout,
-    )
-    store = database.store()
-    try:
-        school = await seed_school(store, settings)
-        async with serving(settings, store) as url:
-            yield Stage(url, store, None, school.rivera_class.code)  # type: ignore[arg-type]
-    finally:
-        await store.aclose()
+    ):
+        yield Stage(site, livekit)
 
 
 @pytest.fixture
 async def stage(database: RecordsDatabase) -> AsyncIterator[Stage]:
     async with TwirpDispatchServer(api_secret=DEFAULT_SECRET) as livekit:
-        async for opened in open_stage(database, livekit.url):
-            opened.livekit = livekit
+        async for opened in open_stage(database, livekit):
             yield opened
 
 
@@ -122,7 +125,7 @@ async def test_a_tutor_in_the_room_or_on_its_way_is_never_doubled(stage: Stage) 
 
 async def test_concurrent_asks_make_one_dispatch(database: RecordsDatabase) -> None:
     async with TwirpDispatchServer(api_secret=DEFAULT_SECRET) as livekit:
-        async for stage in open_stage(database, livekit.url, arrival_timeout=5):
+        async for stage in open_stage(database, livekit, arrival_timeout=5):
             async with httpx.AsyncClient(base_url=stage.url) as client:
                 joined = await stage.join(client)
                 # the token's dispatch was made long enough ago
@@ -195,7 +198,9 @@ async def test_only_a_students_own_token_may_ask(stage: Stage) -> None:
 async def test_an_unreachable_livekit_server_is_a_503_the_page_asks_again(
     database: RecordsDatabase,
 ) -> None:
-    async for stage in open_stage(database, f"http://127.0.0.1:{unused_port()}"):
+    nowhere = TwirpDispatchServer(api_secret=DEFAULT_SECRET)
+    nowhere.url = f"http://127.0.0.1:{unused_port()}"  # never started: nothing listens
+    async for stage in open_stage(database, nowhere):
         async with httpx.AsyncClient(base_url=stage.url, timeout=30) as client:
             joined = await stage.join(client)
             answer = await ask(client, joined["token"])

@@ -272,7 +272,7 @@ class RecordsStore:
         async with self.engine.connect() as conn:
             rows = (await conn.execute(query)).all()
             ids = [row[0] for row in rows]
-            subjects = await self._subjects(conn, ids)
+            subjects = await subjects_visited(conn, ids)
         return [
             SessionSummary(
                 id=row.id,
@@ -287,22 +287,6 @@ class RecordsStore:
             )
             for row in rows
         ]
-
-    async def _subjects(self, conn: AsyncConnection, ids: Iterable[str]) -> dict[str, list[str]]:
-        ids = list(ids)
-        if not ids:
-            return {}
-        query = (
-            select(HandoffRow.session_id, HandoffRow.to_tutor)
-            .where(HandoffRow.session_id.in_(ids), HandoffRow.to_tutor != "orchestrator")
-            .order_by(HandoffRow.requested_at)
-        )
-        found: dict[str, list[str]] = {}
-        for session_id, tutor in (await conn.execute(query)).all():
-            visited = found.setdefault(session_id, [])
-            if tutor not in visited:
-                visited.append(tutor)
-        return found
 
     async def export(self, session_id: str) -> dict[str, Any] | None:
         """The whole session as one JSON-ready document, or None if it is unknown."""
@@ -457,6 +441,24 @@ class RecordsStore:
 
 
 EXPORT_FORMAT = "voice-tutor.session.v1"
+
+
+async def subjects_visited(conn: AsyncConnection, ids: Iterable[str]) -> dict[str, list[str]]:
+    """Per session, the tutor kinds handed to (not the orchestrator), first visit first."""
+    ids = list(ids)
+    if not ids:
+        return {}
+    query = (
+        select(HandoffRow.session_id, HandoffRow.to_tutor)
+        .where(HandoffRow.session_id.in_(ids), HandoffRow.to_tutor != "orchestrator")
+        .order_by(HandoffRow.requested_at)
+    )
+    found: dict[str, list[str]] = {}
+    for session_id, tutor in (await conn.execute(query)).all():
+        visited = found.setdefault(session_id, [])
+        if tutor not in visited:
+            visited.append(tutor)
+    return found
 
 
 async def _rows(conn: AsyncConnection, row: type[Any], session_id: str, *order: Any) -> list[Any]:

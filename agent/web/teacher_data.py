@@ -17,12 +17,11 @@ from agent.records.schema import (
     AlertRow,
     ClassRow,
     FlagRow,
-    HandoffRow,
     SessionRow,
     TranscriptViewRow,
     VisitRow,
 )
-from agent.records.store import RecordsStore, utc_now
+from agent.records.store import RecordsStore, subjects_visited, utc_now
 from agent.web.accounts import Teacher
 
 TIER_RANK = {"urgent": 0, "concern": 1}
@@ -86,6 +85,16 @@ def _visible(teacher: Teacher) -> ColumnElement[bool]:
     return or_(own, _urgent_session()) if teacher.is_safeguarding else own
 
 
+def _in_visible_visits(query: Any, session_id: Any, teacher: Teacher) -> Any:
+    """`query` joined to the visit and class of `session_id`, limited to what `teacher`
+    may see."""
+    return (
+        query.join(VisitRow, VisitRow.session_id == session_id)
+        .join(ClassRow, ClassRow.id == VisitRow.class_id)
+        .where(_visible(teacher))
+    )
+
+
 def _visits() -> Any:
     return select(VisitRow, ClassRow.code, ClassRow.name).join(
         ClassRow, ClassRow.id == VisitRow.class_id
@@ -139,7 +148,7 @@ async def sessions_for(
     )
     async with store.engine.connect() as conn:
         rows = (await conn.execute(query)).all()
-        subjects = await _subjects(conn, [row.session_id for row in rows])
+        subjects = await subjects_visited(conn, [row.session_id for row in rows])
     return [
         SessionView(
             session_id=row.session_id,
@@ -149,7 +158,7 @@ async def sessions_for(
             started_at=row.started_at or row.created_at,
             ended_at=row.ended_at,
             tutor_joined=row.started_at is not None,
-            subjects=subjects.get(row.session_id, []),
+            subjects=[tutor_title(kind) for kind in subjects.get(row.session_id, [])],
             flags=row.flags,
             urgent_flags=row.urgent,
         )
@@ -157,30 +166,12 @@ async def sessions_for(
     ]
 
 
-async def _subjects(conn: Any, ids: list[str]) -> dict[str, list[str]]:
-    if not ids:
-        return {}
-    query = (
-        select(HandoffRow.session_id, HandoffRow.to_tutor)
-        .where(HandoffRow.session_id.in_(ids), HandoffRow.to_tutor != "orchestrator")
-        .order_by(HandoffRow.requested_at)
-    )
-    found: dict[str, list[str]] = {}
-    for session_id, kind in (await conn.execute(query)).all():
-        visited = found.setdefault(session_id, [])
-        if tutor_title(kind) not in visited:
-            visited.append(tutor_title(kind))
-    return found
-
-
 async def flags_for(store: RecordsStore, teacher: Teacher, limit: int = 200) -> list[FlagView]:
     """Flagged turns of visible sessions, the most urgent first, then the newest."""
     await store.ensure_schema()
+    flags = select(FlagRow, VisitRow.student_name, ClassRow.code)
     query = (
-        select(FlagRow, VisitRow.student_name, ClassRow.code)
-        .join(VisitRow, VisitRow.session_id == FlagRow.session_id)
-        .join(ClassRow, ClassRow.id == VisitRow.class_id)
-        .where(_visible(teacher))
+        _in_visible_visits(flags, FlagRow.session_id, teacher)
         .order_by(FlagRow.at.desc())
         .limit(limit)
     )
@@ -236,11 +227,9 @@ def _alert(alert: Any) -> dict[str, Any]:
 async def alerts_for(store: RecordsStore, teacher: Teacher, limit: int = 200) -> list[dict]:
     """Alerts raised in visible sessions, newest first, with their delivery status."""
     await store.ensure_schema()
+    alerts = select(AlertRow, VisitRow.student_name, ClassRow.code)
     query = (
-        select(AlertRow, VisitRow.student_name, ClassRow.code)
-        .join(VisitRow, VisitRow.session_id == AlertRow.session_id)
-        .join(ClassRow, ClassRow.id == VisitRow.class_id)
-        .where(_visible(teacher))
+        _in_visible_visits(alerts, AlertRow.session_id, teacher)
         .order_by(AlertRow.created_at.desc())
         .limit(limit)
     )

@@ -27,6 +27,7 @@ from agent.settings import WebSettings, load_settings
 from agent.web.accounts import Teacher, add_teacher
 from agent.web.app import create_app
 from agent.web.classes import SchoolClass, create_class, join_class
+from tests.support.databases import RecordsDatabase
 
 REPO = Path(__file__).resolve().parent.parent.parent
 PASSWORD = "correct horse battery"
@@ -69,6 +70,32 @@ async def serving(settings: WebSettings, store: RecordsStore) -> AsyncIterator[s
         server.should_exit = True
         await asyncio.wait_for(task, timeout=10)
         sock.close()
+
+
+@dataclass
+class Site:
+    """The app served on the seeded school's store."""
+
+    url: str
+    store: RecordsStore
+    settings: WebSettings
+    school: School
+
+    def client(self, **kwargs: Any) -> httpx.AsyncClient:
+        return httpx.AsyncClient(base_url=self.url, timeout=10, **kwargs)
+
+
+async def open_site(database: RecordsDatabase, **overrides: Any) -> AsyncIterator[Site]:
+    """Seed a school in `database` and serve the app on it (an async generator: `async
+    for site in open_site(...)`, one site)."""
+    settings = web_settings(database.url, **overrides)
+    store = database.store()
+    try:
+        school = await seed_school(store, settings)
+        async with serving(settings, store) as url:
+            yield Site(url, store, settings, school)
+    finally:
+        await store.aclose()
 
 
 @dataclass
