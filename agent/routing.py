@@ -192,8 +192,9 @@ ANNOUNCEMENTS: Mapping[TutorKind, str] = _HandoffLines()
 
 def __getattr__(name: str) -> llm.FunctionTool:
     """`route_to_math` and the other tools of the default roster, by their names."""
-    roster = default_roster()
-    for kind in roster.tutors:
-        if route_tool_name(kind) == name:
-            return route_tool(roster, kind)
+    if name.startswith("route_to_") or name == ROUTE_BACK:
+        roster = default_roster()
+        for kind in roster.tutors:
+            if route_tool_name(kind) == name:
+                return route_tool(roster, kind)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
