@@ -56,6 +56,11 @@ def publish_tutor(publisher: AttributePublisher | None, kind: str, title: str) -
     task.add_done_callback(_pending.discard)
 
 
+async def wait_published() -> None:
+    """Wait for the publications in flight (tests)."""
+    await asyncio.gather(*_pending, return_exceptions=True)
+
+
 async def _publish(publisher: AttributePublisher, attributes: dict[str, str]) -> None:
     try:
         async with asyncio.timeout(PUBLISH_TIMEOUT):

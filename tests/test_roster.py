@@ -240,3 +240,15 @@ def test_an_unknown_worker_name_stops_with_one_line(tmp_path: Path) -> None:
     assert proc.returncode != 0 and "Traceback" not in proc.stderr
     [line] = proc.stderr.strip().splitlines()
     assert line.startswith("learning-frnch: not a worker of the tutor roster")
+
+
+def test_a_worker_renamed_in_the_roster_keeps_that_name_unless_the_setting_is_set(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)  # no .env here
+    path = write_roster(tmp_path, text=SHIPPED.replace("learning-english", "school-english"))
+
+    unset = roster_for(load_settings(tutor_roster=str(path)))
+    assert unset.tutor("english").worker == "school-english"
+    named = roster_for(load_settings(tutor_roster=str(path), english_agent_name="ops-english"))
+    assert named.tutor("english").worker == "ops-english"
