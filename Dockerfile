@@ -1,4 +1,4 @@
-# One image for both workers (the compose services choose which one to start).
+# One image for every worker (the compose services choose which one to start).
 FROM python:3.11-slim
 
 ENV PYTHONUNBUFFERED=1 \
@@ -17,6 +17,8 @@ COPY pyproject.toml uv.lock README.md ./
 RUN uv sync --frozen --no-dev --no-install-project
 
 COPY agent ./agent
+# the tutor roster (TUTOR_ROSTER names another file, e.g. one mounted from the host)
+COPY tutors.toml ./
 # /app/data holds the records store's SQLite file (a named volume in compose)
 RUN uv sync --frozen --no-dev && mkdir -p /app/data && chown -R tutor:tutor /app
 

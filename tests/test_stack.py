@@ -117,6 +117,11 @@ def test_dockerfile_installs_exactly_the_lock_and_runs_unprivileged() -> None:
     assert "livekit.agents download-files" in dockerfile
 
 
+def test_the_image_ships_the_tutor_roster() -> None:
+    dockerfile = (REPO / "Dockerfile").read_text()
+    assert re.search(r"^COPY tutors\.toml ", dockerfile, re.M)
+
+
 def test_env_example_documents_every_setting_with_a_placeholder() -> None:
     lines = (REPO / ".env.example").read_text().splitlines()
     documented = {line.split("=", 1)[0] for line in lines if re.match(r"^[A-Z_]+=", line)}
