@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import re
 import tomllib
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from functools import lru_cache
 from pathlib import Path
@@ -256,17 +256,13 @@ def _cross_check(
             problems.append(f"workers.{name}: hosts no tutor")
         elif mode == "realtime" and len(kinds) > 1:
             problems.append(
-                f"workers.{name}: a realtime worker hosts one tutor, not {_listed(kinds)}"
+                f"workers.{name}: a realtime worker hosts one tutor, not {', '.join(kinds)}"
             )
         if mode == "realtime" and ORCHESTRATOR in kinds:
             problems.append(
                 f"tutors.{ORCHESTRATOR}: must be on a pipeline worker, not the realtime {name!r}"
             )
     return problems
-
-
-def _listed(kinds: Iterable[str]) -> str:
-    return ", ".join(kinds)
 
 
 def _toml_problem(message: str) -> str:
