@@ -38,8 +38,8 @@ class LiveKitSettings(RosterSettings):
     livekit_api_key: str = Field(min_length=1)
     livekit_api_secret: SecretStr = Field(min_length=1)
 
-    # worker names (explicit dispatch): the roster's, unless these are set (then they rename
-    # the worker hosting the orchestrator, and the one hosting the English tutor)
+    # worker names (explicit dispatch): the roster's, unless these are set to other names
+    # (then they rename the worker hosting the orchestrator / the English tutor)
     orchestrator_agent_name: str = "learning-orchestrator"
     english_agent_name: str = "learning-english"
 

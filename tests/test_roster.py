@@ -250,5 +250,9 @@ def test_a_worker_renamed_in_the_roster_keeps_that_name_unless_the_setting_is_se
 
     unset = roster_for(load_settings(tutor_roster=str(path)))
     assert unset.tutor("english").worker == "school-english"
+    copied = roster_for(
+        load_settings(tutor_roster=str(path), english_agent_name="learning-english")
+    )
+    assert copied.tutor("english").worker == "school-english"  # .env.example's value
     named = roster_for(load_settings(tutor_roster=str(path), english_agent_name="ops-english"))
     assert named.tutor("english").worker == "ops-english"

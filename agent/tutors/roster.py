@@ -6,11 +6,13 @@ fixes its file in one go. The shipped roster is the product's own four tutors; a
 a subject by adding a `[tutors.<kind>]` table (see README "Add a subject").
 
 The per-tutor settings that predate the roster (`MATH_VOICE`, `ORCHESTRATOR_LLM_MODEL`,
-`ENGLISH_AGENT_NAME`, ...) still work: when set, they override the roster (`roster_for`).
+`ENGLISH_AGENT_NAME`, ...) still work: when set, they override the roster (`roster_for`);
+a worker name setting only when it is not the shipped name `.env.example` has.
 """
 
 from __future__ import annotations
 
+import logging
 import re
 import tomllib
 from collections.abc import Mapping
@@ -22,6 +24,8 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from agent.settings import LiveKitSettings, RosterSettings, Settings
+
+logger = logging.getLogger("tutor.roster")
 
 ORCHESTRATOR = "orchestrator"
 SHIPPED_ROSTER = Path(__file__).resolve().parent.parent.parent / "tutors.toml"
@@ -314,27 +318,34 @@ def roster_for(settings: Settings) -> Roster:
 def apply_settings(roster: Roster, settings: Settings) -> Roster:
     tutors = dict(roster.tutors)
     workers = dict(roster.workers)
+    overridden: list[str] = []
 
     def setting(name: str) -> str:
         value = getattr(settings, name)
-        return value.strip() if name in settings.model_fields_set and value else ""
+        if name not in settings.model_fields_set or not value.strip():
+            return ""
+        overridden.append(name.upper())
+        return value.strip()
+
+    def update(kind: str, **fields: str) -> None:
+        tutors[kind] = tutors[kind].model_copy(update=fields)
 
     for name, kind in VOICE_SETTINGS.items():
-        if (value := setting(name)) and kind in tutors:
-            tutors[kind] = tutors[kind].model_copy(update={"voice": value})
+        if kind in tutors and (value := setting(name)):
+            update(kind, voice=value)
     for name, kind in CHAT_MODEL_SETTINGS.items():
-        if (value := setting(name)) and kind in tutors:
-            field = "fallback_model" if roster.runs_realtime(kind) else "model"
-            tutors[kind] = tutors[kind].model_copy(update={field: value})
+        if kind in tutors and (value := setting(name)):
+            update(kind, **{"fallback_model" if roster.runs_realtime(kind) else "model": value})
     for name, kind in REALTIME_MODEL_SETTINGS.items():
-        if (value := setting(name)) and kind in tutors and roster.runs_realtime(kind):
-            tutors[kind] = tutors[kind].model_copy(update={"model": value})
+        if kind in tutors and roster.runs_realtime(kind) and (value := setting(name)):
+            update(kind, model=value)
     renames: dict[str, str] = {}
     problems: list[str] = []
     for name, kind in WORKER_NAME_SETTINGS.items():
-        if (value := setting(name)) and kind in tutors and value != tutors[kind].worker:
+        if kind in tutors and (value := worker_name_setting(settings, name)):
+            overridden.append(name.upper())
             renames[tutors[kind].worker] = value
-            if value in workers:
+            if value in workers and value != tutors[kind].worker:
                 problems.append(f"{name.upper()}={value} is already another worker's name")
     if problems:
         raise RosterError(roster.source, problems)
@@ -344,14 +355,23 @@ def apply_settings(roster: Roster, settings: Settings) -> Roster:
             kind: spec.model_copy(update={"worker": renames.get(spec.worker, spec.worker)})
             for kind, spec in tutors.items()
         }
+    if overridden:
+        logger.info("settings override the tutor roster: %s", ", ".join(overridden))
     return replace(roster, workers=workers, tutors=tutors)
+
+
+def worker_name_setting(settings: LiveKitSettings, name: str) -> str:
+    """`ORCHESTRATOR_AGENT_NAME` / `ENGLISH_AGENT_NAME` when set to a name of their own ("",
+    or the shipped name an operator's `.env` copied from `.env.example`, leave the roster's)."""
+    value = getattr(settings, name).strip()
+    shipped = type(settings).model_fields[name].default
+    return value if name in settings.model_fields_set and value != shipped else ""
 
 
 def orchestrator_worker_name(settings: LiveKitSettings) -> str:
     """The worker a student's token dispatches: `ORCHESTRATOR_AGENT_NAME` if set, else the
     roster's worker of the orchestrator. Raises `RosterError`."""
-    name = settings.orchestrator_agent_name.strip()
-    if name and "orchestrator_agent_name" in settings.model_fields_set:
+    if name := worker_name_setting(settings, "orchestrator_agent_name"):
         return name
     return load_roster(roster_path(settings.tutor_roster)).orchestrator_worker
 
