@@ -28,6 +28,7 @@ from agent.telemetry import metrics
 from agent.telemetry.handoffs import HandoffNote, handoff_finished
 from agent.tutors.base import build_tutor
 from agent.tutors.lines import line_cache
+from agent.tutors.roster import ORCHESTRATOR
 
 logger = logging.getLogger("tutor.crossing")
 
@@ -45,7 +46,7 @@ STAY_LINE = (
 
 def stay_line(target: TutorKind, title: str) -> str:
     """What the current tutor says when a tutor it cannot stand in for was not reached."""
-    if target == "orchestrator":
+    if target == ORCHESTRATOR:
         return STAY_LINE
     return (
         f"I couldn't reach our {title} just now, so let's keep going together. "
@@ -109,7 +110,7 @@ class Crossing:
             "from": self.room.local_identity,
             "tutor": target,  # which of the worker's tutors takes over
         }
-        if target == "orchestrator":
+        if target == ORCHESTRATOR:
             # back to the orchestrator from another worker (the key's name predates the
             # roster, when English was the only other worker)
             fields["return_from_english"] = fields.pop("session")

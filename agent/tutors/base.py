@@ -73,8 +73,7 @@ class Tutor(Agent):
     student's own words are already in the copied conversation: then the reply answers them
     and the question is not added again (the model sees it exactly once). `floor`, when
     given, is set by the worker once the outgoing tutor of a floor handover has left; until
-    then the
-    tutor stays silent.
+    then the tutor stays silent.
     """
 
     # the roster kind; a class named for one kind (e.g. `MathAgent`) sets it as a class
