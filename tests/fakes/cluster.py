@@ -27,6 +27,7 @@ from livekit.agents.testing import fake_job_context
 
 from agent.crossing import DispatchClient
 from agent.dispatch_metadata import _parse_fields
+from agent.presence import wait_published
 from agent.records import RecordsStore, RecordWriter
 from agent.safety.moderation import Moderator
 from agent.settings import Settings, load_settings
@@ -305,6 +306,7 @@ class Cluster:
         for task in list(self._background):
             task.cancel()
         await asyncio.gather(*self._background, return_exceptions=True)
+        await wait_published()  # no publication outlives the test's event loop
         # close the model clients the jobs were given (their connections die with this loop)
         await asyncio.gather(
             *(model.aclose() for model in self._owned if hasattr(model, "aclose")),
