@@ -1,4 +1,4 @@
-# One image for the workers and the web service (the compose services choose which runs).
+# One image for every worker and the web service (the compose services choose which runs).
 
 # the student page's script: livekit-client bundled exactly as locked
 FROM node:20-slim AS frontend
@@ -27,6 +27,8 @@ RUN uv sync --frozen --no-dev --no-install-project
 
 COPY agent ./agent
 COPY --from=frontend /src/agent/web/static/student.js /src/agent/web/static/student.js.map ./agent/web/static/
+# the tutor roster (TUTOR_ROSTER names another file, e.g. one mounted from the host)
+COPY tutors.toml ./
 # /app/data holds the records store's SQLite file (a named volume in compose)
 RUN uv sync --frozen --no-dev && mkdir -p /app/data && chown -R tutor:tutor /app
 
@@ -34,5 +36,6 @@ USER tutor
 # model files the plugins fetch at run time are fetched now, at build time
 RUN python -m livekit.agents download-files
 
-EXPOSE 8080 8081 8082
+# the web service; worker health ports are picked per replica (WORKER_HTTP_PORT=0)
+EXPOSE 8080
 CMD ["python", "-m", "livekit.agents", "start", "agent/workers/orchestrator.py"]

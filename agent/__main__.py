@@ -19,6 +19,7 @@ from agent.records import cli as records_cli
 from agent.safety import cli as alerts_cli
 from agent.settings import LiveKitSettings, SettingsError, load_settings
 from agent.token import DEFAULT_TTL, TokenRequestError, student_token
+from agent.tutors.roster import RosterError
 from agent.web import cli as web_cli
 
 PLAYGROUND_STEPS = """\
@@ -75,7 +76,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             identity=args.identity,
             ttl=timedelta(minutes=args.ttl_minutes),
         )
-    except (SettingsError, TokenRequestError) as e:
+    except (SettingsError, TokenRequestError, RosterError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     print(jwt)

@@ -21,13 +21,14 @@ from agent.handover import (
     hand_over,
     new_handover_id,
 )
-from agent.routing import ANNOUNCEMENTS, carried_context, current_kind, outgoing_voice
+from agent.routing import carried_context, current_kind, outgoing_voice
 from agent.session import set_listening
 from agent.state import SessionUserdata, TutorKind
 from agent.telemetry import metrics
 from agent.telemetry.handoffs import HandoffNote, handoff_finished
 from agent.tutors.base import build_tutor
 from agent.tutors.lines import line_cache
+from agent.tutors.roster import ORCHESTRATOR
 
 logger = logging.getLogger("tutor.crossing")
 
@@ -41,6 +42,16 @@ STAY_LINE = (
     "I couldn't reach your main tutor just now, so let's keep going together. "
     "What would you like to do?"
 )
+
+
+def stay_line(target: TutorKind, title: str) -> str:
+    """What the current tutor says when a tutor it cannot stand in for was not reached."""
+    if target == ORCHESTRATOR:
+        return STAY_LINE
+    return (
+        f"I couldn't reach our {title} just now, so let's keep going together. "
+        "What would you like to do?"
+    )
 
 
 def say_fixed(session: AgentSession[SessionUserdata], text: str) -> SpeechHandle:
@@ -72,7 +83,7 @@ class Crossing:
     room: HandoverRoom
     room_name: str
     dispatcher: DispatchClient
-    workers: Mapping[TutorKind, str]  # tutors hosted by other workers -> their agent name
+    workers: Mapping[TutorKind, str]  # tutors hosted by other workers -> their worker name
     ready_timeout: float
     end_job: Callable[[str], Awaitable[None]]  # close the session and leave the room
     results: list[HandoverResult] = field(default_factory=list)
@@ -90,15 +101,18 @@ class Crossing:
         # the whole conversation (a job started by a handover has the transfer in it too)
         snapshot = Transfer.from_history(handover_id, session.history)
         set_listening(session, False)
-        announcement = say_fixed(session, ANNOUNCEMENTS[target])
+        announcement = say_fixed(session, userdata.roster.tutor(target).handoff_line)
         fields = {
             "session": userdata.session_id,
             "student": userdata.student_identity,
             "question": question,
             "handover": handover_id,
             "from": self.room.local_identity,
+            "tutor": target,  # which of the worker's tutors takes over
         }
-        if target == "orchestrator":
+        if target == ORCHESTRATOR:
+            # back to the orchestrator from another worker (the key's name predates the
+            # roster, when English was the only other worker)
             fields["return_from_english"] = fields.pop("session")
         metadata = dispatch_metadata(**fields)
         task = asyncio.create_task(
@@ -168,8 +182,9 @@ class Crossing:
         logger.warning("handover failed, falling back", extra=fields)
         metrics.CROSSING_FALLBACKS.labels(target, result.outcome.value).inc()
         set_listening(session, True)
-        if target == "orchestrator":
-            say_fixed(session, STAY_LINE)
+        if target not in userdata.tutor_models:
+            # this worker has no models to stand in for that tutor: stay with the student
+            say_fixed(session, stay_line(target, userdata.roster.tutor(target).title))
         else:
             session.update_agent(
                 build_tutor(

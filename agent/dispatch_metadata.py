@@ -18,7 +18,15 @@ from collections.abc import Mapping
 
 logger = logging.getLogger("tutor.metadata")
 
-KNOWN_KEYS = ("session", "student", "question", "return_from_english", "from", "handover")
+KNOWN_KEYS = (
+    "session",
+    "student",
+    "question",
+    "return_from_english",
+    "from",
+    "handover",
+    "tutor",
+)
 MAX_QUESTION_CHARS = 1000
 MAX_METADATA_BYTES = 4096
 MAX_KEY_CHARS = 32

@@ -1,8 +1,8 @@
 """What a worker does with one job: read its dispatch metadata, and take the floor.
 
-Both workers share this. A job either starts a conversation (the student's token dispatched
+Every worker shares this. A job either starts a conversation (the student's token dispatched
 the orchestrator) or continues one across workers (a floor handover: the metadata names the
-outgoing tutor and the handover id, see `agent.handover`).
+outgoing tutor, the handover id and the tutor to take over, see `agent.handover`).
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from livekit.agents import Agent, AgentSession
 
 from agent.dispatch_metadata import parse_dispatch_metadata
 from agent.handover import HandoverRoom, declare_ready, fetch_transfer, wait_for_floor
+from agent.presence import publish_tutor
 from agent.session import set_listening
 from agent.state import SessionUserdata, TutorKind
 from agent.tutors.base import build_tutor
@@ -32,7 +33,8 @@ class JobPlan:
     question: str | None = None
     handover_id: str | None = None
     outgoing: str | None = None  # identity of the tutor handing over to us
-    returning: bool = False  # back from the English worker
+    returning: bool = False  # back to the orchestrator from another worker
+    tutor: str | None = None  # the tutor to take over (None: the worker's default)
 
     @property
     def is_handover(self) -> bool:
@@ -50,6 +52,7 @@ def plan_job(metadata: str) -> JobPlan:
         handover_id=fields.get("handover") or None,
         outgoing=fields.get("from") or None,
         returning=bool(returning_session),
+        tutor=fields.get("tutor", "").strip() or None,
     )
 
 
@@ -114,5 +117,6 @@ async def start_tutor(
         return False
     set_listening(session, True)
     floor.set()
+    publish_tutor(userdata.presence, tutor.kind, tutor.title)
     logger.info("took the floor", extra=userdata.log_fields())
     return True

@@ -1,15 +1,19 @@
-"""Routing tools shared by the tutors, and the in-session handoff they perform.
+"""Routing tools, generated from the roster, and the in-session handoff they perform.
 
-A route tool hands the floor to another tutor of the same `AgentSession`: the outgoing
-tutor speaks a fixed line with `session.say`, and the tool returns only the incoming
+Each tutor gets `route_to_<kind>(question_summary)` for every tutor it may reach (the
+orchestrator: all of them; the others: their `routes_to`) and `route_back_to_orchestrator
+(reason)`; the roster's `covers` is the description the model reads. A route tool hands the
+floor to another tutor of the same `AgentSession`: the outgoing tutor's fixed line (the
+target's `handoff_line`) plays in its own voice, and the tool returns only the incoming
 tutor (no tool output), so the outgoing model is not asked for a closing reply. The
 incoming tutor gets the conversation so far and `_pending_question`, and answers in its
-`on_enter`.
+`on_enter`. A tutor hosted by another worker is reached across workers (`agent.crossing`).
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator, Mapping
 from typing import Literal
 
 from livekit.agents import (
@@ -25,15 +29,13 @@ from livekit.agents import (
 
 from agent.state import SessionUserdata, TutorKind
 from agent.telemetry.handoffs import HandoffNote
+from agent.tutors.roster import ORCHESTRATOR, Roster, default_roster
 
 logger = logging.getLogger("tutor.routing")
 
-ANNOUNCEMENTS: dict[TutorKind, str] = {
-    "math": "Let me connect you with our Mathematics tutor!",
-    "history": "Let me connect you with our History tutor!",
-    "english": "Let me connect you with our English tutor!",
-    "orchestrator": "Let me pass you back to your main tutor!",
-}
+ROUTE_BACK = "route_back_to_orchestrator"
+QUESTION_ARG = "The student's question, restated completely in one sentence."
+REASON_ARG = 'What the student wants now, e.g. their new question, or "said goodbye".'
 
 # how much of the conversation an incoming tutor is given (messages, newest kept)
 MAX_CARRIED_ITEMS = 40
@@ -95,7 +97,7 @@ def hand_off(context: RunContext[SessionUserdata], target: TutorKind, question: 
     claim_handoff(context, target)
     outgoing = current_kind(context.session)
     voice = outgoing_voice(context.session)
-    line = ANNOUNCEMENTS[target]
+    line = context.userdata.roster.tutor(target).handoff_line
     # in a session with audio, synthesise the line now: it is ready when the incoming tutor
     # queues it, even if that is only after the floor is free (a tutor that took over)
     audio = prefetch_line(voice, line) if voice is not None and _plays_audio(context) else None
@@ -137,53 +139,62 @@ def carried_context(session: AgentSession[SessionUserdata]) -> llm.ChatContext:
     return history.truncate(max_items=MAX_CARRIED_ITEMS)
 
 
-@function_tool
-async def route_to_math(
-    context: RunContext[SessionUserdata], question_summary: str
-) -> Agent | None:
-    """Hand the student to the Mathematics tutor for any maths question: arithmetic,
-    fractions, algebra, geometry, word problems.
-
-    Args:
-        question_summary: The student's question, restated completely in one sentence.
-    """
-    return route(context, "math", question_summary)
+def route_tool_name(target: TutorKind) -> str:
+    return ROUTE_BACK if target == ORCHESTRATOR else f"route_to_{target}"
 
 
-@function_tool
-async def route_to_history(
-    context: RunContext[SessionUserdata], question_summary: str
-) -> Agent | None:
-    """Hand the student to the History tutor for any history question: events, people,
-    dates, civilisations.
+def route_tool(roster: Roster, target: TutorKind) -> llm.FunctionTool:
+    """The tool that hands the student to `target`, described by the roster's `covers`."""
+    spec = roster.tutor(target)
+    covers = spec.covers.rstrip(". ")
+    if target == ORCHESTRATOR:
 
-    Args:
-        question_summary: The student's question, restated completely in one sentence.
-    """
-    return route(context, "history", question_summary)
+        async def route_back(context: RunContext[SessionUserdata], reason: str) -> Agent | None:
+            return route(context, ORCHESTRATOR, reason)
 
+        description = f"Hand the student back to the {spec.title} for {covers}."
+        # the docstring carries the argument's description into the tool's schema
+        route_back.__doc__ = f"{description}\n\nArgs:\n    reason: {REASON_ARG}"
+        return function_tool(route_back, name=ROUTE_BACK, description=description)
 
-@function_tool
-async def route_to_english(
-    context: RunContext[SessionUserdata], question_summary: str
-) -> Agent | None:
-    """Hand the student to the English tutor for English language questions: grammar,
-    vocabulary, spelling, reading, writing, pronunciation.
+    async def route_to(context: RunContext[SessionUserdata], question_summary: str) -> Agent | None:
+        return route(context, target, question_summary)
 
-    Args:
-        question_summary: The student's question, restated completely in one sentence.
-    """
-    return route(context, "english", question_summary)
+    description = f"Hand the student to the {spec.title} for {covers}."
+    route_to.__doc__ = f"{description}\n\nArgs:\n    question_summary: {QUESTION_ARG}"
+    return function_tool(route_to, name=route_tool_name(target), description=description)
 
 
-@function_tool
-async def route_back_to_orchestrator(
-    context: RunContext[SessionUserdata], reason: str
-) -> Agent | None:
-    """Hand the student back to the main tutor when they ask about something outside your
-    subject, want to stop, or say goodbye.
+def route_tools(roster: Roster, kind: TutorKind) -> list[llm.FunctionTool]:
+    """Every routing tool of the `kind` tutor: its direct routes, then the way back."""
+    targets = roster.routes_of(kind)
+    if kind != ORCHESTRATOR:
+        targets = [*targets, ORCHESTRATOR]
+    return [route_tool(roster, target) for target in targets]
 
-    Args:
-        reason: What the student wants now, e.g. their new question, or "said goodbye".
-    """
-    return route(context, "orchestrator", reason)
+
+class _HandoffLines(Mapping[TutorKind, str]):
+    """The default roster's handoff lines by tutor kind (read when first used)."""
+
+    def __getitem__(self, kind: TutorKind) -> str:
+        return default_roster().tutor(kind).handoff_line
+
+    def __iter__(self) -> Iterator[TutorKind]:
+        return iter(default_roster().tutors)
+
+    def __len__(self) -> int:
+        return len(default_roster().tutors)
+
+
+# what the outgoing tutor says when handing the student to each tutor of the default roster
+ANNOUNCEMENTS: Mapping[TutorKind, str] = _HandoffLines()
+
+
+def __getattr__(name: str) -> llm.FunctionTool:
+    """`route_to_math` and the other tools of the default roster, by their names."""
+    if name.startswith("route_to_") or name == ROUTE_BACK:
+        roster = default_roster()
+        for kind in roster.tutors:
+            if route_tool_name(kind) == name:
+                return route_tool(roster, kind)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -17,8 +17,20 @@ class SettingsError(Exception):
     """A setting is missing or invalid; the message is one line naming the variable(s)."""
 
 
-class LiveKitSettings(BaseSettings):
-    """What talking to the LiveKit server needs (enough for the token command)."""
+class RosterSettings(BaseSettings):
+    """Which tutors exist and which worker this process is (see agent/tutors/roster.py)."""
+
+    model_config = SettingsConfigDict(env_file=".env", extra="ignore", frozen=True)
+
+    # the roster file (empty: tutors.toml at the repository root)
+    tutor_roster: str = ""
+    # the roster worker agent/workers/named.py starts (empty: the orchestrator's worker)
+    worker_name: str = ""
+
+
+class LiveKitSettings(RosterSettings):
+    """What talking to the LiveKit server needs (enough for the token command, which also
+    reads the roster for the name of the worker it dispatches)."""
 
     model_config = SettingsConfigDict(env_file=".env", extra="ignore", frozen=True)
 
@@ -26,7 +38,8 @@ class LiveKitSettings(BaseSettings):
     livekit_api_key: str = Field(min_length=1)
     livekit_api_secret: SecretStr = Field(min_length=1)
 
-    # worker names (explicit dispatch)
+    # worker names (explicit dispatch): the roster's, unless these are set to other names
+    # (then they rename the worker hosting the orchestrator / the English tutor)
     orchestrator_agent_name: str = "learning-orchestrator"
     english_agent_name: str = "learning-english"
 
@@ -93,23 +106,23 @@ class Settings(LiveKitSettings, RecordsSettings, TurnSettings):
     # after the per-role keys and Azure's: its check reads them (see _key_for_every_role)
     openai_api_key: SecretStr | None = Field(default=None, validate_default=True)
 
-    # models per role
-    orchestrator_llm_model: str = "gpt-4.1-mini"
-    math_llm_model: str = "gpt-4.1-mini"
-    history_llm_model: str = "gpt-4.1-mini"
-    english_llm_model: str = "gpt-4.1-mini"
+    # models per role; a tutor's own models and voice are the roster's (tutors.toml), and
+    # these per-tutor settings, when set, override it (empty: the roster's)
+    orchestrator_llm_model: str = ""
+    math_llm_model: str = ""
+    history_llm_model: str = ""
+    english_llm_model: str = ""
     stt_model: str = "gpt-4o-mini-transcribe"
     tts_model: str = "gpt-4o-mini-tts"
-    realtime_model: str = "gpt-realtime"
+    realtime_model: str = ""
     moderation_model: str = "omni-moderation-latest"
     # audio format asked of the TTS endpoint: raw PCM needs no decoding in the worker
     tts_response_format: Literal["pcm", "mp3", "wav", "opus", "aac", "flac"] = "pcm"
 
-    # one distinct voice per tutor
-    orchestrator_voice: str = "coral"
-    math_voice: str = "sage"
-    history_voice: str = "ash"
-    english_voice: str = "shimmer"
+    orchestrator_voice: str = ""
+    math_voice: str = ""
+    history_voice: str = ""
+    english_voice: str = ""
 
     # capacity: sessions a worker accepts (0: WORKER_SESSIONS_PER_CORE x the machine's cores),
     # job processes kept warm for a class arriving at once (0: the capacity, at most 8)

@@ -4,17 +4,20 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
 from livekit.agents import llm, stt, tts
 from livekit.agents.types import NOT_GIVEN, NotGivenOr
 
 if TYPE_CHECKING:
     from agent.crossing import Crossing
+    from agent.presence import AttributePublisher
     from agent.records.recorder import SessionRecorder
     from agent.safety.guard import SafetyGuard
+    from agent.tutors.roster import Roster
 
-TutorKind = Literal["orchestrator", "math", "history", "english"]
+# a tutor's kind: the name of its table in the roster (e.g. "math")
+TutorKind = str
 
 MAX_HANDOFFS_WITHOUT_STUDENT_TURN = 3
 
@@ -42,6 +45,12 @@ def new_session_id() -> str:
     return uuid.uuid4().hex[:12]
 
 
+def _default_roster() -> Roster:
+    from agent.tutors.roster import default_roster
+
+    return default_roster()
+
+
 @dataclass
 class SessionUserdata:
     session_id: str = field(default_factory=new_session_id)
@@ -53,6 +62,8 @@ class SessionUserdata:
     max_handoffs_without_student_turn: int = MAX_HANDOFFS_WITHOUT_STUDENT_TURN
     greeted: bool = False
     active_tutor: TutorKind | None = None
+    # the tutors of this conversation: who exists, how each routes and sounds
+    roster: Roster = field(default_factory=_default_roster)
     # models each tutor is built with when a handoff creates it (the worker fills this in)
     tutor_models: dict[TutorKind, TutorModels] = field(default_factory=dict)
     # the speech (model turn) that already handed off: a second route call in it is dropped
@@ -63,6 +74,8 @@ class SessionUserdata:
     recorder: SessionRecorder | None = None
     # moderation of this session's turns (None: moderation is off)
     safety: SafetyGuard | None = None
+    # where the active tutor's identity is published for the student's page (None: nowhere)
+    presence: AttributePublisher | None = None
     # lines queued in this session but spoken in another tutor's voice: text -> that tutor
     spoken_as: dict[str, TutorKind] = field(default_factory=dict)
 

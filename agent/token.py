@@ -10,6 +10,7 @@ from livekit import api
 from agent.dispatch_metadata import dispatch_metadata
 from agent.settings import LiveKitSettings
 from agent.state import new_session_id
+from agent.tutors.roster import orchestrator_worker_name
 
 DEFAULT_TTL = timedelta(hours=2)
 MAX_TTL = timedelta(hours=24)
@@ -45,14 +46,15 @@ def student_token(
 ) -> str:
     """A JWT for `identity` to join `room` only, that dispatches the orchestrator into it.
 
-    `name` is what the tutors and the page show (default: the identity).
+    `name` is what the tutors and the page show (default: the identity). Raises
+    `TokenRequestError`, and `RosterError` if the roster cannot be read.
     """
     check_name("room", room)
     check_name("identity", identity)
     if not timedelta(minutes=1) <= ttl <= MAX_TTL:
         raise TokenRequestError(f"ttl must be between 1 minute and {MAX_TTL}")
     dispatch = api.RoomAgentDispatch(
-        agent_name=settings.orchestrator_agent_name,
+        agent_name=orchestrator_worker_name(settings),
         metadata=dispatch_metadata(session=session_id or new_session_id(), student=identity),
     )
     return (

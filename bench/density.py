@@ -231,10 +231,10 @@ def build_ours(spec: SessionSpec, vad: vad.VAD, stt: stt.STT) -> BuiltSession:
     from agent.session import create_session
     from agent.state import SessionUserdata, TutorModels
     from agent.tutors import build_tutor
-    from agent.workers.models import PIPELINE_TUTORS
+    from agent.tutors.roster import default_roster
 
     tutor_models = {}
-    for kind in PIPELINE_TUTORS:
+    for kind in default_roster().tutors:
         llm, tts = _models(spec, kind)
         tutor_models[kind] = TutorModels(llm=llm, tts=tts)
     userdata = SessionUserdata(

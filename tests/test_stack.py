@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 import yaml
 
-from agent.settings import Settings, WebSettings
+from agent.settings import Settings, WebSettings, load_settings
 
 REPO = Path(__file__).resolve().parent.parent
 WORKERS = {"orchestrator": "agent/workers/orchestrator.py", "english": "agent/workers/english.py"}
@@ -96,10 +96,22 @@ def test_services_wait_for_health_and_restart(compose: dict) -> None:
         assert service["healthcheck"]["test"]
     for worker in WORKERS:
         assert services[worker]["depends_on"]["livekit"]["condition"] == "service_healthy"
-        port = services[worker]["environment"]["WORKER_HTTP_PORT"]
-        assert f"127.0.0.1:{port}/" in " ".join(services[worker]["healthcheck"]["test"])
-    ports = {services[w]["environment"]["WORKER_HTTP_PORT"] for w in WORKERS}
-    assert len(ports) == len(WORKERS)  # they share one network namespace
+        # each replica's own port, found by the health module (not a fixed one)
+        assert services[worker]["healthcheck"]["test"][-2:] == ["-m", "agent.workers.health"]
+
+
+def test_worker_services_scale_without_shared_fixed_ports(compose: dict) -> None:
+    """`docker compose up --scale orchestrator=3 --scale english=2`: replicas share the
+    server's network namespace, so nothing of theirs may be a fixed port or a fixed name."""
+    services = compose["services"]
+    for worker in WORKERS:
+        service = services[worker]
+        assert service["environment"]["WORKER_HTTP_PORT"] == "0"
+        assert "ports" not in service and "container_name" not in service
+        # metrics stay off unless an operator sets a port (then: one replica)
+        assert service["environment"]["PROMETHEUS_PORT"].endswith(":-}")
+    assert Settings.model_fields["worker_http_port"].metadata  # 0 is allowed (ge=0)
+    assert load_settings(worker_http_port=0).worker_http_port == 0
 
 
 def test_no_redis_without_multi_node(compose: dict, livekit_config: dict) -> None:
@@ -139,6 +151,11 @@ def test_dockerfile_installs_exactly_the_lock_and_runs_unprivileged() -> None:
     assert re.search(r"^FROM node:\S+ AS frontend", dockerfile, re.M)
     assert "npm ci" in dockerfile and "package-lock.json" in dockerfile
     assert re.search(r"^COPY --from=frontend .*student\.js", dockerfile, re.M)
+
+
+def test_the_image_ships_the_tutor_roster() -> None:
+    dockerfile = (REPO / "Dockerfile").read_text()
+    assert re.search(r"^COPY tutors\.toml ", dockerfile, re.M)
 
 
 def test_env_example_documents_every_setting_with_a_placeholder() -> None:

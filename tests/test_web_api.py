@@ -173,7 +173,7 @@ async def test_a_teacher_sees_only_their_own_classes_sessions(site: Site) -> Non
         mine = (await rivera.get("/api/teacher/sessions")).json()
         theirs = (await okafor.get("/api/teacher/sessions")).json()
         assert [s["id"] for s in mine] == [school.session_id]
-        assert mine[0]["subjects"] == ["Math"] and mine[0]["flags"] == 1
+        assert mine[0]["subjects"] == ["Mathematics tutor"] and mine[0]["flags"] == 1
         assert mine[0]["length_s"] == 95
         assert theirs == []
         assert (await okafor.get(f"/api/teacher/sessions/{school.session_id}")).status_code == 404
@@ -211,7 +211,7 @@ async def test_a_transcript_names_speaker_and_tutor_per_turn_and_its_view_is_rec
     assert [(t["speaker"], t["tutor"]) for t in found["turns"]] == [
         ("orchestrator", "Main tutor"),
         ("student", "Main tutor"),
-        ("math", "Math"),
+        ("math", "Mathematics tutor"),
     ]
     assert found["student"] == "Maya" and found["class"]["code"] == school.rivera_class.code
     assert page.status_code == 200 and school.flagged_words in page.text

@@ -95,7 +95,9 @@ def test_prewarm_builds_the_model_clients_once_per_process_for_every_job() -> No
     assert isinstance(proc.userdata["moderator"], Moderator)
     realtime_proc = SimpleNamespace(userdata={})
     english.prewarm(realtime_proc)  # type: ignore[arg-type]
-    assert isinstance(realtime_proc.userdata["english"].llm, openai.realtime.RealtimeModel)
+    assert isinstance(
+        realtime_proc.userdata["tutor_models"]["english"].llm, openai.realtime.RealtimeModel
+    )
     # prewarm keeps fixed lines on disk for the process; other tests synthesise every time
     from agent.tutors.lines import LineCache, line_cache, set_line_cache
 

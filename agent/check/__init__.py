@@ -26,6 +26,7 @@ from agent.records.schema import SessionRow
 from agent.records.store import RecordsStore, utc_now
 from agent.settings import MODEL_ROLES, Settings, SettingsError, load_settings
 from agent.token import NAME_PATTERN
+from agent.tutors.roster import Roster, RosterError, roster_for
 from agent.workers.models import Endpoint, endpoint
 
 CHECK_TIMEOUT = 8.0
@@ -94,19 +95,19 @@ def _client(settings: Settings, point: Endpoint) -> openai_sdk.AsyncOpenAI:
     )
 
 
-def role_models(settings: Settings, role: str) -> list[str]:
+def role_models(settings: Settings, roster: Roster, role: str) -> list[str]:
+    """The models `role` serves: every tutor's chat and realtime models come from the roster."""
     if role == "llm":
-        names = [
-            settings.orchestrator_llm_model,
-            settings.math_llm_model,
-            settings.history_llm_model,
-            settings.english_llm_model,
+        return list(dict.fromkeys(roster.pipeline_model(kind) for kind in roster.tutors))
+    if role == "realtime":
+        realtime = [
+            spec.model for kind, spec in roster.tutors.items() if roster.runs_realtime(kind)
         ]
-        return list(dict.fromkeys(names))
+        return list(dict.fromkeys(realtime))
     return [getattr(settings, f"{role}_model")]
 
 
-async def check_model_endpoint(settings: Settings, role: str) -> Result:
+async def check_model_endpoint(settings: Settings, roster: Roster, role: str) -> Result:
     point = endpoint(settings, role)
     what = f"{role.upper()} endpoint {point.describe()}"
     variable = f"{role.upper()}_API_KEY or " + (
@@ -124,27 +125,24 @@ async def check_model_endpoint(settings: Settings, role: str) -> Result:
         return fail(what, f"not reachable ({type(e).__name__})", f"start it or fix {base}")
     finally:
         await client.close()
-    models = role_models(settings, role)
+    models = role_models(settings, roster, role)
+    if not models:
+        return ok(what, "key accepted; no tutor of the roster uses this role")
     missing = [name for name in models if listed and name not in listed]
     if missing:
         return ok(what, f"key accepted; it does not list model(s) {', '.join(missing)}")
     return ok(what, f"key accepted, model(s) {', '.join(models)}")
 
 
-def check_worker_names(settings: Settings) -> Result:
-    names = [settings.orchestrator_agent_name, settings.english_agent_name]
+def check_worker_names(roster: Roster) -> Result:
+    names = list(roster.workers)
     bad = [name for name in names if not NAME_PATTERN.fullmatch(name)]
     if bad:
         return fail(
             "worker names",
             f"{bad[0]!r} is not a valid agent name",
-            "use letters, digits, '-', '_' and '.' in ORCHESTRATOR_AGENT_NAME/ENGLISH_AGENT_NAME",
-        )
-    if len(set(names)) != len(names):
-        return fail(
-            "worker names",
-            "the orchestrator and English workers have the same name",
-            "give ORCHESTRATOR_AGENT_NAME and ENGLISH_AGENT_NAME different values",
+            "use letters, digits, '-', '_' and '.' in the roster's [workers] names "
+            "(or ORCHESTRATOR_AGENT_NAME/ENGLISH_AGENT_NAME)",
         )
     return ok("worker names", ", ".join(names))
 
@@ -214,17 +212,20 @@ def compose_problems(compose: dict[str, Any], server: dict[str, Any]) -> list[st
         if str(service.get("network_mode", "")) == "service:livekit"
     ]
     health = [str(services[name].get("environment", {}).get("WORKER_HTTP_PORT")) for name in shared]
-    if len(set(health)) != len(health):
+    fixed = [port for port in health if port != "0"]  # 0: a free port per replica
+    if len(set(fixed)) != len(fixed):
         problems.append("two workers on the server's network use the same WORKER_HTTP_PORT")
     return problems
 
 
-async def run_checks(settings: Settings, directory: Path) -> list[Result]:
+async def run_checks(settings: Settings, roster: Roster, directory: Path) -> list[Result]:
     pending: list[Callable[[], Awaitable[Result]]] = [lambda: check_livekit(settings)]
-    pending += [lambda role=role: check_model_endpoint(settings, role) for role in MODEL_ROLES]
+    pending += [
+        lambda role=role: check_model_endpoint(settings, roster, role) for role in MODEL_ROLES
+    ]
     pending.append(lambda: check_records(settings))
     results = list(await asyncio.gather(*(make() for make in pending)))
-    results.insert(1 + len(MODEL_ROLES), check_worker_names(settings))
+    results.insert(1 + len(MODEL_ROLES), check_worker_names(roster))
     results.append(check_compose_layout(directory))
     return results
 
@@ -237,7 +238,14 @@ def main(out: TextIO | None = None, directory: Path | None = None) -> int:
         print(f"FAIL  settings: {e}", file=out)
         return 2
     print("OK    settings: read from the environment and .env", file=out)
-    results = asyncio.run(run_checks(settings, directory or Path.cwd()))
+    try:
+        roster = roster_for(settings)
+    except RosterError as e:
+        for problem in e.problems:
+            print(f"FAIL  tutor roster {e.source}: {problem}", file=out)
+        return 2
+    print(f"OK    tutor roster {roster.source}: {', '.join(roster.tutors)}", file=out)
+    results = asyncio.run(run_checks(settings, roster, directory or Path.cwd()))
     for result in results:
         print(result.line(), file=out)
     failed = sum(not r.ok for r in results)

@@ -1,4 +1,5 @@
-"""The tutors. Importing this package registers every kind with `build_tutor`."""
+"""The tutors, made from the roster; the named classes of the shipped roster's tutors
+register with `build_tutor`."""
 
 from agent.tutors.base import Tutor, build_tutor
 from agent.tutors.english_tutor import EnglishAgent

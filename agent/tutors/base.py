@@ -1,4 +1,4 @@
-"""What every tutor shares: the pending question and how a tutor takes the floor."""
+"""A tutor: built from its roster entry, it answers the pending question and takes the floor."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import asyncio
 import logging
 from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator
 from dataclasses import dataclass
-from typing import Any, ClassVar, TypedDict, Unpack
+from typing import TYPE_CHECKING, Any, TypedDict, Unpack
 
 from livekit import rtc
 from livekit.agents import Agent, llm, stt, tts
@@ -15,6 +15,7 @@ from livekit.agents.voice import ModelSettings, SpeechHandle
 from livekit.agents.voice.io import TimedString
 
 from agent.floor import FloorGate
+from agent.presence import publish_tutor
 from agent.safety.guard import (
     AudioPrefetch,
     Prefetched,
@@ -25,7 +26,11 @@ from agent.safety.guard import (
 from agent.safety.lines import is_fixed_line
 from agent.state import SYNTHETIC_TURN_KEY, SessionUserdata, TutorKind, TutorModels
 from agent.telemetry.handoffs import HandoffNote, handoff_finished, handoff_gap
+from agent.tutors.instructions import tutor_instructions
 from agent.tutors.lines import line_cache
+
+if TYPE_CHECKING:
+    from agent.tutors.roster import Roster
 
 logger = logging.getLogger("tutor")
 
@@ -43,8 +48,9 @@ class Announcement:
 
 
 class TutorOptions(TypedDict, total=False):
-    """What a concrete tutor accepts; all optional, so `MathAgent()` works as is."""
+    """What a tutor accepts besides its kind; all optional, so `MathAgent()` works as is."""
 
+    roster: Roster | None
     tools: list[llm.Tool | llm.Toolset]
     chat_ctx: llm.ChatContext | None
     llm: NotGivenOr[llm.LLM | llm.RealtimeModel]
@@ -58,18 +64,21 @@ class TutorOptions(TypedDict, total=False):
 
 
 class Tutor(Agent):
-    """A tutor that, on entering, answers the question it was handed, or opens politely.
+    """A tutor of the roster that, on entering, answers the question it was handed, or opens
+    politely.
 
-    `_pending_question` is set by the routing tool (in-session) or by the worker from
-    dispatch metadata (across workers). `_question_in_context` says whether the student's
-    own words are already in the copied conversation: then the reply answers them and the
-    question is not added again (the model sees it exactly once). `floor`, when given, is
-    set by the worker once the outgoing tutor of a floor handover has left; until then the
-    tutor stays silent.
+    Its title, instructions and routing tools come from its roster entry (`roster`, else the
+    default roster). `_pending_question` is set by the routing tool (in-session) or by the
+    worker from dispatch metadata (across workers). `_question_in_context` says whether the
+    student's own words are already in the copied conversation: then the reply answers them
+    and the question is not added again (the model sees it exactly once). `floor`, when
+    given, is set by the worker once the outgoing tutor of a floor handover has left; until
+    then the tutor stays silent.
     """
 
-    kind: ClassVar[TutorKind]
-    title: ClassVar[str]  # how the student hears this tutor named, e.g. "Mathematics tutor"
+    # the roster kind; a class named for one kind (e.g. `MathAgent`) sets it as a class
+    # attribute, and build_tutor makes that class for that kind
+    kind: TutorKind
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -79,7 +88,8 @@ class Tutor(Agent):
     def __init__(
         self,
         *,
-        instructions: str,
+        kind: TutorKind | None = None,
+        roster: Roster | None = None,
         tools: list[llm.Tool | llm.Toolset] | None = None,
         chat_ctx: NotGivenOr[llm.ChatContext | None] = NOT_GIVEN,
         llm: NotGivenOr[llm.LLM | llm.RealtimeModel] = NOT_GIVEN,
@@ -91,8 +101,23 @@ class Tutor(Agent):
         announcement: Announcement | None = None,
         handoff: HandoffNote | None = None,
     ) -> None:
+        from agent.routing import route_tools
+        from agent.tutors.roster import default_roster
+
+        roster = roster or default_roster()
+        kind = kind or getattr(type(self), "kind", None)
+        if kind is None:
+            raise TypeError("a Tutor needs the kind of its roster entry")
+        spec = roster.tutor(kind)
+        self.kind = kind
+        self.title = spec.title  # how the student hears it named, e.g. "Mathematics tutor"
         super().__init__(
-            instructions=instructions, tools=tools, chat_ctx=chat_ctx, llm=llm, stt=stt, tts=tts
+            instructions=tutor_instructions(roster, kind),
+            tools=[*route_tools(roster, kind), *(tools or [])],
+            chat_ctx=chat_ctx,
+            llm=llm,
+            stt=stt,
+            tts=tts,
         )
         self._pending_question: str | None = pending_question
         self._question_in_context = question_in_context
@@ -156,6 +181,8 @@ class Tutor(Agent):
             self._hold_until_floor(self._floor)
         userdata = self.userdata
         userdata.active_tutor = self.kind
+        if self._floor is None:  # else published once it has the floor (agent.jobs)
+            publish_tutor(userdata.presence, self.kind, self.title)
         question, self._pending_question = self._pending_question, None
         logger.info(
             "tutor entered",
@@ -241,9 +268,11 @@ class Tutor(Agent):
 def build_tutor(
     kind: TutorKind, userdata: SessionUserdata, **options: Unpack[TutorOptions]
 ) -> Tutor:
-    """Create the tutor of `kind` with the models the worker configured for it."""
+    """Create the tutor of `kind` of the session's roster, with the models the worker
+    configured for it (a kind with a class of its own, e.g. `MathAgent`, is that class)."""
     models = userdata.tutor_models.get(kind, TutorModels())
-    return _REGISTRY[kind](**{**models.as_kwargs(), **options})
+    tutor_class = _REGISTRY.get(kind, Tutor)
+    return tutor_class(kind=kind, **{"roster": userdata.roster, **models.as_kwargs(), **options})
 
 
 def _measure_gap(

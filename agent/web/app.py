@@ -29,6 +29,7 @@ from agent.dispatch import Dispatcher, DispatchPolicy
 from agent.records.store import RecordsStore
 from agent.settings import WebSettings
 from agent.token import TokenRequestError
+from agent.tutors.roster import orchestrator_worker_name
 from agent.web import teacher_data
 from agent.web.accounts import Teacher, authenticate, teacher_by_id
 from agent.web.classes import JoinError, classes_of, create_class, join_class, set_class_open
@@ -109,7 +110,7 @@ def create_app(settings: WebSettings, store: RecordsStore | None = None) -> Fast
         )
 
     summon_policy = SummonPolicy(
-        agent_name=settings.orchestrator_agent_name,
+        agent_name=orchestrator_worker_name(settings),
         min_interval=timedelta(seconds=settings.web_tutor_arrival_timeout),
         max_dispatches=settings.web_tutor_max_dispatches,
     )

@@ -21,6 +21,7 @@ from typing import Any, TextIO
 
 from agent.records.store import RecordsConfigError, RecordsStore
 from agent.settings import RecordsSettings, SettingsError, WebSettings, load_settings
+from agent.tutors.roster import RosterError
 from agent.web.accounts import ROLES, AccountError, add_teacher, list_teachers, remove_teacher
 from agent.web.accounts import set_password as change_password
 
@@ -55,15 +56,19 @@ def serve(args: argparse.Namespace) -> int:
 
     from agent.web.app import create_app
 
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     try:
         settings = load_settings(WebSettings)
         RecordsStore(settings.records_url)  # an unusable RECORDS_URL fails here, in one line
+        app = create_app(settings)  # reads the roster: its problems are said here too
     except (SettingsError, RecordsConfigError) as e:
         print(f"web: {e}", file=sys.stderr)
         return EXIT_BAD_INPUT
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    except RosterError as e:
+        print(f"web: the tutor roster cannot be used:\n{e}", file=sys.stderr)
+        return EXIT_BAD_INPUT
     uvicorn.run(
-        create_app(settings),
+        app,
         host=args.host or settings.web_host,
         port=args.port or settings.web_port,
         proxy_headers=True,

@@ -22,10 +22,10 @@ from agent.records.schema import (
     VisitRow,
 )
 from agent.records.store import RecordsStore, subjects_visited, utc_now
+from agent.tutors.roster import RosterError, default_roster
 from agent.web.accounts import Teacher
 
 TIER_RANK = {"urgent": 0, "concern": 1}
-TUTOR_TITLES = {"orchestrator": "Main tutor"}
 
 
 def when(value: datetime | str | None) -> str:
@@ -38,7 +38,13 @@ def when(value: datetime | str | None) -> str:
 
 
 def tutor_title(kind: str) -> str:
-    return TUTOR_TITLES.get(kind, kind.replace("_", " ").capitalize())
+    """How the pages name a tutor kind: its title in the roster (`TUTOR_ROSTER`), else the
+    kind itself (a tutor since removed from the roster)."""
+    try:
+        title = default_roster().tutors[kind].title
+    except (RosterError, KeyError):
+        title = kind.replace("_", " ")
+    return title[:1].upper() + title[1:]
 
 
 @dataclass(frozen=True)

@@ -1,52 +1,39 @@
-"""The `learning-english` worker: the English tutor on a speech-to-speech realtime model.
+"""The worker that hosts the English tutor (`learning-english` in the shipped roster: the
+English tutor on a speech-to-speech realtime model).
 
-It is brought into a student's room by an explicit dispatch from the orchestrator, and
-hands the student back the same way. Run it with:
+It is brought into a student's room by an explicit dispatch from another tutor, and hands
+the student back the same way. Run it with:
 
     uv run python -m livekit.agents start agent/workers/english.py
 """
 
 from __future__ import annotations
 
-from livekit.agents import AgentServer, JobContext, JobProcess
+from livekit.agents import JobContext, JobProcess
 
 from agent.settings import load_settings_or_exit
-from agent.workers.models import english_realtime_models
-from agent.workers.process import (
-    job_moderator,
-    job_writer,
-    prewarm_process,
-    schedule_maintenance,
-    server_options,
-)
-from agent.workers.runner import serve_room_job
+from agent.tutors.roster import load_roster_or_exit
+from agent.workers.process import worker_server
+from agent.workers.roster_worker import prewarm_worker, serve_worker_job, worker_plan_or_exit
 
 settings = load_settings_or_exit("learning-english")
-WORKER = settings.english_agent_name
+roster = load_roster_or_exit(settings, "learning-english")
+if "english" not in roster.tutors:
+    raise SystemExit(
+        f"learning-english: the tutor roster {roster.source} has no english tutor "
+        "(start its workers with WORKER_NAME and agent/workers/named.py)"
+    )
+WORKER = roster.tutor("english").worker
+plan = worker_plan_or_exit(settings, roster, WORKER)
 
 
 def prewarm(proc: JobProcess) -> None:
-    """Once per job process, before its job: the realtime model and the TTS of its fixed
-    lines, the records store, the moderation client and the trace exporter."""
-    proc.userdata["english"] = english_realtime_models(settings)
-    prewarm_process(proc, settings, WORKER)
+    prewarm_worker(proc, plan)
 
 
-server = AgentServer(setup_fnc=prewarm, **server_options(settings, WORKER))
-schedule_maintenance(server, settings)
+server = worker_server(prewarm, settings, WORKER)
 
 
 @server.rtc_session(agent_name=WORKER)
 async def entrypoint(ctx: JobContext) -> None:
-    english = ctx.proc.userdata["english"]
-    await serve_room_job(
-        ctx,
-        kind="english",
-        settings=settings,
-        tutor_models={"english": english},
-        session_models={"tts": english.tts},
-        workers={"orchestrator": settings.orchestrator_agent_name},
-        worker=WORKER,
-        records=job_writer(ctx, settings),
-        moderator=job_moderator(ctx),
-    )
+    await serve_worker_job(ctx, plan)

@@ -1,4 +1,5 @@
-"""Production model wiring: an OpenAI-compatible endpoint per role, from the settings.
+"""Production model wiring: an OpenAI-compatible endpoint per role, from the settings, and
+each tutor's models and voice from the roster.
 
 Every client gets its base URL, key and model passed explicitly (nothing is left to the
 environment variables the SDK happens to read): `<ROLE>_BASE_URL` / `<ROLE>_API_KEY`
@@ -17,8 +18,8 @@ from livekit.plugins import openai
 from agent.dispatch import Dispatcher, DispatchPolicy
 from agent.settings import Settings
 from agent.state import TutorKind, TutorModels
+from agent.tutors.roster import Roster, roster_for
 
-PIPELINE_TUTORS: tuple[TutorKind, ...] = ("orchestrator", "math", "history", "english")
 OPENAI_BASE_URL = "https://api.openai.com/v1"
 
 
@@ -58,24 +59,6 @@ def _azure(settings: Settings, point: Endpoint, deployment: str) -> dict[str, An
     return options
 
 
-def llm_model_for(settings: Settings, kind: TutorKind) -> str:
-    return {
-        "orchestrator": settings.orchestrator_llm_model,
-        "math": settings.math_llm_model,
-        "history": settings.history_llm_model,
-        "english": settings.english_llm_model,
-    }[kind]
-
-
-def voice_for(settings: Settings, kind: TutorKind) -> str:
-    return {
-        "orchestrator": settings.orchestrator_voice,
-        "math": settings.math_voice,
-        "history": settings.history_voice,
-        "english": settings.english_voice,
-    }[kind]
-
-
 def chat_llm(settings: Settings, model: str) -> openai.LLM:
     point = endpoint(settings, "llm")
     if point.azure:
@@ -95,14 +78,19 @@ def voice_tts(settings: Settings, voice: str) -> openai.TTS:
     return openai.TTS(**options, api_key=point.api_key, base_url=point.base_url)
 
 
-def pipeline_tutor_models(settings: Settings) -> dict[TutorKind, TutorModels]:
-    """An LLM and a TTS voice for each pipeline tutor (they share the session's STT)."""
+def pipeline_tutor_models(
+    settings: Settings, roster: Roster | None = None
+) -> dict[TutorKind, TutorModels]:
+    """A chat model and a TTS voice for every tutor of the roster on a pipeline worker (they
+    share the session's STT): its own, or, for a tutor of a realtime worker, the fallback it
+    runs on when that worker cannot be reached."""
+    roster = roster or roster_for(settings)
     return {
         kind: TutorModels(
-            llm=chat_llm(settings, llm_model_for(settings, kind)),
-            tts=voice_tts(settings, voice_for(settings, kind)),
+            llm=chat_llm(settings, roster.pipeline_model(kind)),
+            tts=voice_tts(settings, spec.voice),
         )
-        for kind in PIPELINE_TUTORS
+        for kind, spec in roster.tutors.items()
     }
 
 
@@ -122,23 +110,28 @@ def session_stt(settings: Settings) -> openai.STT:
     )
 
 
-def english_realtime_models(settings: Settings) -> TutorModels:
-    """The English tutor on its own worker: a speech-to-speech model, and a TTS of the same
+def realtime_tutor_models(settings: Settings, roster: Roster, kind: TutorKind) -> TutorModels:
+    """A tutor on its own realtime worker: its speech-to-speech model, and a TTS of the same
     voice for the fixed lines it speaks with `session.say`."""
+    spec = roster.tutor(kind)
     point = endpoint(settings, "realtime")
-    voice = settings.english_voice
     if point.azure:
-        azure = _azure(settings, point, settings.realtime_model)
+        azure = _azure(settings, point, spec.model)
         azure.pop("api_version", None)  # the realtime GA API takes no version
-        realtime = openai.realtime.RealtimeModel.with_azure(voice=voice, **azure)
+        realtime = openai.realtime.RealtimeModel.with_azure(voice=spec.voice, **azure)
     else:
         realtime = openai.realtime.RealtimeModel(
-            model=settings.realtime_model,
-            voice=voice,
+            model=spec.model,
+            voice=spec.voice,
             api_key=point.api_key,
             base_url=point.base_url,
         )
-    return TutorModels(llm=realtime, tts=voice_tts(settings, voice))
+    return TutorModels(llm=realtime, tts=voice_tts(settings, spec.voice))
+
+
+def english_realtime_models(settings: Settings) -> TutorModels:
+    """The English tutor of the settings' roster on its realtime worker."""
+    return realtime_tutor_models(settings, roster_for(settings), "english")
 
 
 def moderation_client(settings: Settings) -> openai_sdk.AsyncOpenAI:

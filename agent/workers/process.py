@@ -130,6 +130,17 @@ def job_moderator(ctx: JobContext) -> Moderator | None:
     return moderator
 
 
+def worker_server(
+    setup_fnc: Callable[[JobProcess], Any], settings: Settings, worker: str
+) -> AgentServer:
+    """A named worker's `AgentServer`: its options, its main-process maintenance (alerts,
+    retention) and its published health port."""
+    server = AgentServer(setup_fnc=setup_fnc, **server_options(settings, worker))
+    schedule_maintenance(server, settings)
+    publish_health_port(server, worker)
+    return server
+
+
 def publish_health_port(server: AgentServer, worker: str) -> None:
     """Once listening, write the health endpoint's port for `agent.workers.health` (with
     `WORKER_HTTP_PORT=0` the system picks it: replicas on one network never collide)."""

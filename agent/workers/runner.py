@@ -1,4 +1,4 @@
-"""The job body both workers share: one session, one tutor, handovers in and out."""
+"""The job body every worker shares: one session, one tutor, handovers in and out."""
 
 from __future__ import annotations
 
@@ -13,8 +13,9 @@ from livekit.agents.voice.room_io import RoomOptions
 
 from agent.crossing import Crossing, DispatchClient
 from agent.handover import HandoverRoom
-from agent.jobs import apply_plan, plan_job, start_tutor
+from agent.jobs import JobPlan, apply_plan, plan_job, start_tutor
 from agent.livekit_room import LiveKitHandoverRoom
+from agent.presence import AttributePublisher, RoomAttributes
 from agent.records import RecordWriter
 from agent.records.recorder import SessionRecorder
 from agent.safety.guard import SafetyGuard
@@ -22,6 +23,7 @@ from agent.safety.moderation import Moderator
 from agent.session import create_session
 from agent.settings import Settings
 from agent.state import SessionUserdata, TutorKind, TutorModels
+from agent.tutors.roster import Roster, default_roster
 from agent.workers.models import dispatcher_for
 
 logger = logging.getLogger("tutor.worker")
@@ -43,19 +45,25 @@ class JobDeps:
     prepare_session: Callable[[AgentSession[SessionUserdata]], None] | None = None
     worker: str = ""  # this worker's name, as the records show it
     moderator: Moderator | None = None  # None: moderation is off
+    roster: Roster | None = None  # None: the default roster
+    presence: AttributePublisher | None = None  # where the active tutor is published
 
 
 async def run_tutor_job(
     ctx: JobContext, *, kind: TutorKind, settings: Settings, deps: JobDeps
 ) -> AgentSession[SessionUserdata]:
-    """Start the `kind` tutor for `ctx`'s job and return its running session."""
+    """Start the tutor the dispatch names (if this worker hosts it), else the `kind` tutor,
+    for `ctx`'s job and return its running session."""
     plan = plan_job(ctx.job.metadata)
     userdata = SessionUserdata(
         room_name=ctx.room.name,
         tutor_models=deps.tutor_models,
         max_handoffs_without_student_turn=settings.max_handoffs_without_student_turn,
+        roster=deps.roster or default_roster(),
+        presence=deps.presence,
     )
     apply_plan(userdata, plan)
+    kind = job_tutor(plan, kind, deps, userdata)
     session = create_session(userdata, **deps.session_models)
     if deps.records is not None:
         userdata.recorder = SessionRecorder(deps.records, userdata, worker=deps.worker)
@@ -148,6 +156,22 @@ async def run_tutor_job(
     return session
 
 
+def job_tutor(
+    plan: JobPlan, default: TutorKind, deps: JobDeps, userdata: SessionUserdata
+) -> TutorKind:
+    """The tutor this job starts: the one its dispatch names, if this worker hosts it."""
+    wanted = plan.tutor
+    if wanted is None or wanted == default:
+        return default
+    if wanted in deps.tutor_models and wanted not in deps.workers:
+        return wanted
+    logger.warning(
+        "the dispatch names a tutor this worker does not host; starting its default",
+        extra={**userdata.log_fields(), "wanted": wanted, "default": default},
+    )
+    return default
+
+
 _background: set[asyncio.Task[Any]] = set()
 
 
@@ -179,6 +203,7 @@ async def serve_room_job(
     worker: str,
     records: RecordWriter | None = None,
     moderator: Moderator | None = None,
+    roster: Roster | None = None,
 ) -> None:
     """A worker's entrypoint body: connect, one dispatch client per job, and run the tutor."""
     await ctx.connect()
@@ -194,5 +219,7 @@ async def serve_room_job(
         records=records,
         worker=worker,
         moderator=moderator,
+        roster=roster,
+        presence=RoomAttributes(ctx.room),
     )
     await run_tutor_job(ctx, kind=kind, settings=settings, deps=deps)

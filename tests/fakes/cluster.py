@@ -1,9 +1,11 @@
-"""Both workers in one process, on an in-memory room: a stand-in for LiveKit's dispatch.
+"""Every worker of a roster in one process, on an in-memory room: a stand-in for LiveKit's
+dispatch.
 
 `dispatch()` starts the named worker's job the way the server would: the real
 `run_tutor_job` under `fake_job_context(job_metadata=...)`, in the in-memory room, every
-tutor on a scripted LLM (a list of replies or a function of the request). A job "leaves the
-room" when its `ctx.shutdown()` is called.
+tutor on a scripted LLM (a list of replies or a function of the request) named by its kind
+on a pipeline worker and `<kind>_rt` on a realtime worker. A job "leaves the room" when its
+`ctx.shutdown()` is called. The roster is the shipped one unless a test gives another.
 
 With `dispatcher` set (e.g. a real `agent.dispatch.Dispatcher` talking to
 `tests.fakes.twirp.TwirpDispatchServer`), the tutors dispatch through it instead, and
@@ -25,16 +27,22 @@ from livekit.agents.testing import fake_job_context
 
 from agent.crossing import DispatchClient
 from agent.dispatch_metadata import _parse_fields
+from agent.presence import wait_published
 from agent.records import RecordsStore, RecordWriter
 from agent.safety.moderation import Moderator
 from agent.settings import Settings, load_settings
 from agent.state import SessionUserdata, TutorKind, TutorModels
+from agent.tutors.roster import Roster, default_roster
 from agent.workers.runner import JobDeps, run_tutor_job
 from tests.fakes.llm import RequestLog, Script, ScriptedLLM
 from tests.fakes.room import MemoryRoom, RoomHub
 
 ORCHESTRATOR_WORKER, ENGLISH_WORKER = "learning-orchestrator", "learning-english"
-PIPELINE_KINDS: tuple[TutorKind, ...] = ("orchestrator", "math", "history", "english")
+
+
+def llm_name(roster: Roster, kind: TutorKind) -> str:
+    """The scripted LLM of `kind` on its own worker: `<kind>_rt` if that is a realtime one."""
+    return f"{kind}_rt" if roster.runs_realtime(kind) else kind
 
 
 @dataclass
@@ -67,7 +75,7 @@ class NamedRoom(rtc.Room):
 @dataclass
 class Cluster:
     hub: RoomHub
-    scripts: Mapping[str, Script]  # by LLM name: tutor kind, or "english_rt"
+    scripts: Mapping[str, Script]  # by LLM name: tutor kind, or e.g. "english_rt"
     settings: Settings = field(default_factory=lambda: load_settings(handover_ready_timeout=2.0))
     join_delay: float = 0.0
     unready_workers: set[str] = field(default_factory=set)  # their jobs never come up
@@ -80,6 +88,7 @@ class Cluster:
     # the models of a job of worker W: (tutor models, session models); None: scripted LLMs
     models: Callable[[str], tuple[dict[TutorKind, TutorModels], Mapping[str, Any]]] | None = None
     log: RequestLog = field(default_factory=RequestLog)
+    roster: Roster = field(default_factory=default_roster)
     jobs: list[Job] = field(default_factory=list)
     dispatched: list[tuple[str, str]] = field(default_factory=list)  # (worker, metadata)
     cancelled: list[str] = field(default_factory=list)
@@ -94,7 +103,8 @@ class Cluster:
     _students_seen: set[str] = field(default_factory=set)
 
     def __post_init__(self) -> None:
-        for name in (*PIPELINE_KINDS, "english_rt"):
+        realtime = [llm_name(self.roster, k) for k in self.roster.tutors]
+        for name in dict.fromkeys([*self.roster.tutors, *realtime]):
             script = self.scripts.get(name, ())
             script = script if callable(script) else list(script)
             self.llms[name] = ScriptedLLM(script, name=name, log=self.log)
@@ -186,7 +196,7 @@ class Cluster:
         return job
 
     async def _run(self, job: Job, started: asyncio.Event) -> None:
-        kind: TutorKind = "orchestrator" if job.worker == ORCHESTRATOR_WORKER else "english"
+        kind = self.roster.default_tutor(job.worker)
         room = NamedRoom(self.room_name) if self.room_name else None
         with fake_job_context(
             room=room, job_metadata=job.metadata, agent_identity=job.identity
@@ -206,12 +216,14 @@ class Cluster:
 
     def _deps(self, job: Job) -> JobDeps:
         session_models: Mapping[str, Any] = {}
-        if job.worker == ORCHESTRATOR_WORKER:
-            models = {kind: TutorModels(llm=self.llms[kind]) for kind in PIPELINE_KINDS}
-            workers: dict[TutorKind, str] = {"english": ENGLISH_WORKER}
+        roster = self.roster
+        if roster.mode_of(job.worker) == "pipeline":  # every tutor, as the worker's prewarm
+            models = {kind: TutorModels(llm=self.llms[kind]) for kind in roster.tutors}
         else:
-            models = {"english": TutorModels(llm=self.llms["english_rt"])}
-            workers = {"orchestrator": ORCHESTRATOR_WORKER}
+            models = {
+                kind: TutorModels(llm=self.llms[llm_name(roster, kind)])
+                for kind in roster.hosted_on(job.worker)
+            }
         if self.models is not None:
             models, session_models = self.models(job.worker)
             self._owned.extend(m for t in models.values() for m in (t.llm, t.tts) if m)
@@ -221,10 +233,12 @@ class Cluster:
             session_models=session_models,
             dispatcher=self.dispatcher if self.dispatcher is not None else self,
             handover_room=job.room,
-            workers=workers,
+            workers=roster.elsewhere(job.worker),
             records=job.writer,
             worker=job.worker,
             moderator=self.moderator,
+            roster=roster,
+            presence=job.room,
             prepare_session=lambda session: self._watch_speech(job, session),
         )
 
@@ -292,6 +306,7 @@ class Cluster:
         for task in list(self._background):
             task.cancel()
         await asyncio.gather(*self._background, return_exceptions=True)
+        await wait_published()  # no publication outlives the test's event loop
         # close the model clients the jobs were given (their connections die with this loop)
         await asyncio.gather(
             *(model.aclose() for model in self._owned if hasattr(model, "aclose")),

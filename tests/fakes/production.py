@@ -7,8 +7,8 @@ from typing import Any
 
 from agent.settings import Settings, load_settings
 from agent.state import TutorKind, TutorModels
-from agent.workers.models import english_realtime_models, pipeline_tutor_models
-from tests.fakes.cluster import ORCHESTRATOR_WORKER
+from agent.tutors.roster import Roster, roster_for
+from agent.workers.models import pipeline_tutor_models, realtime_tutor_models
 from tests.fakes.llm import Reply, ToolCall, call, say
 from tests.fakes.openai_server import API_KEY, ChatCall, FakeOpenAI, RealtimeCall
 
@@ -72,17 +72,17 @@ def realtime_script(call_: RealtimeCall) -> Reply:
     return say("A noun names a person, place or thing.")
 
 
-def production_models(
-    settings: Settings,
-) -> Any:
-    """The cluster's jobs get exactly what the two workers' entrypoints build."""
+def production_models(settings: Settings, roster: Roster | None = None) -> Any:
+    """The cluster's jobs get exactly what the workers' prewarm and entrypoint build (from
+    the settings' roster unless `roster` is given)."""
+    roster = roster or roster_for(settings)
 
     def models(worker: str) -> tuple[dict[TutorKind, TutorModels], dict[str, Any]]:
-        if worker == ORCHESTRATOR_WORKER:
-            tutor_models = pipeline_tutor_models(settings)
-            orchestrator = tutor_models["orchestrator"]
-            return tutor_models, {"llm": orchestrator.llm, "tts": orchestrator.tts}
-        english = english_realtime_models(settings)
-        return {"english": english}, {"tts": english.tts}
+        own = roster.default_tutor(worker)
+        if roster.mode_of(worker) == "pipeline":
+            tutor_models = pipeline_tutor_models(settings, roster)
+            return tutor_models, {"llm": tutor_models[own].llm, "tts": tutor_models[own].tts}
+        realtime = realtime_tutor_models(settings, roster, own)
+        return {own: realtime}, {"tts": realtime.tts}
 
     return models

@@ -1,4 +1,5 @@
-"""An in-memory room: participants with RPC and presence, and a timeline of who speaks.
+"""An in-memory room: participants with RPC, presence and attributes, and a timeline of who
+speaks.
 
 Each participant gets a `MemoryRoom` view implementing `agent.handover.HandoverRoom`.
 `join_delay` and `rpc_delay` simulate the network and a worker's job start.
@@ -8,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 
@@ -27,6 +28,9 @@ class RoomHub:
     rpc_delay: float = 0.0
     timeline: list[FloorEvent] = field(default_factory=list)
     students: set[str] = field(default_factory=set)
+    # each participant's attributes, and every change in order: (identity, what was set)
+    attributes: dict[str, dict[str, str]] = field(default_factory=dict)
+    attribute_changes: list[tuple[str, dict[str, str]]] = field(default_factory=list)
     _present: dict[str, MemoryRoom] = field(default_factory=dict)
     _changed: asyncio.Condition = field(default_factory=asyncio.Condition)
 
@@ -96,6 +100,12 @@ class RoomHub:
                 started = None
         return spans
 
+    async def until(self, predicate: Callable[[], bool], timeout: float = 10.0) -> None:
+        """Wait until `predicate()` holds; re-checked whenever someone joins, leaves or sets
+        attributes."""
+        async with asyncio.timeout(timeout), self._changed:
+            await self._changed.wait_for(predicate)
+
     def _record(self, identity: str, what: str) -> None:
         self.timeline.append(FloorEvent(time.monotonic(), identity, what))
 
@@ -148,6 +158,17 @@ class MemoryRoom:
 
     async def leave(self) -> None:
         await self.hub.leave(self._identity)
+
+    async def set_attributes(self, attributes: dict[str, str]) -> None:
+        """As `LocalParticipant.set_attributes`: merged into this participant's attributes."""
+        if not self.is_present(self._identity):
+            raise RpcFailed(f"{self._identity} is not in the room")
+        self.hub.attributes[self._identity] = {
+            **self.hub.attributes.get(self._identity, {}),
+            **attributes,
+        }
+        self.hub.attribute_changes.append((self._identity, dict(attributes)))
+        await self.hub._notify()
 
     @asynccontextmanager
     async def speaking(self) -> AsyncIterator[None]:

@@ -15,6 +15,7 @@ from agent.safety.guard import SafetyGuard
 from agent.session import create_session
 from agent.state import SessionUserdata, TutorKind, TutorModels
 from agent.tutors import build_tutor
+from agent.tutors.roster import Roster, default_roster
 from tests.fakes.llm import Reply, RequestLog, ScriptedLLM, say
 
 GREETING = "Hi! I can help with maths, history and English. What would you like to learn?"
@@ -35,7 +36,7 @@ class Tutoring:
         return await self.session.run(user_input=text)
 
 
-KINDS: tuple[TutorKind, ...] = ("orchestrator", "math", "history", "english")
+KINDS: tuple[TutorKind, ...] = tuple(default_roster().tutors)  # the shipped roster's
 
 
 @asynccontextmanager
@@ -47,14 +48,17 @@ async def tutoring(
     voices: Mapping[TutorKind, tts.TTS] | None = None,
     audio_output: io.AudioOutput | None = None,
     safety: SafetyGuard | None = None,
+    roster: Roster | None = None,
 ) -> AsyncIterator[Tutoring]:
-    """A started session whose `first` tutor has spoken its opening (`opening` script reply).
+    """A started session whose `first` tutor has spoken its opening (`opening` script reply),
+    with every tutor of `roster` (default: the shipped one) on a scripted LLM in-session.
 
     Text only, unless `voices` (a TTS per tutor) and an `audio_output` are given.
     """
+    roster = roster or default_roster()
     log = RequestLog()
     llms: dict[TutorKind, ScriptedLLM] = {}
-    for kind in KINDS:
+    for kind in roster.tutors:
         script = list(scripts.get(kind, ()))
         if kind == first:
             script.insert(0, opening or say(GREETING))
@@ -62,6 +66,7 @@ async def tutoring(
     userdata = SessionUserdata(
         student_identity="student-1",
         room_name="room-1",
+        roster=roster,
         tutor_models={
             kind: TutorModels(llm=fake, tts=voices[kind] if voices else NOT_GIVEN)
             for kind, fake in llms.items()

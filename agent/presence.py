@@ -1,0 +1,73 @@
+"""Publishes which tutor has the floor, as attributes of the worker's participant.
+
+The student's page reads `tutor.kind` and `tutor.title` from the tutor participant's
+attributes to show who is speaking. Publishing is best effort and off the voice path: it
+never delays or breaks a turn, and a failure is logged, not raised.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Protocol
+
+from livekit import rtc
+
+logger = logging.getLogger("tutor.presence")
+
+KIND_ATTRIBUTE = "tutor.kind"
+TITLE_ATTRIBUTE = "tutor.title"
+PUBLISH_TIMEOUT = 5.0
+
+_pending: set[asyncio.Task[None]] = set()
+
+
+class AttributePublisher(Protocol):
+    """What can carry the attributes: the worker's local participant (see `RoomAttributes`)."""
+
+    async def set_attributes(self, attributes: dict[str, str]) -> None: ...
+
+
+class RoomAttributes:
+    """`AttributePublisher` over a connected `livekit.rtc.Room`'s local participant."""
+
+    def __init__(self, room: rtc.Room) -> None:
+        self._room = room
+
+    async def set_attributes(self, attributes: dict[str, str]) -> None:
+        if not self._room.isconnected():
+            logger.debug("not publishing the tutor: the room is not connected")
+            return
+        await self._room.local_participant.set_attributes(attributes)
+
+
+def tutor_attributes(kind: str, title: str) -> dict[str, str]:
+    return {KIND_ATTRIBUTE: kind, TITLE_ATTRIBUTE: title}
+
+
+def publish_tutor(publisher: AttributePublisher | None, kind: str, title: str) -> None:
+    """Publish `kind` and `title` in the background (nothing to do without a publisher)."""
+    if publisher is None:
+        return
+    task = asyncio.create_task(
+        _publish(publisher, tutor_attributes(kind, title)), name="publish_tutor"
+    )
+    _pending.add(task)
+    task.add_done_callback(_pending.discard)
+
+
+async def wait_published() -> None:
+    """Wait for the publications in flight (tests)."""
+    await asyncio.gather(*_pending, return_exceptions=True)
+
+
+async def _publish(publisher: AttributePublisher, attributes: dict[str, str]) -> None:
+    try:
+        async with asyncio.timeout(PUBLISH_TIMEOUT):
+            await publisher.set_attributes(attributes)
+    except Exception as e:
+        logger.warning(
+            "could not publish the active tutor: %s",
+            type(e).__name__,
+            extra={"tutor": attributes[KIND_ATTRIBUTE]},
+        )

@@ -1,0 +1,100 @@
+"""What a named worker of the roster builds once per process and does for each job.
+
+A worker module (`named.py`, and `orchestrator.py` / `english.py` for the shipped roster's
+two) resolves which worker it is and keeps its module-level `prewarm` and `entrypoint`
+(the framework pickles them by name into its job processes) as one-line calls into here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from livekit.agents import JobContext, JobProcess
+
+from agent.settings import Settings
+from agent.state import TutorKind, TutorModels
+from agent.tutors.roster import Roster
+from agent.workers.models import pipeline_tutor_models, realtime_tutor_models, session_stt
+from agent.workers.process import job_moderator, job_writer, prewarm_process
+from agent.workers.runner import serve_room_job
+from agent.workers.turns import turn_handling, vad_options
+
+TUTOR_MODELS_KEY = "tutor_models"
+
+
+@dataclass(frozen=True)
+class WorkerPlan:
+    """One named worker of the roster, with the settings it runs with."""
+
+    settings: Settings
+    roster: Roster
+    name: str
+
+    @property
+    def pipeline(self) -> bool:
+        return self.roster.mode_of(self.name) == "pipeline"
+
+    @property
+    def default_tutor(self) -> TutorKind:
+        return self.roster.default_tutor(self.name)
+
+
+def worker_plan_or_exit(settings: Settings, roster: Roster, name: str) -> WorkerPlan:
+    """The plan of worker `name`, or one clear line and a non-zero exit."""
+    if name not in roster.workers:
+        known = ", ".join(roster.workers)
+        raise SystemExit(
+            f"{name}: not a worker of the tutor roster {roster.source} (its workers: {known})"
+        )
+    return WorkerPlan(settings, roster, name)
+
+
+def prewarm_worker(proc: JobProcess, plan: WorkerPlan) -> None:
+    """Once per job process, before its job: the model clients (their TLS contexts and
+    connection pools), on a pipeline worker the Silero VAD and the STT, then the records
+    store, the moderation client and the trace exporter."""
+    settings, roster = plan.settings, plan.roster
+    if plan.pipeline:
+        from livekit.plugins import silero  # only pipeline workers load the VAD
+
+        proc.userdata["vad"] = silero.VAD.load(**vad_options(settings))
+        # every tutor: its own, and a realtime worker's tutor for when it cannot be reached
+        proc.userdata[TUTOR_MODELS_KEY] = pipeline_tutor_models(settings, roster)
+        # streaming transcription keeps loop-bound state: it is built in the job instead
+        proc.userdata["stt"] = None if settings.stt_streaming else session_stt(settings)
+    else:
+        proc.userdata[TUTOR_MODELS_KEY] = {
+            kind: realtime_tutor_models(settings, roster, kind)
+            for kind in roster.hosted_on(plan.name)
+        }
+    prewarm_process(proc, settings, plan.name)
+
+
+async def serve_worker_job(ctx: JobContext, plan: WorkerPlan) -> None:
+    """A job of this worker: the tutor its dispatch names (else its default tutor), with
+    every tutor hosted elsewhere reachable across workers."""
+    settings = plan.settings
+    tutor_models: dict[TutorKind, TutorModels] = ctx.proc.userdata[TUTOR_MODELS_KEY]
+    own = tutor_models[plan.default_tutor]
+    if plan.pipeline:
+        session_models = {
+            "stt": ctx.proc.userdata["stt"] or session_stt(settings),
+            "vad": ctx.proc.userdata["vad"],
+            "llm": own.llm,
+            "tts": own.tts,
+            "turn_handling": turn_handling(settings),
+        }
+    else:
+        session_models = {"tts": own.tts}
+    await serve_room_job(
+        ctx,
+        kind=plan.default_tutor,
+        settings=settings,
+        tutor_models=tutor_models,
+        session_models=session_models,
+        workers=plan.roster.elsewhere(plan.name),
+        worker=plan.name,
+        records=job_writer(ctx, settings),
+        moderator=job_moderator(ctx),
+        roster=plan.roster,
+    )

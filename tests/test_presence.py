@@ -1,0 +1,105 @@
+"""The active tutor is published as the worker participant's attributes for the student's
+page, on entering (in-session or after a crossing), and a failure never breaks a turn."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import pytest
+
+from agent.dispatch_metadata import dispatch_metadata
+from agent.presence import KIND_ATTRIBUTE, TITLE_ATTRIBUTE, wait_published
+from tests.fakes.cluster import ENGLISH_WORKER, ORCHESTRATOR_WORKER, Cluster
+from tests.fakes.llm import call, say
+from tests.fakes.room import RoomHub
+from tests.fakes.tutoring import tutoring
+
+QUESTION = "What is 7 times 8?"
+NOUN = "What is a noun?"
+WAIT = 10.0
+
+
+def title_of(hub: RoomHub, identity: str) -> str | None:
+    return hub.attributes.get(identity, {}).get(TITLE_ATTRIBUTE)
+
+
+async def test_a_handoff_changes_the_published_tutor_title() -> None:
+    scripts = {
+        "orchestrator": [say("Hi!"), call("route_to_math", question_summary=QUESTION)],
+        "math": [say("56.")],
+    }
+    cluster = Cluster(RoomHub(), scripts)
+    hub = cluster.hub
+    try:
+        job = await cluster.start_job(
+            ORCHESTRATOR_WORKER, dispatch_metadata(session="s-p", student="kid-1")
+        )
+        await hub.until(lambda: title_of(hub, job.identity) == "main tutor", WAIT)
+
+        await job.session.run(user_input=QUESTION)
+        await hub.until(lambda: title_of(hub, job.identity) == "Mathematics tutor", WAIT)
+
+        assert hub.attributes[job.identity] == {
+            KIND_ATTRIBUTE: "math",
+            TITLE_ATTRIBUTE: "Mathematics tutor",
+        }
+        assert [change[TITLE_ATTRIBUTE] for _, change in hub.attribute_changes] == [
+            "main tutor",
+            "Mathematics tutor",
+        ]
+    finally:
+        await cluster.close()
+
+
+async def test_the_tutor_of_another_worker_publishes_itself_once_it_has_the_floor() -> None:
+    scripts = {
+        "orchestrator": [say("Hi!"), call("route_to_english", question_summary=NOUN)],
+        "english_rt": [say("A noun names a thing.")],
+    }
+    cluster = Cluster(RoomHub(), scripts)
+    hub = cluster.hub
+    try:
+        first = await cluster.start_job(
+            ORCHESTRATOR_WORKER, dispatch_metadata(session="s-p", student="kid-1")
+        )
+        await asyncio.wait_for(first.spoke.wait(), WAIT)
+        await first.session.run(user_input=NOUN)
+        english = await cluster.job(ENGLISH_WORKER, 1)
+        await hub.until(lambda: title_of(hub, english.identity) == "English tutor", WAIT)
+
+        assert hub.attributes[english.identity][KIND_ATTRIBUTE] == "english"
+        assert not hub.is_present(first.identity)  # published after the outgoing tutor left
+        assert [who for who, _ in hub.attribute_changes] == [first.identity, english.identity]
+    finally:
+        await cluster.close()
+
+
+class BrokenParticipant:
+    def __init__(self) -> None:
+        self.calls = 0
+
+    async def set_attributes(self, attributes: dict[str, str]) -> None:
+        self.calls += 1
+        raise ConnectionError("the room is gone")
+
+
+async def test_a_failed_publication_is_logged_and_the_handoff_goes_on(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    scripts = {
+        "orchestrator": [call("route_to_math", question_summary=QUESTION)],
+        "math": [say("56.")],
+    }
+    async with tutoring(scripts) as t:
+        broken = BrokenParticipant()
+        t.userdata.presence = broken
+        with caplog.at_level(logging.WARNING, logger="tutor.presence"):
+            result = await t.turn(QUESTION)
+            await wait_published()
+
+        messages = [e.item.text_content for e in result.events if e.type == "message"]
+        assert messages[-1] == "56."
+        assert broken.calls == 1
+        [warning] = [r for r in caplog.records if r.name == "tutor.presence"]
+        assert "ConnectionError" in warning.getMessage()
