@@ -50,6 +50,10 @@ class LiveKitHandoverRoom:
     def is_present(self, identity: str) -> bool:
         return identity in self._room.remote_participants
 
+    def other_tutors(self) -> list[str]:
+        agent = rtc.ParticipantKind.PARTICIPANT_KIND_AGENT
+        return [p.identity for p in self._room.remote_participants.values() if p.kind == agent]
+
     async def wait_until_present(self, identity: str) -> None:
         while not self.is_present(identity):
             self._changed.clear()

@@ -52,6 +52,20 @@ async def test_the_tutor_leaves_when_the_student_leaves() -> None:
         assert job.session is not None and not job.session._started
 
 
+async def test_a_second_orchestrator_for_a_served_room_leaves_without_a_word() -> None:
+    """A re-dispatch racing a slow first job (the web service's watchdog): two tutors must
+    never talk to one student at once."""
+    async with lesson({}) as (cluster, job, _student):
+        duplicate = await cluster.start_job(
+            ORCHESTRATOR_WORKER, dispatch_metadata(session="s-1", student=STUDENT)
+        )
+        await asyncio.wait_for(duplicate.ended.wait(), WAIT)
+        assert duplicate.session is None and duplicate.said == []
+        assert duplicate.end_reason == "another tutor already serves this room"
+        assert cluster.hub.present() == [job.identity]
+        assert not job.ended.is_set() and job.said == ["Hi!"]
+
+
 async def test_the_english_tutor_leaves_when_the_student_leaves_it() -> None:
     scripts = {
         "orchestrator": [call("route_to_english", question_summary=NOUN)],

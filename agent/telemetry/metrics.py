@@ -25,6 +25,10 @@ CROSSING_FALLBACKS = Counter(
     "Cross-worker handovers that fell back, by target tutor and reason",
     ["to_tutor", "reason"],
 )
+DUPLICATE_JOBS = Counter(
+    "tutor_duplicate_jobs_total",
+    "Jobs that found another tutor already serving their room and left without a word",
+)
 DISPATCH_RETRIES = Counter(
     "tutor_dispatch_retries_total",
     "Dispatch API attempts after the first, by target worker",

@@ -23,6 +23,7 @@ from agent.safety.moderation import Moderator
 from agent.session import create_session
 from agent.settings import Settings
 from agent.state import SessionUserdata, TutorKind, TutorModels
+from agent.telemetry.metrics import DUPLICATE_JOBS
 from agent.tutors.roster import Roster, default_roster
 from agent.workers.models import dispatcher_for
 
@@ -51,10 +52,22 @@ class JobDeps:
 
 async def run_tutor_job(
     ctx: JobContext, *, kind: TutorKind, settings: Settings, deps: JobDeps
-) -> AgentSession[SessionUserdata]:
+) -> AgentSession[SessionUserdata] | None:
     """Start the tutor the dispatch names (if this worker hosts it), else the `kind` tutor,
-    for `ctx`'s job and return its running session."""
+    for `ctx`'s job and return its running session; None if another tutor already serves
+    the room and this job was a duplicate (it leaves without a word)."""
     plan = plan_job(ctx.job.metadata)
+    others = deps.handover_room.other_tutors() if deps.handover_room is not None else []
+    if others and not plan.is_handover:
+        # a second dispatch for a student already served (e.g. the web service's
+        # re-dispatch racing a slow first job): two tutors must never talk at once
+        DUPLICATE_JOBS.inc()
+        logger.warning(
+            "another tutor already serves this room: leaving",
+            extra={"room": ctx.room.name, "session": plan.session_id, "others": len(others)},
+        )
+        ctx.shutdown(reason="another tutor already serves this room")
+        return None
     userdata = SessionUserdata(
         room_name=ctx.room.name,
         tutor_models=deps.tutor_models,

@@ -145,6 +145,9 @@ class MemoryRoom:
         except TimeoutError as e:
             raise RpcFailed(f"{method} on {destination} timed out") from e
 
+    def other_tutors(self) -> list[str]:
+        return [identity for identity in self.hub.present() if identity != self._identity]
+
     def is_present(self, identity: str) -> bool:
         return identity in self.hub._present
 
