@@ -132,6 +132,10 @@ class Settings(LiveKitSettings, RecordsSettings, TurnSettings):
     drain_timeout: int = Field(default=600, ge=0)
     job_memory_limit_mb: float = Field(default=0, ge=0)
 
+    # captions (the page's) in step with the tutor's voice; false: sent as soon as the text
+    # is ready, which saves the framework's speaking-rate analysis of every reply
+    captions_synced: bool = True
+
     # where fixed lines' audio is kept once synthesised (empty: a temp directory)
     line_cache_dir: str = ""
 

@@ -203,3 +203,16 @@ async def test_replicas_sharing_a_network_get_their_own_health_port_and_check(
 
 async def _never_called(ctx: object) -> None:
     raise AssertionError("no job is dispatched in this test")
+
+
+def test_the_session_listens_to_the_student_only_and_captions_follow_the_setting() -> None:
+    from livekit.agents import NOT_GIVEN
+
+    from agent.workers.runner import room_options
+
+    synced = room_options("kid-7", load_settings())
+    assert synced.participant_identity == "kid-7"
+    assert synced.get_text_output_options().sync_transcription is True  # type: ignore[union-attr]
+    ahead = room_options("", load_settings(captions_synced=False))
+    assert ahead.participant_identity is NOT_GIVEN
+    assert ahead.get_text_output_options().sync_transcription is False  # type: ignore[union-attr]

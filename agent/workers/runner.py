@@ -8,8 +8,8 @@ from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from livekit.agents import Agent, AgentSession, CloseEvent, JobContext
-from livekit.agents.voice.room_io import RoomOptions
+from livekit.agents import NOT_GIVEN, Agent, AgentSession, CloseEvent, JobContext
+from livekit.agents.voice.room_io import RoomOptions, TextOutputOptions
 
 from agent.crossing import Crossing, DispatchClient
 from agent.handover import HandoverRoom
@@ -89,9 +89,8 @@ async def run_tutor_job(
         )
         userdata.safety.attach(session)
     start_options = dict(deps.start_options)
-    if plan.student and "room" in start_options:
-        # listen to the student, never to the other tutor sharing the room
-        start_options["room_options"] = RoomOptions(participant_identity=plan.student)
+    if "room" in start_options:
+        start_options["room_options"] = room_options(plan.student, settings)
 
     leaving = False  # set once: this job is on its way out of the room
     watcher: asyncio.Task[None] | None = None  # ends the job when the student leaves
@@ -167,6 +166,16 @@ async def run_tutor_job(
         timeout=settings.handover_ready_timeout,
     )
     return session
+
+
+def room_options(student: str, settings: Settings) -> RoomOptions:
+    """How the session uses the room: it listens to the student only (never to another
+    tutor sharing the room), and sends captions in step with the voice, or as soon as the
+    text is ready (`CAPTIONS_SYNCED=false`: no speaking-rate analysis of every reply)."""
+    return RoomOptions(
+        participant_identity=student or NOT_GIVEN,
+        text_output=TextOutputOptions(sync_transcription=settings.captions_synced),
+    )
 
 
 def job_tutor(
