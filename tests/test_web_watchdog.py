@@ -24,7 +24,7 @@ from agent.records.store import utc_now
 from agent.web.watchdog import SummonPolicy, TutorStatus, find_visit, summon_tutor
 from tests.fakes.twirp import DEFAULT_SECRET, TwirpDispatchServer
 from tests.support.databases import RecordsDatabase
-from tests.support.web import Site, open_site, unused_port
+from tests.support.web import Site, open_site, sign_in, unused_port
 
 AGENT = "learning-orchestrator"
 
@@ -156,6 +156,11 @@ async def test_it_gives_up_after_the_limit_says_so_counts_and_records_it(
     row = await stage.visit_row(joined["room"])
     assert row.dispatches == 3 and row.gave_up_at is not None
     assert counted("gave_up") == before + 1  # counted once, however often the page asks
+    # and the teacher sees it
+    async with stage.site.client() as teacher:
+        assert await sign_in(teacher, "rivera") == 303
+        sessions = (await teacher.get("/api/teacher/sessions")).json()
+    assert [s["gave_up"] for s in sessions if s["id"] == row.session_id] == [True]
 
 
 async def test_dispatches_of_one_visit_are_spaced_by_the_arrival_timeout(

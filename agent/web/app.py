@@ -400,6 +400,7 @@ def create_app(settings: WebSettings, store: RecordsStore | None = None) -> Fast
                 "ended_at": s.ended_at,
                 "length_s": s.length_s,
                 "tutor_joined": s.tutor_joined,
+                "gave_up": s.gave_up,
                 "subjects": s.subjects,
                 "flags": s.flags,
                 "urgent_flags": s.urgent_flags,

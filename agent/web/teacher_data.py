@@ -56,6 +56,7 @@ class SessionView:
     started_at: datetime
     ended_at: datetime | None
     tutor_joined: bool
+    gave_up: bool  # no tutor came after every dispatch allowed
     subjects: list[str]
     flags: int
     urgent_flags: int
@@ -139,6 +140,7 @@ async def sessions_for(
             VisitRow.session_id,
             VisitRow.student_name,
             VisitRow.created_at,
+            VisitRow.gave_up_at,
             ClassRow.code,
             ClassRow.name,
             SessionRow.started_at,
@@ -164,6 +166,7 @@ async def sessions_for(
             started_at=row.started_at or row.created_at,
             ended_at=row.ended_at,
             tutor_joined=row.started_at is not None,
+            gave_up=row.gave_up_at is not None and row.started_at is None,
             subjects=[tutor_title(kind) for kind in subjects.get(row.session_id, [])],
             flags=row.flags,
             urgent_flags=row.urgent,
