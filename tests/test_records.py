@@ -306,3 +306,31 @@ async def test_the_migrations_build_exactly_the_tables_the_models_declare(
     finally:
         await store.aclose()
     assert differences == []
+
+
+async def test_a_jobs_last_records_are_written_when_the_framework_shuts_it_down(
+    database: RecordsDatabase,
+) -> None:
+    """`job_writer`'s shutdown callback, called the way the framework's job process calls
+    every one (with the shutdown reason), writes what the job still holds."""
+    from livekit.agents.testing import fake_job_context
+
+    from agent.settings import load_settings
+    from agent.workers.process import RECORDS_KEY, job_writer
+
+    settings = load_settings(records_url=database.url)
+    store = database.store()
+    try:
+        with fake_job_context() as ctx:
+            ctx.proc.userdata[RECORDS_KEY] = store
+            writer = job_writer(ctx, settings)
+            assert writer is not None
+            writer.submit(SessionStarted("s-end", "kid-1", "room"))
+            writer.submit(TurnRecord("s-end", "i1", "student", "bye", at=1_790_000_000.0))
+            # livekit.agents.ipc.job_proc_lazy_main: `await callback(shutdown_info.reason)`
+            for callback in ctx._shutdown_callbacks:
+                await callback("student left")
+        exported = await store.export("s-end")
+    finally:
+        await store.aclose()
+    assert exported is not None and spoken(exported) == [("student", "bye")]

@@ -121,7 +121,13 @@ def job_writer(ctx: JobContext, settings: Settings) -> RecordWriter | None:
     if store is None:
         return None
     writer = RecordWriter(store, flush_timeout=settings.records_flush_timeout)
-    ctx.add_shutdown_callback(writer.aclose)
+
+    # no parameter: the framework passes the shutdown reason to a callback that takes one
+    # (it would land in `aclose`'s timeout)
+    async def flush_records() -> None:
+        await writer.aclose()
+
+    ctx.add_shutdown_callback(flush_records)
     return writer
 
 
