@@ -599,9 +599,10 @@ class Outcome:
         cost = self.held.cpu_per_session()
         return int(self.held.n * cost / (cost + WEBRTC_CORE_PER_SESSION))
 
-    def default_refuses_at(self) -> int | None:
+    def default_refuses(self) -> list[int]:
+        """The levels during which the framework's default load reached its threshold."""
         threshold = self.defaults.load_threshold
-        return next((lv.n for lv in self.levels if lv.default_load_max >= threshold), None)
+        return [lv.n for lv in self.levels if lv.default_load_max >= threshold]
 
 
 def level_table(outcome: Outcome) -> str:
@@ -671,15 +672,17 @@ def summary_table(outcome: Outcome) -> str:
         memory = (
             f"PSS {held.pss_mib():.0f} MiB, USS {held.uss_mib():.0f} MiB per session (at {held.n})"
         )
-    refuses = outcome.default_refuses_at()
-    highest = max(lv.default_load_max for lv in outcome.levels)
+    refuses = outcome.default_refuses()
+    last = outcome.levels[-1]
     framework_admission = (
         f"load = whole machine's CPU averaged over 2.5 s, refused from {d.load_threshold:g}: "
         + (
-            f"would have refused new jobs from {refuses} session(s) on"
+            f"would have refused new jobs during the level(s) with {', '.join(map(str, refuses))}"
+            f" session(s) (whatever else runs on the machine counts)"
             if refuses
-            else f"never refused here (highest {highest:.2f}; jobs on 1 of {cores} cores)"
+            else "never refused here"
         )
+        + f"; {last.default_load_max:.2f} at most with {last.n} sessions on 1 of {cores} cores"
     )
     project_admission = (
         f"load = jobs / capacity, refused at 1.0: WORKER_SESSIONS_PER_CORE = "
