@@ -5,7 +5,16 @@ from __future__ import annotations
 import importlib
 import sys
 
-BENCHMARKS = ("handoff", "soak", "density", "moderation", "startup", "turns", "crossing")
+BENCHMARKS = (
+    "handoff",
+    "soak",
+    "density",
+    "moderation",
+    "startup",
+    "turns",
+    "crossing",
+    "capacity",
+)
 
 
 def main(argv: list[str]) -> int:

@@ -239,6 +239,11 @@ class RealtimeSink(io.AudioOutput):
     ends a segment, whose `playback_finished` comes once it has played out; `clear_buffer`
     drops what has not played and finishes the segment as interrupted; pause holds the
     playhead.
+
+    `underruns` lists the silences inside a segment (seconds): a frame captured after the
+    audio captured before it would have finished playing, on a playhead that runs from the
+    capture times alone (as the native audio source's buffer plays, however late this
+    process's own player task runs).
     """
 
     def __init__(self, *, sample_rate: int = 24000) -> None:
@@ -258,16 +263,26 @@ class RealtimeSink(io.AudioOutput):
         self._started = False
         self._player: asyncio.Task[None] | None = None
         self.played_seconds = 0.0
+        self.underruns: list[float] = []
+        self._buffered_until = 0.0  # when the audio captured so far would have played out
+        self._continuing = False  # a frame of this segment was captured and not cleared
+        self._paused_at: float | None = None
 
     async def capture_frame(self, frame: rtc.AudioFrame) -> None:
         await super().capture_frame(frame)
         if self._player is None:
             self._player = asyncio.create_task(self._play(), name="RealtimeSink._play")
+        now = time.monotonic()
+        if self._continuing and self._paused_at is None and now > self._buffered_until:
+            self.underruns.append(now - self._buffered_until)
+        self._buffered_until = max(self._buffered_until, now) + frame.duration
+        self._continuing = True  # the next frame continues this segment's audio
         self._segment_open = True
         self._queue.put_nowait(frame)
 
     def flush(self) -> None:
         super().flush()
+        self._continuing = False
         if not self._segment_open:
             return
         self._segment_open = False
@@ -279,6 +294,7 @@ class RealtimeSink(io.AudioOutput):
         while not self._queue.empty():
             dropped_end |= isinstance(self._queue.get_nowait(), _SegmentEnd)
         self._generation += 1
+        self._continuing = False  # nothing left to play: the next frame starts afresh
         if dropped_end:
             self._finish(interrupted=True)
         elif self._segment_open:
@@ -287,10 +303,15 @@ class RealtimeSink(io.AudioOutput):
     def pause(self) -> None:
         super().pause()
         self._playing.clear()
+        if self._paused_at is None:
+            self._paused_at = time.monotonic()
 
     def resume(self) -> None:
         super().resume()
         self._playing.set()
+        if self._paused_at is not None:  # the buffered audio waited, it did not play
+            self._buffered_until += time.monotonic() - self._paused_at
+            self._paused_at = None
 
     async def aclose(self) -> None:
         if self._player is not None:
