@@ -57,8 +57,13 @@ def publish_tutor(publisher: AttributePublisher | None, kind: str, title: str) -
 
 
 async def wait_published() -> None:
-    """Wait for the publications in flight (tests)."""
-    await asyncio.gather(*_pending, return_exceptions=True)
+    """Wait for this event loop's publications in flight (tests). A publication left
+    behind by a loop that has closed never finishes: it is dropped, not waited on (a
+    gather over it would touch that closed loop)."""
+    loop = asyncio.get_running_loop()
+    for task in [t for t in _pending if t.get_loop().is_closed()]:
+        _pending.discard(task)
+    await asyncio.gather(*(t for t in _pending if t.get_loop() is loop), return_exceptions=True)
 
 
 async def _publish(publisher: AttributePublisher, attributes: dict[str, str]) -> None:

@@ -290,7 +290,8 @@ class Tap(logging.Handler):
 
     def loop_exception(self, loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
         error = context.get("exception")
-        self.errors.append(f"asyncio: {context.get('message')} {error!r}")
+        where = context.get("task") or context.get("future") or context.get("handle") or ""
+        self.errors.append(f"asyncio: {context.get('message')} {error!r} {where!r}"[:500])
 
 
 @contextmanager

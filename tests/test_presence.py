@@ -103,3 +103,27 @@ async def test_a_failed_publication_is_logged_and_the_handoff_goes_on(
         assert broken.calls == 1
         [warning] = [r for r in caplog.records if r.name == "tutor.presence"]
         assert "ConnectionError" in warning.getMessage()
+
+
+async def test_a_publication_left_by_a_closed_loop_does_not_break_waiting_in_another() -> None:
+    """A job's loop can close with a publication in flight (a test's, a crashed job's):
+    waiting for this loop's publications must neither wait on it nor touch its loop."""
+    import asyncio
+
+    from agent.presence import publish_tutor, wait_published
+
+    class Stuck:
+        async def set_attributes(self, attributes: dict[str, str]) -> None:
+            await asyncio.Event().wait()
+
+    def leave_one_behind() -> None:
+        async def publish() -> None:
+            publish_tutor(Stuck(), "math", "Mathematics tutor")
+            await asyncio.sleep(0)  # the publication starts, then this loop is closed
+
+        loop = asyncio.new_event_loop()
+        loop.run_until_complete(publish())
+        loop.close()
+
+    await asyncio.to_thread(leave_one_behind)
+    await asyncio.wait_for(wait_published(), timeout=5)
