@@ -132,6 +132,10 @@ class Settings(LiveKitSettings, RecordsSettings, TurnSettings):
     drain_timeout: int = Field(default=600, ge=0)
     job_memory_limit_mb: float = Field(default=0, ge=0)
 
+    # the student's audio as a pipeline session receives it: 16 kHz is what Silero VAD and
+    # the end-of-turn model run at (no resampling of every frame); 24 kHz is the framework's
+    audio_input_sample_rate: Literal[16000, 24000, 48000] = 16000
+
     # captions (the page's) in step with the tutor's voice; false: sent as soon as the text
     # is ready, which saves the framework's speaking-rate analysis of every reply
     captions_synced: bool = True

@@ -88,6 +88,7 @@ class JobSpec:
     seconds: float
     frame_ms: int
     first_pause: float
+    input_rate: int  # the student's audio as the session receives it (Hz)
 
 
 @dataclass
@@ -186,7 +187,7 @@ async def job_entrypoint(ctx: JobContext) -> None:
     settings = orchestrator.settings
     sink = RealtimeSink()
     student = SimStudent(
-        load_clip(FIXTURE, sample_rate=24000),
+        load_clip(FIXTURE, sample_rate=spec.input_rate),
         sink,
         talk_seconds=spec.seconds,
         frame_ms=spec.frame_ms,
@@ -514,7 +515,9 @@ async def run_level(
                 room, channel = await hub.arrivals.get()
                 channels[room] = channel
                 i = rooms[room]
-                spec = JobSpec(i, opts.talk(n), opts.frame_ms, STAGGER_SECONDS * i / n)
+                spec = JobSpec(
+                    i, opts.talk(n), opts.frame_ms, STAGGER_SECONDS * i / n, opts.input_rate
+                )
                 await channel.send("spec", dataclasses.asdict(spec))
             pids = await asyncio.gather(*(c.receive("ready") for c in channels.values()))
         setup_wall = time.monotonic() - started
@@ -821,11 +824,18 @@ class Options:
     append: bool
     stop: bool  # stop at the first level that breaks
     pin: bool
+    input_rate: int  # the student's audio as the sessions receive it (Hz)
     baseline_factor: float = 1.0  # the single session talks this much longer (more samples)
     worker: str = "learning-orchestrator"
 
     def talk(self, n: int) -> float:
         return self.seconds * (self.baseline_factor if n == 1 else 1.0)
+
+
+def project_input_rate() -> int:
+    from agent.settings import Settings
+
+    return int(Settings.model_fields["audio_input_sample_rate"].default)
 
 
 def parse_options(argv: list[str]) -> Options:
@@ -851,6 +861,13 @@ def parse_options(argv: list[str]) -> Options:
         "--all-levels", action="store_true", help="run every level, not stop at the first break"
     )
     parser.add_argument("--no-pin", action="store_true", help="do not pin the job processes")
+    parser.add_argument(
+        "--input-rate",
+        type=int,
+        choices=(16000, 24000),
+        help="the student's audio as the sessions receive it, Hz (default: the project's "
+        "AUDIO_INPUT_SAMPLE_RATE; 24000 is the framework's)",
+    )
     parser.add_argument("--no-append", action="store_true", help="do not write BENCHMARKS.md")
     args = parser.parse_args(argv)
     try:
@@ -867,6 +884,7 @@ def parse_options(argv: list[str]) -> Options:
         append=not args.no_append,
         stop=not args.all_levels,
         pin=not args.no_pin,
+        input_rate=args.input_rate or project_input_rate(),
         baseline_factor=1.0 if args.quick else BASELINE_FACTOR,
     )
 
@@ -983,7 +1001,8 @@ def main(argv: list[str]) -> int:
         threshold=outcome.defaults.load_threshold,
     )
     report(
-        f"Capacity: sessions per worker core in real time, {opts.seconds:g} s of talk"
+        f"Capacity: sessions per worker core in real time, {opts.seconds:g} s of talk, "
+        f"student audio at {opts.input_rate // 1000} kHz"
         + (f" (the single session {opts.talk(1):g} s)" if opts.talk(1) != opts.seconds else ""),
         f"{summary_table(outcome)}\n\n{level_table(outcome)}",
         append=opts.append,

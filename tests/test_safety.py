@@ -214,11 +214,13 @@ async def test_moderation_down_fails_closed_and_open_only_when_the_operator_says
         closed = SafetyGuard(moderator_for(moderation))
         async with tutoring({"orchestrator": [say("A generated answer.")]}, safety=closed) as t:
             result = await t.turn("What is a fraction?")
+        await closed.moderator.aclose()  # an open client would be closed by GC in a later loop
         assert [e.item.text_content for e in result.events if e.type == "message"] == [SORRY_LINE]
         opened = SafetyGuard(moderator_for(moderation), fail_open=True)
         with caplog.at_level(logging.WARNING, logger="tutor.safety"):
             async with tutoring({"orchestrator": [say("A generated answer.")]}, safety=opened) as t:
                 result = await t.turn("What is a fraction?")
+        await opened.moderator.aclose()
     assert [e.item.text_content for e in result.events if e.type == "message"] == [
         "A generated answer."
     ]

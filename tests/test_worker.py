@@ -9,6 +9,7 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import pytest
 from livekit.agents import AgentServer
@@ -213,6 +214,32 @@ def test_the_session_listens_to_the_student_only_and_captions_follow_the_setting
     synced = room_options("kid-7", load_settings())
     assert synced.participant_identity == "kid-7"
     assert synced.get_text_output_options().sync_transcription is True  # type: ignore[union-attr]
-    ahead = room_options("", load_settings(captions_synced=False))
+    assert synced.audio_input is NOT_GIVEN  # a realtime session: the framework's 24 kHz
+    ahead = room_options("", load_settings(captions_synced=False), input_sample_rate=16000)
     assert ahead.participant_identity is NOT_GIVEN
+    assert ahead.get_audio_input_options().sample_rate == 16000  # type: ignore[union-attr]
     assert ahead.get_text_output_options().sync_transcription is False  # type: ignore[union-attr]
+
+
+async def test_pipeline_workers_hear_the_student_at_the_set_rate_realtime_ones_at_24k(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from types import SimpleNamespace
+
+    from agent.state import TutorModels
+    from agent.tutors.roster import roster_for
+    from agent.workers import roster_worker
+
+    heard: dict[str, int | None] = {}
+
+    async def serve(_ctx: object, **job: Any) -> None:
+        heard[job["worker"]] = job["input_sample_rate"]
+
+    monkeypatch.setattr(roster_worker, "serve_room_job", serve)
+    settings = load_settings()
+    roster = roster_for(settings)
+    userdata = {"tutor_models": {kind: TutorModels() for kind in roster.tutors}, "stt": object()}
+    ctx = SimpleNamespace(proc=SimpleNamespace(userdata={**userdata, "vad": object()}))
+    for name in roster.workers:
+        await roster_worker.serve_worker_job(ctx, roster_worker.WorkerPlan(settings, roster, name))  # type: ignore[arg-type]
+    assert heard == {"learning-orchestrator": 16000, "learning-english": None}

@@ -97,4 +97,6 @@ async def serve_worker_job(ctx: JobContext, plan: WorkerPlan) -> None:
         records=job_writer(ctx, settings),
         moderator=job_moderator(ctx),
         roster=plan.roster,
+        # a realtime model takes the framework's 24 kHz; a pipeline the setting's rate
+        input_sample_rate=settings.audio_input_sample_rate if plan.pipeline else None,
     )

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from livekit.agents import NOT_GIVEN, Agent, AgentSession, CloseEvent, JobContext
-from livekit.agents.voice.room_io import RoomOptions, TextOutputOptions
+from livekit.agents.voice.room_io import AudioInputOptions, RoomOptions, TextOutputOptions
 
 from agent.crossing import Crossing, DispatchClient
 from agent.handover import HandoverRoom
@@ -48,6 +48,10 @@ class JobDeps:
     moderator: Moderator | None = None  # None: moderation is off
     roster: Roster | None = None  # None: the default roster
     presence: AttributePublisher | None = None  # where the active tutor is published
+    # the student's audio as the session receives it (None: the framework's 24 kHz, which
+    # a realtime model needs); a pipeline takes 16 kHz, what its VAD and end-of-turn model
+    # run at, so neither resamples every frame
+    input_sample_rate: int | None = None
 
 
 async def run_tutor_job(
@@ -90,7 +94,9 @@ async def run_tutor_job(
         userdata.safety.attach(session)
     start_options = dict(deps.start_options)
     if "room" in start_options:
-        start_options["room_options"] = room_options(plan.student, settings)
+        start_options["room_options"] = room_options(
+            plan.student, settings, input_sample_rate=deps.input_sample_rate
+        )
 
     leaving = False  # set once: this job is on its way out of the room
     watcher: asyncio.Task[None] | None = None  # ends the job when the student leaves
@@ -168,12 +174,19 @@ async def run_tutor_job(
     return session
 
 
-def room_options(student: str, settings: Settings) -> RoomOptions:
+def room_options(
+    student: str, settings: Settings, *, input_sample_rate: int | None = None
+) -> RoomOptions:
     """How the session uses the room: it listens to the student only (never to another
-    tutor sharing the room), and sends captions in step with the voice, or as soon as the
+    tutor sharing the room), at `input_sample_rate` if given (the SDK decodes the student's
+    audio to that rate once), and sends captions in step with the voice, or as soon as the
     text is ready (`CAPTIONS_SYNCED=false`: no speaking-rate analysis of every reply)."""
+    audio_input = (
+        AudioInputOptions(sample_rate=input_sample_rate) if input_sample_rate else NOT_GIVEN
+    )
     return RoomOptions(
         participant_identity=student or NOT_GIVEN,
+        audio_input=audio_input,
         text_output=TextOutputOptions(sync_transcription=settings.captions_synced),
     )
 
@@ -226,6 +239,7 @@ async def serve_room_job(
     records: RecordWriter | None = None,
     moderator: Moderator | None = None,
     roster: Roster | None = None,
+    input_sample_rate: int | None = None,
 ) -> None:
     """A worker's entrypoint body: connect, one dispatch client per job, and run the tutor."""
     await ctx.connect()
@@ -243,5 +257,6 @@ async def serve_room_job(
         moderator=moderator,
         roster=roster,
         presence=RoomAttributes(ctx.room),
+        input_sample_rate=input_sample_rate,
     )
     await run_tutor_job(ctx, kind=kind, settings=settings, deps=deps)
