@@ -176,8 +176,8 @@ async def job_entrypoint(ctx: JobContext) -> None:
     from agent.workers import orchestrator
     from agent.workers.models import dispatcher_for
     from agent.workers.process import job_moderator, job_writer
+    from agent.workers.roster_worker import TUTOR_MODELS_KEY, session_models
     from agent.workers.runner import JobDeps, run_tutor_job
-    from agent.workers.turns import turn_handling
     from bench.sim_audio import RealtimeSink, SimStudent, load_clip
 
     channel = _Channel(*await asyncio.open_unix_connection(os.environ[SOCKET_ENV]))
@@ -210,22 +210,17 @@ async def job_entrypoint(ctx: JobContext) -> None:
         session.input.audio = student
         session.output.audio = sink
 
-    # what the orchestrator's entrypoint passes (agent/workers/orchestrator.py), no room
+    # what the orchestrator's entrypoint passes (agent/workers/roster_worker.py), no room
     dispatcher = dispatcher_for(settings)
     ctx.add_shutdown_callback(dispatcher.aclose)
-    tutor_models = ctx.proc.userdata["tutor_models"]
+    plan = orchestrator.plan
     deps = JobDeps(
-        tutor_models=tutor_models,
-        session_models={
-            "stt": ctx.proc.userdata["stt"],
-            "vad": ctx.proc.userdata["vad"],
-            "llm": tutor_models["orchestrator"].llm,
-            "tts": tutor_models["orchestrator"].tts,
-            "turn_handling": turn_handling(settings),
-        },
+        tutor_models=ctx.proc.userdata[TUTOR_MODELS_KEY],
+        session_models=session_models(ctx.proc.userdata, plan),
         dispatcher=dispatcher,
         handover_room=None,
-        workers={"english": settings.english_agent_name},
+        workers=plan.roster.elsewhere(plan.name),
+        roster=plan.roster,
         records=job_writer(ctx, settings),
         worker=orchestrator.WORKER,
         moderator=job_moderator(ctx),

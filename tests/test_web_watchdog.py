@@ -12,11 +12,13 @@ from datetime import timedelta
 
 import httpx
 import pytest
+from livekit.api import LiveKitAPI
 from livekit.protocol.agent import JobStatus
 from livekit.protocol.models import ParticipantInfo
 from prometheus_client import REGISTRY
 from sqlalchemy import select, update
 
+from agent.dispatch import Dispatcher
 from agent.dispatch_metadata import parse_dispatch_metadata
 from agent.records import RecordsStore
 from agent.records.schema import VisitRow
@@ -171,10 +173,6 @@ async def test_dispatches_of_one_visit_are_spaced_by_the_arrival_timeout(
     visit = await find_visit(stage.store, joined["room"], joined["identity"])
     assert visit is not None
     policy = SummonPolicy(AGENT, min_interval=timedelta(seconds=8), max_dispatches=3)
-    from livekit.api import LiveKitAPI
-
-    from agent.dispatch import Dispatcher
-
     lk = LiveKitAPI(stage.livekit.url, "devkey", DEFAULT_SECRET, failover=False)
     try:
         dispatcher = Dispatcher(lk)

@@ -8,6 +8,7 @@ two) resolves which worker it is and keeps its module-level `prewarm` and `entry
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from livekit.agents import JobContext, JobProcess
 
@@ -70,28 +71,32 @@ def prewarm_worker(proc: JobProcess, plan: WorkerPlan) -> None:
     prewarm_process(proc, settings, plan.name)
 
 
+def session_models(userdata: dict[str, Any], plan: WorkerPlan) -> dict[str, Any]:
+    """What a job's `AgentSession` is built with, from what its process prewarmed: on a
+    pipeline worker the STT, VAD and turn handling, and the default tutor's LLM and TTS;
+    on a realtime worker only the TTS of its fixed lines."""
+    own: TutorModels = userdata[TUTOR_MODELS_KEY][plan.default_tutor]
+    if not plan.pipeline:
+        return {"tts": own.tts}
+    return {
+        "stt": userdata["stt"] or session_stt(plan.settings),
+        "vad": userdata["vad"],
+        "llm": own.llm,
+        "tts": own.tts,
+        "turn_handling": turn_handling(plan.settings),
+    }
+
+
 async def serve_worker_job(ctx: JobContext, plan: WorkerPlan) -> None:
     """A job of this worker: the tutor its dispatch names (else its default tutor), with
     every tutor hosted elsewhere reachable across workers."""
     settings = plan.settings
-    tutor_models: dict[TutorKind, TutorModels] = ctx.proc.userdata[TUTOR_MODELS_KEY]
-    own = tutor_models[plan.default_tutor]
-    if plan.pipeline:
-        session_models = {
-            "stt": ctx.proc.userdata["stt"] or session_stt(settings),
-            "vad": ctx.proc.userdata["vad"],
-            "llm": own.llm,
-            "tts": own.tts,
-            "turn_handling": turn_handling(settings),
-        }
-    else:
-        session_models = {"tts": own.tts}
     await serve_room_job(
         ctx,
         kind=plan.default_tutor,
         settings=settings,
-        tutor_models=tutor_models,
-        session_models=session_models,
+        tutor_models=ctx.proc.userdata[TUTOR_MODELS_KEY],
+        session_models=session_models(ctx.proc.userdata, plan),
         workers=plan.roster.elsewhere(plan.name),
         worker=plan.name,
         records=job_writer(ctx, settings),
