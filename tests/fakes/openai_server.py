@@ -7,8 +7,10 @@ SDK send:
 - `POST /audio/transcriptions` (multipart WAV, JSON answer); `POST /audio/speech` (PCM, as
   server-sent `speech.audio.delta` events or a raw body); `POST /moderations`;
 - `GET /realtime` websocket: the realtime model (GA event names: session.update,
-  conversation.item.create/delete, response.create/cancel, input audio) and, with
-  `intent=transcription`, streaming transcription (an energy VAD ends each segment).
+  conversation.item.create/delete, response.create/cancel, input audio; with the session's
+  server turn detection on, an energy VAD cuts the input audio into user turns, transcribed
+  and answered as OpenAI's server VAD does) and, with `intent=transcription`, streaming
+  transcription (the same energy VAD ends each segment).
 
 Replies are scripted like `tests.fakes.llm.ScriptedLLM`: a function of the request returns
 a `Reply` (text and/or tool calls). Every request is recorded; one the fake does not
@@ -93,7 +95,11 @@ class RealtimeCall:
         found = []
         for item in self.items:
             if item.get("type") == "message" and (role is None or item.get("role") == role):
-                found += [c.get("text", "") for c in item.get("content", []) if c.get("text")]
+                found += [
+                    c.get("text") or c.get("transcript")
+                    for c in item.get("content", [])
+                    if c.get("text") or c.get("transcript")
+                ]
         return found
 
     def last_user(self) -> str:
@@ -367,6 +373,38 @@ class _RealtimeSession:
         self.session: dict[str, Any] = {"output_modalities": ["audio"]}
         self.items: list[dict[str, Any]] = []
         self.responding: asyncio.Task[None] | None = None
+        self.vad = _EnergyVAD()
+
+    def _server_turns(self) -> dict[str, Any] | None:
+        """The session's server turn detection (OpenAI's default is on), None when off."""
+        audio_input = self.session.get("audio", {}).get("input", {})
+        if "turn_detection" not in audio_input:
+            return {"type": "server_vad", "create_response": True}
+        return audio_input["turn_detection"]
+
+    async def user_turn(self, pcm: bytes) -> None:
+        """Speech the VAD ended: committed, added as a user item, transcribed, answered."""
+        item_id = self.vad.item_id
+        await self.send({"type": "input_audio_buffer.speech_stopped", "item_id": item_id,
+                         "audio_end_ms": self.vad.position_ms})  # fmt: skip
+        previous = self.items[-1]["id"] if self.items else None
+        await self.send({"type": "input_audio_buffer.committed", "item_id": item_id,
+                         "previous_item_id": previous})  # fmt: skip
+        item = {"id": item_id, "type": "message", "role": "user", "status": "completed",
+                "content": [{"type": "input_audio", "transcript": None}]}  # fmt: skip
+        self.items.append(item)
+        await self.send({"type": "conversation.item.added", "previous_item_id": previous,
+                         "item": item})  # fmt: skip
+        transcript = self.fake.transcribe(pcm)
+        item["content"] = [{"type": "input_audio", "transcript": transcript}]
+        await self.send({"type": "conversation.item.input_audio_transcription.completed",
+                         "item_id": item_id, "content_index": 0,
+                         "transcript": transcript})  # fmt: skip
+        turns = self._server_turns() or {}
+        if turns.get("create_response", True) and (
+            self.responding is None or self.responding.done()
+        ):
+            self.responding = asyncio.create_task(self.respond({}))
 
     async def send(self, event: dict[str, Any]) -> None:
         event.setdefault("event_id", _id("event"))
@@ -416,8 +454,17 @@ class _RealtimeSession:
         elif kind == "response.cancel":
             if self.responding is not None and not self.responding.done():
                 self.responding.cancel()
-        elif kind in ("input_audio_buffer.append", "input_audio_buffer.clear"):
-            pass
+        elif kind == "input_audio_buffer.append":
+            if self._server_turns() is not None:
+                ended = self.vad.feed(base64.b64decode(event.get("audio", "")))
+                if self.vad.started is not None:
+                    await self.send({"type": "input_audio_buffer.speech_started",
+                                     "item_id": self.vad.item_id,
+                                     "audio_start_ms": self.vad.started})  # fmt: skip
+                if ended is not None:
+                    await self.user_turn(ended)
+        elif kind == "input_audio_buffer.clear":
+            self.vad.reset()
         elif kind == "input_audio_buffer.commit":
             await self.send({"type": "input_audio_buffer.committed", "item_id": _id("item")})
         else:
@@ -536,20 +583,55 @@ class _RealtimeSession:
         return done
 
 
-class _Transcription:
-    """A streaming transcription session: an energy VAD cuts segments, each transcribed."""
+class _EnergyVAD:
+    """Cuts 24 kHz PCM into speech segments by loudness, as a server VAD would."""
 
     SILENCE_TO_END = 0.35
     THRESHOLD = 0.02  # RMS, full scale 1
 
-    def __init__(self, fake: FakeOpenAI, ws: web.WebSocketResponse) -> None:
-        self.fake = fake
-        self.ws = ws
+    def __init__(self) -> None:
+        self.reset()
+        self.position = 0.0
+
+    def reset(self) -> None:
         self.speech = bytearray()
         self.speaking = False
         self.silence = 0.0
-        self.position = 0.0
         self.item_id = ""
+        self.started: int | None = None  # set by the feed that started a segment
+
+    @property
+    def position_ms(self) -> int:
+        return int(self.position * 1000)
+
+    def feed(self, pcm: bytes) -> bytes | None:
+        """Take audio; return a segment's audio once its speech has ended."""
+        samples = np.frombuffer(pcm, dtype=np.int16).astype(np.float32) / 32768.0
+        loud = bool(len(samples)) and float(np.sqrt((samples**2).mean())) > self.THRESHOLD
+        self.position += len(samples) / SAMPLE_RATE
+        self.started = None
+        if loud and not self.speaking:
+            self.speaking, self.item_id = True, _id("item")
+            self.started = self.position_ms
+        if not self.speaking:
+            return None
+        self.speech += pcm
+        self.silence = 0.0 if loud else self.silence + len(samples) / SAMPLE_RATE
+        if self.silence < self.SILENCE_TO_END:
+            return None
+        segment = bytes(self.speech)
+        self.speech.clear()
+        self.speaking = False
+        return segment
+
+
+class _Transcription:
+    """A streaming transcription session: an energy VAD cuts segments, each transcribed."""
+
+    def __init__(self, fake: FakeOpenAI, ws: web.WebSocketResponse) -> None:
+        self.fake = fake
+        self.ws = ws
+        self.vad = _EnergyVAD()
 
     async def run(self) -> None:
         async for message in self.ws:
@@ -566,33 +648,24 @@ class _Transcription:
                 self.fake._problem(f"transcription event the fake does not handle: {kind}", event)
 
     async def audio(self, pcm: bytes) -> None:
-        samples = np.frombuffer(pcm, dtype=np.int16).astype(np.float32) / 32768.0
-        seconds = len(samples) / SAMPLE_RATE
-        loud = bool(len(samples)) and float(np.sqrt((samples**2).mean())) > self.THRESHOLD
-        self.position += seconds
-        if loud and not self.speaking:
-            self.speaking, self.item_id = True, _id("item")
+        ended = self.vad.feed(pcm)
+        if self.vad.started is not None:
             await self.ws.send_json({"type": "input_audio_buffer.speech_started",
-                                     "item_id": self.item_id,
-                                     "audio_start_ms": int(self.position * 1000)})  # fmt: skip
-        if self.speaking:
-            self.speech += pcm
-            self.silence = 0.0 if loud else self.silence + seconds
-            if self.silence >= self.SILENCE_TO_END:
-                self.speaking = False
-                await self.ws.send_json({"type": "input_audio_buffer.speech_stopped",
-                                         "item_id": self.item_id,
-                                         "audio_end_ms": int(self.position * 1000)})  # fmt: skip
-                text = self.fake.transcribe(bytes(self.speech))
-                self.speech.clear()
-                await self.ws.send_json(
-                    {
-                        "type": "conversation.item.input_audio_transcription.completed",
-                        "item_id": self.item_id,
-                        "content_index": 0,
-                        "transcript": text,
-                    }
-                )
+                                     "item_id": self.vad.item_id,
+                                     "audio_start_ms": self.vad.started})  # fmt: skip
+        if ended is None:
+            return
+        await self.ws.send_json({"type": "input_audio_buffer.speech_stopped",
+                                 "item_id": self.vad.item_id,
+                                 "audio_end_ms": self.vad.position_ms})  # fmt: skip
+        await self.ws.send_json(
+            {
+                "type": "conversation.item.input_audio_transcription.completed",
+                "item_id": self.vad.item_id,
+                "content_index": 0,
+                "transcript": self.fake.transcribe(ended),
+            }
+        )
 
 
 def _error(status: int, code: str, message: str) -> web.Response:

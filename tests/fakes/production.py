@@ -17,6 +17,8 @@ FIFTY_SIX = "Seven times eight is fifty-six."
 GREETING = "Hi! What would you like to learn?"
 NOUN = "What is a noun?"
 NAPOLEON = "Who was Napoleon?"
+NOUN_ANSWER = "A noun names a person, place or thing."
+NAPOLEON_ANSWER = "Napoleon was a French emperor."
 MODELS = {
     "orchestrator": "orch-model",
     "math": "math-model",
@@ -58,10 +60,12 @@ def chat_script(call_: ChatCall) -> Reply:
         if "Napoleon" in question:
             return call("route_to_history", question_summary=NAPOLEON)
         return call("route_to_math", question_summary=SEVEN_EIGHTS)
+    if "noun" in question and "route_to_english" in call_.tools:
+        return call("route_to_english", question_summary=NOUN)  # a specialist crosses directly
     if tutor == "math":
         return say(FIFTY_SIX)
     if tutor == "history":
-        return say("Napoleon was a French emperor.")
+        return say(NAPOLEON_ANSWER)
     return say("(the pipeline English tutor was not expected)")
 
 
@@ -69,7 +73,7 @@ def realtime_script(call_: RealtimeCall) -> Reply:
     """The English realtime tutor: answers the noun question, hands Napoleon back."""
     if "Napoleon" in call_.last_user():
         return Reply(tool_calls=(ToolCall("route_back_to_orchestrator", {"reason": NAPOLEON}),))
-    return say("A noun names a person, place or thing.")
+    return say(NOUN_ANSWER)
 
 
 def production_models(settings: Settings, roster: Roster | None = None) -> Any:

@@ -1,0 +1,163 @@
+"""The real-server tier: a real LiveKit server, both workers as processes, real students.
+
+Every test here is marked `realserver` and runs on the session's event loop (each module
+says so: the server, the model fake and the workers are started once). In CI (`CI` set) a stack that
+cannot run is a failure; elsewhere the tier is skipped with the reason. Run it locally with
+
+    ../shared/livekit-server/in-netns.sh uv run pytest -m realserver
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import pytest_asyncio
+from livekit import api
+
+from agent.settings import LiveKitSettings
+from agent.token import student_token
+from tests.support import realserver
+from tests.support.realserver import LiveKitServer, ModelFake, Process
+from tests.support.student import Student, join
+
+HERE = Path(__file__).parent
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if HERE in Path(item.fspath).parents:
+            item.add_marker(pytest.mark.realserver)
+
+
+@pytest.fixture(scope="session")
+def run_dir() -> Iterator[Path]:
+    problem = realserver.realserver_problem()
+    if problem:
+        if os.environ.get("CI"):
+            pytest.fail(f"the real-server tier must run in CI: {problem}")
+        pytest.skip(problem)
+    with realserver.run_directory() as path:
+        print(f"\nreal-server logs: {path}")
+        yield path
+
+
+@pytest_asyncio.fixture(scope="session", loop_scope="session")
+async def livekit(run_dir: Path) -> AsyncIterator[LiveKitServer]:
+    server = await realserver.start_livekit(run_dir)
+    yield server
+    await server.process.stop()
+
+
+@pytest.fixture(scope="session")
+def models(run_dir: Path) -> Iterator[ModelFake]:
+    fake = ModelFake()
+    fake.start()
+    yield fake
+    fake.stop()
+
+
+@pytest.fixture(scope="session")
+def env(livekit: LiveKitServer, models: ModelFake, run_dir: Path) -> dict[str, str]:
+    return realserver.stack_env(livekit, models, run_dir)
+
+
+@dataclass
+class Workers:
+    orchestrator: Process
+    english: Process
+
+    def logs(self) -> list[Path]:
+        return [self.orchestrator.log, self.english.log]
+
+
+@pytest_asyncio.fixture(scope="session", loop_scope="session")
+async def workers(env: dict[str, str], run_dir: Path) -> AsyncIterator[Workers]:
+    orchestrator = await realserver.start_worker("learning-orchestrator", env, run_dir)
+    english = await realserver.start_worker("learning-english", env, run_dir)
+    yield Workers(orchestrator, english)
+    for process in (orchestrator, english):
+        await process.stop()
+
+
+@pytest.fixture(scope="session")
+def speech_dir(run_dir: Path) -> Path:
+    folder = run_dir / "speech"
+    folder.mkdir(exist_ok=True)
+    return folder
+
+
+@pytest.fixture
+def lk_settings(env: dict[str, str]) -> LiveKitSettings:
+    return LiveKitSettings(
+        livekit_url=env["LIVEKIT_URL"],
+        livekit_api_key=env["LIVEKIT_API_KEY"],
+        livekit_api_secret=env["LIVEKIT_API_SECRET"],
+    )
+
+
+@pytest_asyncio.fixture(loop_scope="session")
+async def server_api(livekit: LiveKitServer) -> AsyncIterator[api.LiveKitAPI]:
+    lk = api.LiveKitAPI(livekit.http_url, realserver.API_KEY_ID, realserver.API_SECRET)
+    yield lk
+    await lk.aclose()
+
+
+class Students:
+    """Students joined in a test, each in a room of its own; left at the end."""
+
+    def __init__(self, livekit: LiveKitServer, settings: LiveKitSettings) -> None:
+        self.livekit = livekit
+        self.settings = settings
+        self.joined: list[Student] = []
+
+    async def join(
+        self, room: str, identity: str = "maya", session_id: str | None = None
+    ) -> Student:
+        token = student_token(self.settings, room=room, identity=identity, session_id=session_id)
+        student = await join(self.livekit.url, token, identity)
+        self.joined.append(student)
+        return student
+
+
+@pytest_asyncio.fixture(loop_scope="session")
+async def students(livekit: LiveKitServer, lk_settings: LiveKitSettings) -> AsyncIterator[Students]:
+    group = Students(livekit, lk_settings)
+    yield group
+    for student in group.joined:
+        if student.room.isconnected():
+            await student.leave()
+
+
+TURN = 60.0  # generous bound per step on a loaded 2-core machine; figures are bench's
+
+
+async def ask(student: Student, models: ModelFake, speech_dir: Path, question: str) -> float:
+    """Wait for the tutors to fall quiet, then say `question`; returns when it was said."""
+    await student.wait_for(lambda: student.quiet_since(1.0), TURN, "a quiet moment")
+    models.questions.expect(question)
+    return await student.say(realserver.espeak_wav(question, speech_dir))
+
+
+async def room_state(server_api: api.LiveKitAPI, room: str) -> tuple[list[str], int]:
+    """Who is in `room` (identities) and how many dispatches it still has, from the server
+    (a room the server has closed has neither)."""
+    rooms = await server_api.room.list_rooms(api.ListRoomsRequest(names=[room]))
+    if not rooms.rooms:
+        return [], 0
+    people = await server_api.room.list_participants(api.ListParticipantsRequest(room=room))
+    dispatches = await server_api.agent_dispatch.list_dispatch(room)
+    return [p.identity for p in people.participants], len(dispatches)
+
+
+async def wait_until_empty(server_api: api.LiveKitAPI, room: str, timeout: float = TURN) -> None:
+    """Until the server says nobody is in `room` and no dispatch is left there."""
+    deadline = time.monotonic() + timeout
+    while (state := await room_state(server_api, room)) != ([], 0):
+        assert time.monotonic() < deadline, f"{room} still holds {state} after the student left"
+        await asyncio.sleep(0.1)  # the server API has no push for this: ask it again

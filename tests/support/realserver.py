@@ -1,0 +1,422 @@
+"""The real-server stack for tests and benchmarks: a LiveKit server (v1.9.12 from
+`../shared/livekit-server/`), the wire-compatible model fake on 127.0.0.1, the tutor workers
+as processes started the way compose starts them, and the web service.
+
+Everything runs inside the network namespace of `../shared/livekit-server/in-netns.sh`
+(WebRTC gathers no candidates on loopback): `realserver_problem()` says why the stack cannot
+run here, or nothing. Every process writes its log under one run directory, kept for a
+person to read; `worker_log_problems` finds the ERROR and "event loop blocked" lines in them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections import deque
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+import numpy as np
+
+from tests.fakes.openai_server import API_KEY, FakeOpenAI
+from tests.fakes.production import MODELS, chat_script, realtime_script
+
+REPO = Path(__file__).resolve().parents[2]
+SHARED_SERVER = REPO.parent / "shared" / "livekit-server"
+NODE_IP = "10.99.0.1"
+API_KEY_ID = "realserver-tests"
+# a test key pair for a server that exists only inside this run's namespace
+API_SECRET = "realserver-tests-secret-of-at-least-32-chars"
+# what the fake models cost, as first measured with them (issue 20): LLM first token 0.4 s,
+# speech and realtime 0.3 s
+LLM_TTFT = 0.4
+TTS_TTFB = 0.3
+STARTUP_TIMEOUT = 90.0
+# SDK lines that are the SDK's own noise, shown so by a bare `rtc.Room` reproduction
+# (tests/realserver/test_sdk_noise.py), ignored by their exact text only
+SDK_NOISE = ("Attempted to drop unknown FFI handle",)
+
+
+def server_binary() -> Path | None:
+    """`LIVEKIT_SERVER_BIN`, else what `../shared/livekit-server/install.sh` unpacks."""
+    if configured := os.environ.get("LIVEKIT_SERVER_BIN"):
+        return Path(configured)
+    install = SHARED_SERVER / "install.sh"
+    if not install.exists():
+        return None
+    done = subprocess.run([str(install)], capture_output=True, text=True, timeout=300)
+    return Path(done.stdout.strip()) if done.returncode == 0 else None
+
+
+def in_namespace() -> bool:
+    """True when this process can bind the namespace's media address (so WebRTC works)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        try:
+            probe.bind((NODE_IP, 0))
+        except OSError:
+            return False
+    return True
+
+
+def realserver_problem() -> str | None:
+    """Why the real-server tier cannot run here, or None."""
+    binary = server_binary()
+    if binary is None or not binary.exists():
+        return "no LiveKit server: set LIVEKIT_SERVER_BIN or provide ../shared/livekit-server"
+    if not in_namespace():
+        return (
+            f"not inside the test network namespace ({NODE_IP} is not ours): run "
+            "../shared/livekit-server/in-netns.sh uv run pytest -m realserver"
+        )
+    return None
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+# --- processes ---
+
+
+@dataclass
+class Process:
+    """A child process whose output goes to a log file."""
+
+    name: str
+    popen: subprocess.Popen[bytes]
+    log: Path
+
+    def text(self) -> str:
+        return self.log.read_text(errors="replace") if self.log.exists() else ""
+
+    async def wait_for_line(self, pattern: str, timeout: float = STARTUP_TIMEOUT) -> None:
+        """Until `pattern` (a regex) appears in the log; fails if the process exits first."""
+        wanted = re.compile(pattern)
+        deadline = time.monotonic() + timeout
+        while not wanted.search(self.text()):
+            if self.popen.poll() is not None:
+                raise RuntimeError(f"{self.name} exited ({self.popen.returncode}):\n{self.tail()}")
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{self.name}: no {pattern!r} in {timeout}s:\n{self.tail()}")
+            await asyncio.sleep(0.05)
+
+    def tail(self, lines: int = 40) -> str:
+        return "\n".join(self.text().splitlines()[-lines:])
+
+    def kill(self, sig: int = signal.SIGKILL) -> None:
+        if self.popen.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.popen.pid, sig)
+
+    async def stop(self, timeout: float = 15.0) -> int | None:
+        """SIGTERM (a worker drains), then SIGKILL after `timeout`."""
+        if self.popen.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.popen.pid, signal.SIGTERM)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                await asyncio.to_thread(self.popen.wait, timeout)
+            self.kill()
+            await asyncio.to_thread(self.popen.wait, 5)
+        return self.popen.returncode
+
+
+def spawn(name: str, argv: list[str], env: dict[str, str], log_dir: Path) -> Process:
+    log = log_dir / f"{name}.log"
+    with open(log, "ab") as out:
+        popen = subprocess.Popen(
+            argv,
+            cwd=REPO,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,  # its own process group: the job processes stop with it
+        )
+    return Process(name, popen, log)
+
+
+# --- the LiveKit server ---
+
+
+@dataclass
+class LiveKitServer:
+    process: Process
+    port: int
+
+    @property
+    def url(self) -> str:
+        return f"ws://127.0.0.1:{self.port}"
+
+    @property
+    def http_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+
+def server_config(port: int, udp: tuple[int, int], redis: str | None = None) -> str:
+    lines = [
+        f"port: {port}",
+        "bind_addresses: [127.0.0.1, " + NODE_IP + "]",
+        "rtc:",
+        f"  tcp_port: {port + 1}",
+        f"  port_range_start: {udp[0]}",
+        f"  port_range_end: {udp[1]}",
+        "  use_external_ip: false",
+        f"  node_ip: {NODE_IP}",
+        "keys:",
+        f"  {API_KEY_ID}: {API_SECRET}",
+        "logging:",
+        "  level: info",
+    ]
+    if redis:
+        lines += ["redis:", f"  address: {redis}"]
+    return "\n".join(lines) + "\n"
+
+
+async def start_livekit(
+    log_dir: Path,
+    *,
+    name: str = "livekit",
+    port: int = 7880,
+    udp: tuple[int, int] = (50000, 50100),
+    redis: str | None = None,
+) -> LiveKitServer:
+    binary = server_binary()
+    assert binary is not None, "no LiveKit server binary"
+    config = log_dir / f"{name}.yaml"
+    config.write_text(server_config(port, udp, redis))
+    process = spawn(name, [str(binary), "--config", str(config)], dict(os.environ), log_dir)
+    await wait_until_answering(server.http_url, process, 30)
+    return server
+
+
+async def wait_until_answering(url: str, process: Process, timeout: float) -> None:
+    """Until `url` answers 200; fails if `process` exits first or `timeout` passes."""
+    deadline = time.monotonic() + timeout
+    async with httpx.AsyncClient(timeout=1) as client:
+        while True:
+            with contextlib.suppress(httpx.HTTPError):
+                if (await client.get(url)).status_code == 200:
+                    return
+            if process.popen.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"{process.name} did not start:\n{process.tail()}")
+            await asyncio.sleep(0.05)  # nothing to wait on but the port: ask again
+
+
+# --- the model fake, in a thread of its own (it outlives any one test's event loop) ---
+
+
+class Questions:
+    """The fake STT: what the student says next, in order. A segment with under 0.3 s of
+    loud audio (a cough, a codec artefact) is heard as nothing; with no question queued, the
+    `default` one (a class asking the same)."""
+
+    MIN_SPEECH = 0.3
+
+    def __init__(self, default: str = "") -> None:
+        self.queue: deque[str] = deque()
+        self.default = default
+        self.heard: list[str] = []
+        self._lock = threading.Lock()
+
+    def expect(self, text: str) -> None:
+        with self._lock:
+            self.queue.append(text)
+
+    def __call__(self, audio: bytes) -> str:
+        if loud_seconds(audio) < self.MIN_SPEECH:
+            return ""
+        with self._lock:
+            text = self.queue.popleft() if self.queue else self.default
+            self.heard.append(text)
+        return text
+
+
+def loud_seconds(audio: bytes, threshold: float = 0.02) -> float:
+    """Seconds of 10 ms windows louder than `threshold` RMS in a WAV or 24 kHz PCM."""
+    rate = 24_000
+    if audio.startswith(b"RIFF"):
+        import io
+        import wave
+
+        with wave.open(io.BytesIO(audio)) as w:
+            rate = w.getframerate()
+            audio = w.readframes(w.getnframes())
+    samples = np.frombuffer(audio[: len(audio) // 2 * 2], dtype=np.int16).astype(np.float32)
+    window = rate // 100
+    usable = len(samples) // window * window
+    if not usable:
+        return 0.0
+    rms = np.sqrt((samples[:usable].reshape(-1, window) / 32768.0) ** 2).mean(axis=1)
+    return float((rms > threshold).sum()) / 100
+
+
+@dataclass
+class ModelFake:
+    """The wire-compatible OpenAI fake on 127.0.0.1, served from a thread."""
+
+    questions: Questions = field(default_factory=Questions)
+    fake: FakeOpenAI | None = None
+    _loop: asyncio.AbstractEventLoop | None = None
+    _thread: threading.Thread | None = None
+
+    @property
+    def url(self) -> str:
+        assert self.fake is not None
+        return self.fake.url
+
+    def start(self) -> None:
+        ready = threading.Event()
+        loop = asyncio.new_event_loop()
+
+        def serve() -> None:
+            asyncio.set_event_loop(loop)
+            self.fake = FakeOpenAI(
+                chat=chat_script,
+                realtime=realtime_script,
+                transcribe=self.questions,
+                llm_ttft=LLM_TTFT,
+                tts_ttfb=TTS_TTFB,
+            )
+            loop.run_until_complete(self.fake.__aenter__())
+            ready.set()
+            loop.run_forever()
+            loop.run_until_complete(self.fake.__aexit__(None, None, None))
+            loop.close()
+
+        self._loop, self._thread = loop, threading.Thread(target=serve, daemon=True)
+        self._thread.start()
+        if not ready.wait(30):
+            raise RuntimeError("the model fake did not start")
+
+    def stop(self) -> None:
+        if self._loop is not None and self._thread is not None:
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._thread.join(10)
+
+
+# --- the workers and the web service, as compose starts them ---
+
+WORKER_MODULES = {
+    "learning-orchestrator": "agent/workers/orchestrator.py",
+    "learning-english": "agent/workers/english.py",
+}
+
+
+def stack_env(server: LiveKitServer, models: ModelFake, run_dir: Path) -> dict[str, str]:
+    """The environment compose would give every service (its `.env`), pointed at this run."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("LIVEKIT_", "OPENAI_"))}
+    env.update(
+        LIVEKIT_URL=server.url,
+        LIVEKIT_API_KEY=API_KEY_ID,
+        LIVEKIT_API_SECRET=API_SECRET,
+        OPENAI_BASE_URL=models.url,
+        OPENAI_API_KEY=API_KEY,
+        ORCHESTRATOR_LLM_MODEL=MODELS["orchestrator"],
+        MATH_LLM_MODEL=MODELS["math"],
+        HISTORY_LLM_MODEL=MODELS["history"],
+        ENGLISH_LLM_MODEL=MODELS["english"],
+        STT_MODEL="stt-model",
+        TTS_MODEL="tts-model",
+        REALTIME_MODEL="realtime-model",
+        RECORDS_URL=f"sqlite+aiosqlite:///{run_dir / 'tutor.db'}",
+        LINE_CACHE_DIR=str(run_dir / "lines"),
+        WORKER_HTTP_PORT="0",
+        # two warm job processes each: a conversation at a time, on a 2-core machine
+        NUM_IDLE_PROCESSES="2",
+        PYTHONUNBUFFERED="1",
+    )
+    return env
+
+
+async def start_worker(
+    worker: str, env: dict[str, str], log_dir: Path, *, name: str | None = None
+) -> Process:
+    """`python -m livekit.agents start agent/workers/<worker>.py`, as compose runs it;
+    returns once the worker has registered with the server."""
+    # a temp directory of its own, as in a container (its health port file); short, for the
+    # forkserver's socket path
+    tmp = tempfile.mkdtemp(prefix="vt-")
+    argv = [sys.executable, "-m", "livekit.agents", "start", WORKER_MODULES[worker]]
+    process = spawn(name or worker, argv, env | {"TMPDIR": tmp}, log_dir)
+    await process.wait_for_line(r"registered worker")
+    return process
+
+
+async def start_web(env: dict[str, str], log_dir: Path, port: int) -> Process:
+    """`python -m agent web` (compose service `web`)."""
+    web_env = env | {"WEB_HOST": "127.0.0.1", "WEB_PORT": str(port)}
+    process = spawn("web", [sys.executable, "-m", "agent", "web"], web_env, log_dir)
+    await wait_until_answering(f"http://127.0.0.1:{port}/healthz", process, STARTUP_TIMEOUT)
+    return process
+
+
+# --- what the logs say ---
+
+_BLOCKED = re.compile(r"event loop blocked|blocked the event loop|slow callback", re.I)
+_ERROR = re.compile(r'\bERROR\b|"level":\s*"ERROR"|\bCRITICAL\b')
+
+
+def worker_log_problems(*logs: Path) -> list[str]:
+    """Every ERROR or event-loop-blocked line of these logs, but the SDK's own noise."""
+    found = []
+    for log in logs:
+        for line in log.read_text(errors="replace").splitlines():
+            if (_ERROR.search(line) or _BLOCKED.search(line)) and not any(
+                noise in line for noise in SDK_NOISE
+            ):
+                found.append(f"{log.name}: {line[:400]}")
+    return found
+
+
+@contextlib.contextmanager
+def run_directory(base: Path | None = None) -> Iterator[Path]:
+    """Where a run's logs and records go (kept: `build/realserver/<time>` by default)."""
+    root = base or REPO / "build" / "realserver"
+    path = root / time.strftime("%Y%m%d-%H%M%S") / f"{os.getpid()}-{time.monotonic_ns()}"
+    path.mkdir(parents=True)
+    yield path
+
+
+def espeak_wav(text: str, folder: Path) -> Path:
+    """`text` spoken by espeak-ng, as 48 kHz mono 16-bit WAV (what a microphone would give)."""
+    name = re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")[:60] or "speech"
+    target = folder / f"{name}.wav"
+    if not target.exists():
+        raw = folder / f"{name}.raw.wav"
+        for tool in ("espeak-ng", "sox"):
+            assert shutil.which(tool), f"{tool} is needed for spoken fixtures"
+        subprocess.run(["espeak-ng", "-w", str(raw), text], check=True, timeout=60)
+        subprocess.run(
+            [
+                "sox",
+                str(raw),
+                "-r",
+                "48000",
+                "-c",
+                "1",
+                "-b",
+                "16",
+                str(target),
+                "gain",
+                "-n",
+                "-3",
+            ],
+            check=True,
+            timeout=60,
+        )
+        raw.unlink()
+    return target
