@@ -199,6 +199,7 @@ async def start_livekit(
     config = log_dir / f"{name}.yaml"
     config.write_text(server_config(port, udp, redis))
     process = spawn(name, [str(binary), "--config", str(config)], dict(os.environ), log_dir)
+    server = LiveKitServer(process, port)
     await wait_until_answering(server.http_url, process, 30)
     return server
 
