@@ -102,3 +102,17 @@ async def database(
     url = request.getfixturevalue("postgres_url") if request.param == "postgresql" else None
     async with open_database(request.param, tmp_path=tmp_path, postgres_url=url) as db:
         yield db
+
+
+# --- the real-server tier's own count, so a CI log shows it ran ---
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    counts: dict[str, int] = {}
+    for outcome in ("passed", "failed", "error", "skipped"):
+        for report in terminalreporter.stats.get(outcome, []):
+            if "realserver" in getattr(report, "keywords", {}):
+                counts[outcome] = counts.get(outcome, 0) + 1
+    if counts:
+        summary = ", ".join(f"{n} {outcome}" for outcome, n in counts.items())
+        terminalreporter.write_line(f"real-server tier: {summary}")

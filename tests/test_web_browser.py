@@ -72,8 +72,7 @@ class SilentServer:
         self._server.close()
 
 
-@pytest.fixture(scope="session", autouse=True)
-def student_script() -> Path:
+def build_student_script() -> Path:
     """The page's script, built from the npm lock file if it is not built yet."""
     if not STUDENT_SCRIPT.exists():
         npm = shutil.which("npm")
@@ -81,6 +80,11 @@ def student_script() -> Path:
         for step in (["ci", "--no-audit", "--no-fund"], ["run", "build"]):
             subprocess.run([npm, *step], cwd=FRONTEND, check=True, timeout=600)
     return STUDENT_SCRIPT
+
+
+@pytest.fixture(scope="session", autouse=True)
+def student_script() -> Path:
+    return build_student_script()
 
 
 @pytest.fixture

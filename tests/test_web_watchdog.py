@@ -144,7 +144,7 @@ async def test_concurrent_asks_make_one_dispatch(database: RecordsDatabase) -> N
             assert (await stage.visit_row(joined["room"])).dispatches == 2
 
 
-async def test_it_gives_up_after_the_limit_says_so_counts_and_records_it(
+async def test_it_gives_up_after_the_limit_says_so_withdraws_its_dispatches_and_records_it(
     stage: Stage,
 ) -> None:
     before = counted("gave_up")
@@ -155,6 +155,8 @@ async def test_it_gives_up_after_the_limit_says_so_counts_and_records_it(
     assert [s["status"] for s in statuses] == ["dispatched", "dispatched", "gave_up", "gave_up"]
     assert "busy" in statuses[-1]["message"]
     assert len(stage.livekit.history(joined["room"])) == 2
+    # no dispatch is left for a worker that starts later: the page told the student to leave
+    assert stage.livekit.dispatches(joined["room"]) == []
     row = await stage.visit_row(joined["room"])
     assert row.dispatches == 3 and row.gave_up_at is not None
     assert counted("gave_up") == before + 1  # counted once, however often the page asks

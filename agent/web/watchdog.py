@@ -6,7 +6,7 @@ an agent participant in the room means the tutor is there; a dispatch with a job
 running means one is on its way (never a second orchestrator); otherwise a new dispatch
 with the same session metadata, at most one per `min_interval` per visit (claimed in the
 visits table, so concurrent asks create one), until `max_dispatches`, then a give-up the
-page explains. Every re-dispatch and give-up is counted and recorded on the visit.
+page explains, with the dispatches no worker took withdrawn (no tutor arrives later). Every re-dispatch and give-up is counted and recorded on the visit.
 """
 
 from __future__ import annotations
@@ -109,6 +109,19 @@ async def _claim_dispatch(store: RecordsStore, visit: Visit, now: datetime) -> b
     return result.rowcount == 1
 
 
+async def withdraw_dispatches(lk: LiveKitAPI, room: str, agent_name: str) -> int:
+    """Delete `agent_name`'s dispatches in `room` that no worker took: after giving up, a
+    worker that starts later must not send a tutor to a student who was told to leave."""
+    withdrawn = 0
+    for dispatch in await lk.agent_dispatch.list_dispatch(room):
+        if dispatch.agent_name == agent_name and not any(
+            job.state.status in WAITING for job in dispatch.state.jobs
+        ):
+            await lk.agent_dispatch.delete_dispatch(dispatch.id, room)
+            withdrawn += 1
+    return withdrawn
+
+
 async def _give_up(store: RecordsStore, visit: Visit, now: datetime) -> None:
     async with store.engine.begin() as conn:
         result = await conn.execute(
@@ -145,6 +158,7 @@ async def summon_tutor(
         return TutorStatus.ON_THE_WAY
     if visit.dispatches >= policy.max_dispatches:
         await _give_up(store, visit, now)
+        await withdraw_dispatches(lk, visit.room, policy.agent_name)
         return TutorStatus.GAVE_UP
     if not await _claim_dispatch(store, visit, now):
         return TutorStatus.ON_THE_WAY  # a concurrent ask made it

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import io
 import os
 import re
 import shutil
@@ -22,6 +23,7 @@ import sys
 import tempfile
 import threading
 import time
+import wave
 from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -44,6 +46,7 @@ API_SECRET = "realserver-tests-secret-of-at-least-32-chars"
 LLM_TTFT = 0.4
 TTS_TTFB = 0.3
 STARTUP_TIMEOUT = 90.0
+RATE_48K = 48_000
 # SDK lines that are the SDK's own noise, shown so by a bare `rtc.Room` reproduction
 # (tests/realserver/test_sdk_noise.py), ignored by their exact text only
 SDK_NOISE = ("Attempted to drop unknown FFI handle",)
@@ -250,9 +253,6 @@ def loud_seconds(audio: bytes, threshold: float = 0.02) -> float:
     """Seconds of 10 ms windows louder than `threshold` RMS in a WAV or 24 kHz PCM."""
     rate = 24_000
     if audio.startswith(b"RIFF"):
-        import io
-        import wave
-
         with wave.open(io.BytesIO(audio)) as w:
             rate = w.getframerate()
             audio = w.readframes(w.getnframes())
@@ -421,3 +421,35 @@ def espeak_wav(text: str, folder: Path) -> Path:
         )
         raw.unlink()
     return target
+
+
+def microphone_wav(
+    folder: Path, name: str, script: list[tuple[float, Path]], seconds: float
+) -> Path:
+    """A fake microphone's file for Chromium: each WAV of `script` starting at its second,
+    silence elsewhere, `seconds` long (Chromium loops the file)."""
+    track = np.zeros(int(RATE_48K * seconds), dtype=np.int16)
+    for at, path in script:
+        with wave.open(str(path)) as w:
+            speech = np.frombuffer(w.readframes(w.getnframes()), dtype=np.int16)
+        start = int(at * RATE_48K)
+        track[start : start + len(speech)] = speech[: len(track) - start]
+    target = folder / f"{name}.wav"
+    with wave.open(str(target), "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(RATE_48K)
+        w.writeframes(track.tobytes())
+    return target
+
+
+async def eventually(  # type: ignore[no-untyped-def]
+    read, good, timeout: float, what: str, interval: float = 0.2
+):
+    """Until `good(await read())`: for state only an API can tell (no event to wait on)."""
+    deadline = time.monotonic() + timeout
+    while not good(value := await read()):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"never {what} in {timeout}s (last: {value!r})")
+        await asyncio.sleep(interval)
+    return value

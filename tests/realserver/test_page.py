@@ -1,0 +1,212 @@
+"""The student page in Debian's Chromium on the real server, with the web service as a
+process: the tutor's title follows each handoff, captions appear, Leave ends the visit; and
+no silent room: with no tutor worker the page says the tutor is on the way while the web
+service dispatches again, then the tutor comes once a worker starts, or the page says every
+tutor is busy and no dispatch is left waiting.
+
+Screenshots go to `build/screenshots/realserver-*.png`."""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+import pytest_asyncio
+from livekit import api
+from playwright.async_api import Browser, Page, async_playwright, expect
+
+from agent.records import RecordsStore
+from agent.web.accounts import add_teacher
+from agent.web.classes import create_class
+from tests.fakes.production import FIFTY_SIX, GREETING, NOUN, NOUN_ANSWER, SEVEN_EIGHTS
+from tests.realserver.conftest import TURN, Workers, room_state, wait_until_empty
+from tests.support import realserver
+from tests.support.realserver import ModelFake, Process
+from tests.test_web_browser import (
+    CHROMIUM,
+    CHROMIUM_FLAGS,
+    FAKE_MICROPHONE,
+    PHONE,
+    build_student_script,
+    screenshot,
+)
+
+pytestmark = pytest.mark.asyncio(loop_scope="session")
+WAIT_MS = int(TURN * 1000)
+LATE_WORKER = "learning-orchestrator-late"
+
+
+async def class_code(env: dict[str, str]) -> str:
+    """An open class of a new teacher in the stack's records store."""
+    store = RecordsStore(env["RECORDS_URL"])
+    try:
+        await store.ensure_schema()
+        teacher = await add_teacher(store, f"t{secrets.token_hex(4)}", "correct horse battery")
+        return (await create_class(store, teacher.id, "Year 4 Maple")).code
+    finally:
+        await store.aclose()
+
+
+async def open_page(browser: Browser, url: str, code: str) -> tuple[Page, str]:
+    """The student page, joined with `code`; returns it and the visit's room."""
+    page = await browser.new_page(viewport=PHONE)
+    await page.goto(url + "/")
+    await page.get_by_label("Class code").fill(code)
+    await page.get_by_label("Your first name").fill("Maya")
+    async with page.expect_response("**/api/token") as answer:
+        await page.get_by_role("button", name="Start").click()
+    return page, (await (await answer.value).json())["room"]
+
+
+@pytest_asyncio.fixture(loop_scope="session")
+async def chromium_with(models: ModelFake) -> AsyncIterator:  # type: ignore[type-arg]
+    """`await chromium_with(wav)`: Chromium whose microphone plays `wav`."""
+    async with async_playwright() as playwright:
+        launched: list[Browser] = []
+
+        async def launch(wav: Path) -> Browser:
+            browser = await playwright.chromium.launch(
+                executable_path=CHROMIUM,
+                args=[
+                    *CHROMIUM_FLAGS,
+                    *FAKE_MICROPHONE,
+                    f"--use-file-for-fake-audio-capture={wav}",
+                ],
+            )
+            launched.append(browser)
+            return browser
+
+        yield launch
+        for browser in launched:
+            await browser.close()
+
+
+@pytest_asyncio.fixture(loop_scope="session")
+async def web(env: dict[str, str], run_dir: Path) -> AsyncIterator:  # type: ignore[type-arg]
+    """`await web(**settings)`: the web service as a process, with these settings."""
+    started: list[Process] = []
+
+    async def start(**overrides: str) -> str:
+        port = realserver.free_port()
+        settings = {"LIVEKIT_PUBLIC_URL": env["LIVEKIT_URL"]} | overrides
+        started.append(await realserver.start_web(env | settings, run_dir, port))
+        return f"http://127.0.0.1:{port}"
+
+    yield start
+    for process in started:
+        await process.stop()
+
+
+@pytest.fixture(scope="module", autouse=True)
+def page_script() -> Path:
+    return build_student_script()
+
+
+async def test_the_page_shows_each_tutor_and_the_captions_and_leave_ends_the_visit(
+    workers: Workers,
+    models: ModelFake,
+    speech_dir: Path,
+    env: dict[str, str],
+    web,  # type: ignore[no-untyped-def]
+    chromium_with,  # type: ignore[no-untyped-def]
+    server_api: api.LiveKitAPI,
+) -> None:
+    microphone = realserver.microphone_wav(
+        speech_dir,
+        "page-student",
+        [
+            (8.0, realserver.espeak_wav(SEVEN_EIGHTS, speech_dir)),
+            (24.0, realserver.espeak_wav(NOUN, speech_dir)),
+        ],
+        seconds=120.0,
+    )
+    models.questions.queue.clear()
+    models.questions.expect(SEVEN_EIGHTS)
+    models.questions.expect(NOUN)
+    url = await web()
+    browser = await chromium_with(microphone)
+    page, room = await open_page(browser, url, await class_code(env))
+
+    title = page.locator("#tutor-title")
+    captions = page.locator("#captions")
+    await expect(page.locator("body")).to_have_attribute("data-stage", "connected", timeout=WAIT_MS)
+    await expect(captions).to_contain_text(GREETING, timeout=WAIT_MS)
+    await expect(title).to_have_text("main tutor", timeout=WAIT_MS)
+    await screenshot(page, "realserver-greeting")
+    await expect(captions).to_contain_text(FIFTY_SIX, timeout=WAIT_MS)
+    await expect(title).to_have_text("Mathematics tutor", timeout=WAIT_MS)
+    await screenshot(page, "realserver-math")
+    await expect(captions).to_contain_text(NOUN_ANSWER, timeout=WAIT_MS)
+    await expect(title).to_have_text("English tutor", timeout=WAIT_MS)
+    await screenshot(page, "realserver-english")
+
+    await page.get_by_role("button", name="Leave").click()
+    await expect(page.locator("#message")).to_contain_text("Goodbye")
+    await expect(page.get_by_role("button", name="Start")).to_be_visible()
+    await wait_until_empty(server_api, room)
+
+
+async def test_with_no_tutor_worker_the_page_says_on_the_way_and_the_tutor_comes_when_one_starts(
+    workers: Workers,
+    models: ModelFake,
+    speech_dir: Path,
+    env: dict[str, str],
+    run_dir: Path,
+    web,  # type: ignore[no-untyped-def]
+    chromium_with,  # type: ignore[no-untyped-def]
+    server_api: api.LiveKitAPI,
+) -> None:
+    late = {"ORCHESTRATOR_AGENT_NAME": LATE_WORKER}
+    url = await web(**late, WEB_TUTOR_ARRIVAL_TIMEOUT="2", WEB_TUTOR_MAX_DISPATCHES="10")
+    browser = await chromium_with(realserver.microphone_wav(speech_dir, "silent", [], 5.0))
+    page, room = await open_page(browser, url, await class_code(env))
+    message = page.locator("#message")
+    await expect(message).to_contain_text("on the way", timeout=WAIT_MS)
+    await screenshot(page, "realserver-on-the-way")
+    # the service dispatches again while no worker takes the job
+    await realserver.eventually(
+        lambda: dispatches_in(server_api, room), lambda n: n >= 2, TURN, "a second dispatch"
+    )
+
+    worker = await realserver.start_worker(
+        "learning-orchestrator", env | late, run_dir, name="late-orchestrator"
+    )
+    try:
+        captions = page.locator("#captions")
+        await expect(captions).to_contain_text(GREETING, timeout=WAIT_MS)
+        await expect(page.locator("#tutor-title")).to_have_text("main tutor", timeout=WAIT_MS)
+        await expect(message).to_be_hidden()
+        await screenshot(page, "realserver-late-tutor")
+        assert await captions.get_by_text(GREETING).count() == 1
+        people, _ = await room_state(server_api, room)
+        assert len([p for p in people if p.startswith("agent-")]) == 1, people
+        await page.get_by_role("button", name="Leave").click()
+        await wait_until_empty(server_api, room)
+    finally:
+        await worker.stop()
+
+
+async def test_with_no_tutor_ever_the_page_says_every_tutor_is_busy_and_no_dispatch_waits(
+    env: dict[str, str],
+    speech_dir: Path,
+    web,  # type: ignore[no-untyped-def]
+    chromium_with,  # type: ignore[no-untyped-def]
+    server_api: api.LiveKitAPI,
+) -> None:
+    url = await web(
+        ORCHESTRATOR_AGENT_NAME="learning-orchestrator-nobody",
+        WEB_TUTOR_ARRIVAL_TIMEOUT="1",
+        WEB_TUTOR_MAX_DISPATCHES="2",
+    )
+    browser = await chromium_with(realserver.microphone_wav(speech_dir, "silent", [], 5.0))
+    page, room = await open_page(browser, url, await class_code(env))
+    await expect(page.locator("#message")).to_contain_text("tutors are busy", timeout=WAIT_MS)
+    await screenshot(page, "realserver-busy")
+    _, dispatches = await room_state(server_api, room)
+    assert dispatches == 0, "a dispatch was left waiting for a tutor after the page gave up"
+
+
+async def dispatches_in(server_api: api.LiveKitAPI, room: str) -> int:
+    return (await room_state(server_api, room))[1]
