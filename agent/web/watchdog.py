@@ -6,7 +6,8 @@ an agent participant in the room means the tutor is there; a dispatch with a job
 running means one is on its way (never a second orchestrator); otherwise a new dispatch
 with the same session metadata, at most one per `min_interval` per visit (claimed in the
 visits table, so concurrent asks create one), until `max_dispatches`, then a give-up the
-page explains, with the dispatches no worker took withdrawn (no tutor arrives later). Every re-dispatch and give-up is counted and recorded on the visit.
+page explains, with the dispatches no worker took withdrawn (no tutor arrives later).
+Every re-dispatch and give-up is counted and recorded on the visit.
 """
 
 from __future__ import annotations
