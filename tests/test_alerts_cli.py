@@ -123,13 +123,13 @@ async def test_the_worker_main_process_delivers_alerts_and_purges_old_records(
             alert_poll_interval=0.05,
         )
         server = AgentServer()
-        schedule_maintenance(server, settings)
+        maintenance = schedule_maintenance(server, settings)
+        assert maintenance is not None
         server.emit("worker_started")
-        await asyncio.wait_for(teacher.delivered.wait(), 10)
-        tasks = [t for t in asyncio.all_tasks() if t.get_name() == "records_maintenance"]
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        try:
+            await asyncio.wait_for(teacher.delivered.wait(), 10)
+        finally:
+            await asyncio.to_thread(maintenance.stop)
     assert len(teacher.accepted()) == 1 and teacher.accepted()[0].signed
     assert await store.export("old") is None and await store.export("now") is not None
     await store.aclose()

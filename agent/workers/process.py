@@ -10,10 +10,12 @@ Prometheus endpoint, the alert delivery loop and the records retention purge.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import tempfile
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +29,7 @@ from agent.telemetry.tracing import configure_tracing
 from agent.tutors.lines import LineCache, set_line_cache
 from agent.workers.health import port_file
 from agent.workers.models import moderation_client
+from agent.workers.warmup import warm_records_models
 
 logger = logging.getLogger("tutor.worker")
 
@@ -43,6 +46,8 @@ PRELOAD_MODULES = [
     "sqlalchemy.dialects.postgresql.asyncpg",
     "alembic.command",
     "alembic.runtime.migration",
+    # the connection pool of the OpenAI clients imports these on its first request
+    "anyio._backends._asyncio",
 ]
 
 
@@ -107,6 +112,8 @@ def build_moderator(settings: Settings) -> Moderator | None:
 def prewarm_process(proc: JobProcess, settings: Settings, worker: str) -> None:
     """Once per job process: the records store, the moderation client, the trace exporter."""
     proc.userdata[RECORDS_KEY] = open_store(settings)
+    if settings.records_url:
+        warm_records_models()
     proc.userdata[MODERATOR_KEY] = build_moderator(settings)
     directory = settings.line_cache_dir or str(Path(tempfile.gettempdir()) / "voice-tutor-lines")
     set_line_cache(LineCache(Path(directory)))
@@ -159,17 +166,44 @@ def publish_health_port(server: AgentServer, worker: str) -> None:
     server.on("worker_started", on_started)
 
 
-def schedule_maintenance(server: AgentServer, settings: Settings) -> None:
+class Maintenance:
+    """The worker's records maintenance, on a thread and event loop of its own: opening the
+    store (imports, mapper set-up, migrations) and each purge would otherwise hold the loop
+    that takes jobs and talks to LiveKit. A daemon: it ends with the worker."""
+
+    def __init__(self, work: Callable[[], Coroutine[Any, Any, None]]) -> None:
+        self._work = work
+        self._loop = asyncio.new_event_loop()
+        self._task: asyncio.Task[None] | None = None
+        self._thread = threading.Thread(target=self._run, name="records-maintenance", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def _run(self) -> None:
+        asyncio.set_event_loop(self._loop)
+        self._task = self._loop.create_task(self._work(), name="records_maintenance")
+        with contextlib.suppress(asyncio.CancelledError):
+            self._loop.run_until_complete(self._task)
+        self._loop.close()
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Cancel the work and wait for its thread (tests; a worker just exits)."""
+        if self._task is not None and not self._loop.is_closed():
+            self._loop.call_soon_threadsafe(self._task.cancel)
+        self._thread.join(timeout)
+
+
+def schedule_maintenance(server: AgentServer, settings: Settings) -> Maintenance | None:
     """From the worker's main process, which outlives jobs, on one records store: deliver
     the outbox's alerts, and purge records older than `RECORDS_RETENTION_DAYS` (at start,
-    then daily)."""
+    then daily). Started once the worker has started."""
     if not settings.records_url:
-        return
+        return None
     if not settings.alert_webhook_secret and (
         settings.teacher_webhook_url or settings.safeguarding_webhook_url
     ):
         logger.warning("ALERT_WEBHOOK_SECRET is empty: alerts are signed with an empty key")
-    tasks: set[asyncio.Task[None]] = set()
 
     async def maintain() -> None:
         store = RecordsStore(settings.records_url)
@@ -182,10 +216,9 @@ def schedule_maintenance(server: AgentServer, settings: Settings) -> None:
         finally:
             await store.aclose()
 
-    def on_started() -> None:
-        tasks.add(asyncio.create_task(maintain(), name="records_maintenance"))  # kept for life
-
-    server.on("worker_started", on_started)
+    maintenance = Maintenance(maintain)
+    server.on("worker_started", maintenance.start)
+    return maintenance
 
 
 async def purge(store: RecordsStore, days: float) -> None:

@@ -19,6 +19,7 @@ from agent.workers.models import pipeline_tutor_models, realtime_tutor_models, s
 from agent.workers.process import job_moderator, job_writer, prewarm_process
 from agent.workers.runner import serve_room_job
 from agent.workers.turns import turn_handling, vad_options
+from agent.workers.warmup import warm_http_clients, warm_realtime_types
 
 TUTOR_MODELS_KEY = "tutor_models"
 
@@ -53,7 +54,8 @@ def worker_plan_or_exit(settings: Settings, roster: Roster, name: str) -> Worker
 def prewarm_worker(proc: JobProcess, plan: WorkerPlan) -> None:
     """Once per job process, before its job: the model clients (their TLS contexts and
     connection pools), on a pipeline worker the Silero VAD and the STT, then the records
-    store, the moderation client and the trace exporter."""
+    store, the moderation client and the trace exporter; and what a job's first moments
+    would otherwise do on its loop (`agent.workers.warmup`)."""
     settings, roster = plan.settings, plan.roster
     if plan.pipeline:
         from livekit.plugins import silero  # only pipeline workers load the VAD
@@ -68,6 +70,8 @@ def prewarm_worker(proc: JobProcess, plan: WorkerPlan) -> None:
             kind: realtime_tutor_models(settings, roster, kind)
             for kind in roster.hosted_on(plan.name)
         }
+        warm_realtime_types()
+    warm_http_clients()
     prewarm_process(proc, settings, plan.name)
 
 

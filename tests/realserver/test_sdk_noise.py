@@ -1,0 +1,58 @@
+"""Lines the LiveKit SDK logs by itself, shown with a bare `rtc.Room` on the real server and
+none of our code, so that the worker-log checks may ignore exactly these texts
+(`tests.support.realserver.SDK_NOISE`) and nothing else."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+import threading
+
+import pytest
+from livekit import api, rtc
+
+from tests.support import realserver
+from tests.support.realserver import SDK_DATA_TRACK_ERROR, SDK_NOISE, LiveKitServer
+
+pytestmark = pytest.mark.asyncio(loop_scope="session")
+
+
+class Seen(logging.Handler):
+    """Keeps the SDK's records; `wanted` is set when one contains the text looked for."""
+
+    def __init__(self, text: str) -> None:
+        super().__init__(logging.DEBUG)
+        self.text = text
+        self.records: list[logging.LogRecord] = []
+        self.wanted = threading.Event()  # the SDK logs from its own thread too
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+        if self.text in record.getMessage():
+            self.wanted.set()
+
+
+async def test_a_bare_room_that_connects_logs_the_sdks_data_track_error(
+    livekit: LiveKitServer,
+) -> None:
+    assert SDK_DATA_TRACK_ERROR in SDK_NOISE
+    seen = Seen(SDK_DATA_TRACK_ERROR)
+    sdk = logging.getLogger("livekit")
+    sdk.addHandler(seen)
+    room = rtc.Room()
+    try:
+        token = (
+            api.AccessToken(realserver.API_KEY_ID, realserver.API_SECRET)
+            .with_identity("bare")
+            .with_grants(api.VideoGrants(room_join=True, room=f"bare-{secrets.token_hex(4)}"))
+            .to_jwt()
+        )
+        await room.connect(livekit.url, token)
+        logged = await asyncio.to_thread(seen.wanted.wait, 10.0)
+    finally:
+        await room.disconnect()
+        sdk.removeHandler(seen)
+    assert logged, [r.getMessage() for r in seen.records]
+    [record] = [r for r in seen.records if SDK_DATA_TRACK_ERROR in r.getMessage()]
+    assert record.levelno == logging.ERROR
