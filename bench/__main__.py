@@ -14,6 +14,7 @@ BENCHMARKS = (
     "turns",
     "crossing",
     "capacity",
+    "realserver",
 )
 
 

@@ -50,6 +50,7 @@ async def test_the_tutor_leaves_when_the_student_leaves() -> None:
         assert cluster.hub.present() == []
         assert job.end_reason == "student left"
         assert job.session is not None and not job.session._started
+        assert cluster.rooms_closed == [job.identity]  # its dispatches go with the room
 
 
 async def test_a_second_orchestrator_for_a_served_room_leaves_without_a_word() -> None:
@@ -78,6 +79,8 @@ async def test_the_english_tutor_leaves_when_the_student_leaves_it() -> None:
         await student.leave()
         await asyncio.wait_for(english.ended.wait(), WAIT)
         assert cluster.hub.present() == []
+        # the orchestrator left at the handover (the session went on): only English closes
+        assert cluster.rooms_closed == [english.identity]
 
 
 async def test_a_student_leaving_mid_crossing_ends_both_jobs_and_the_dispatch() -> None:
@@ -95,12 +98,13 @@ async def test_a_student_leaving_mid_crossing_ends_both_jobs_and_the_dispatch() 
 
 
 async def test_a_session_closed_by_the_student_disconnecting_ends_the_job() -> None:
-    async with lesson({}) as (_cluster, job, _student):
+    async with lesson({}) as (cluster, job, _student):
         assert job.session is not None
         # what the framework's room input does when the linked participant disconnects
         job.session._close_soon(reason=CloseReason.PARTICIPANT_DISCONNECTED, drain=False)
         await asyncio.wait_for(job.ended.wait(), WAIT)
         assert job.end_reason == "session closed: participant_disconnected"
+        assert cluster.rooms_closed == [job.identity]
 
 
 async def test_a_crossing_from_a_specialist_is_one_line_and_one_dispatch() -> None:

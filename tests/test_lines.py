@@ -7,7 +7,8 @@ from pathlib import Path
 from livekit import rtc
 
 from agent.routing import ANNOUNCEMENTS
-from agent.tutors.lines import LineCache
+from agent.tutors.lines import LineCache, handoff_lines, warm_lines
+from agent.tutors.roster import default_roster
 from tests.fakes.audio import PacedTTS
 
 LINE = ANNOUNCEMENTS["math"]
@@ -57,3 +58,22 @@ async def test_without_a_cache_every_use_is_synthesised() -> None:
     await play(cache, voice, LINE)
     await play(cache, voice, LINE)
     assert voice.spoken == [LINE, LINE]
+
+
+async def test_a_worker_prepares_every_handoff_line_its_tutors_can_say_once(
+    tmp_path: Path,
+) -> None:
+    roster = default_roster()
+    lines = handoff_lines(roster, roster.tutors)
+    # the orchestrator announces every tutor in its own voice; Math its routes and the way back
+    voice_of = {kind: spec.voice for kind, spec in roster.tutors.items()}
+    assert (voice_of["orchestrator"], roster.tutor("math").handoff_line) in lines
+    assert (voice_of["math"], roster.tutor("english").handoff_line) in lines
+    assert (voice_of["math"], roster.tutor("orchestrator").handoff_line) in lines
+    assert (voice_of["orchestrator"], roster.tutor("orchestrator").handoff_line) not in lines
+    voices = {v: PacedTTS(ttfb=0.0, speedup=50.0, marked=True, name=v) for v, _ in lines}
+    assert await warm_lines(LineCache(tmp_path), voices, lines) == len(lines)
+    # every job process after it plays them from the cache: nothing left to synthesise
+    assert await warm_lines(LineCache(tmp_path), voices, lines) == 0
+    assert sum(len(v.spoken) for v in voices.values()) == len(lines)
+    assert len(kept(tmp_path)) == len(lines)

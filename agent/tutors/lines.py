@@ -14,11 +14,13 @@ import logging
 import os
 import tempfile
 import wave
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable, Mapping
 from pathlib import Path
 
 from livekit import rtc
 from livekit.agents import tts
+
+from agent.tutors.roster import ORCHESTRATOR, Roster
 
 logger = logging.getLogger("tutor.lines")
 
@@ -118,6 +120,36 @@ def _read_wav(path: Path) -> list[rtc.AudioFrame]:
 
 
 _default: LineCache | None = None
+
+
+def handoff_lines(roster: Roster, speakers: Iterable[str]) -> list[tuple[str, str]]:
+    """(voice, text) of every handoff line the `speakers` can say: each tutor they can hand
+    the student to, in the speaker's own voice (the outgoing tutor announces)."""
+    pairs: dict[tuple[str, str], None] = {}
+    for kind in speakers:
+        for target in [*roster.routes_of(kind), ORCHESTRATOR]:
+            if target != kind:
+                pairs[(roster.tutor(kind).voice, roster.tutor(target).handoff_line)] = None
+    return list(pairs)
+
+
+async def warm_lines(
+    cache: LineCache, voices: Mapping[str, tts.TTS], lines: Iterable[tuple[str, str]]
+) -> int:
+    """Synthesise into `cache` each (voice, text) it does not hold yet; returns how many.
+    A line that fails is left for its first use (a warning, never an error)."""
+    made = 0
+    for voice_name, text in lines:
+        voice = voices[voice_name]
+        if cache.cached(voice, text) is not None:
+            continue
+        try:
+            async for _ in cache.frames(voice, text):
+                pass
+            made += 1
+        except Exception as exc:
+            logger.warning("could not prepare a fixed line: %s", type(exc).__name__)
+    return made
 
 
 def line_cache() -> LineCache:

@@ -36,6 +36,7 @@ logger = logging.getLogger("tutor.worker")
 RECORDS_KEY = "records"
 MODERATOR_KEY = "moderator"
 PURGE_INTERVAL = 24 * 3600.0
+LINE_WARMUP_TIMEOUT = 120.0
 # imported once in the worker's forkserver, so every job process shares them (copy-on-write)
 # instead of importing them itself: the job body, the records store and its drivers
 PRELOAD_MODULES = [
@@ -115,8 +116,7 @@ def prewarm_process(proc: JobProcess, settings: Settings, worker: str) -> None:
     if settings.records_url:
         warm_records_models()
     proc.userdata[MODERATOR_KEY] = build_moderator(settings)
-    directory = settings.line_cache_dir or str(Path(tempfile.gettempdir()) / "voice-tutor-lines")
-    set_line_cache(LineCache(Path(directory)))
+    set_line_cache(LineCache(line_cache_directory(settings)))
     configure_tracing(
         settings.otlp_traces_endpoint, service=worker, allow_pii=settings.traces_allow_pii
     )
@@ -150,6 +150,7 @@ def worker_server(
     retention) and its published health port."""
     server = AgentServer(setup_fnc=setup_fnc, **server_options(settings, worker))
     schedule_maintenance(server, settings)
+    schedule_line_warmup(server, settings, worker)
     publish_health_port(server, worker)
     return server
 
@@ -166,23 +167,25 @@ def publish_health_port(server: AgentServer, worker: str) -> None:
     server.on("worker_started", on_started)
 
 
-class Maintenance:
-    """The worker's records maintenance, on a thread and event loop of its own: opening the
-    store (imports, mapper set-up, migrations) and each purge would otherwise hold the loop
-    that takes jobs and talks to LiveKit. A daemon: it ends with the worker."""
+class BackgroundWork:
+    """Work of the worker's main process on a thread and event loop of its own, so that it
+    never holds the loop that takes jobs and talks to LiveKit (opening the records store:
+    imports, mapper set-up, migrations; each purge; synthesising fixed lines). A daemon: it
+    ends with the worker."""
 
-    def __init__(self, work: Callable[[], Coroutine[Any, Any, None]]) -> None:
+    def __init__(self, name: str, work: Callable[[], Coroutine[Any, Any, Any]]) -> None:
+        self.name = name
         self._work = work
         self._loop = asyncio.new_event_loop()
-        self._task: asyncio.Task[None] | None = None
-        self._thread = threading.Thread(target=self._run, name="records-maintenance", daemon=True)
+        self._task: asyncio.Task[Any] | None = None
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
 
     def start(self) -> None:
         self._thread.start()
 
     def _run(self) -> None:
         asyncio.set_event_loop(self._loop)
-        self._task = self._loop.create_task(self._work(), name="records_maintenance")
+        self._task = self._loop.create_task(self._work(), name=self.name)
         with contextlib.suppress(asyncio.CancelledError):
             self._loop.run_until_complete(self._task)
         self._loop.close()
@@ -194,7 +197,44 @@ class Maintenance:
         self._thread.join(timeout)
 
 
-def schedule_maintenance(server: AgentServer, settings: Settings) -> Maintenance | None:
+def line_cache_directory(settings: Settings) -> Path:
+    return Path(settings.line_cache_dir or Path(tempfile.gettempdir()) / "voice-tutor-lines")
+
+
+def schedule_line_warmup(server: AgentServer, settings: Settings, worker: str) -> BackgroundWork:
+    """Once the worker has started: synthesise every handoff line its tutors can say into
+    the machine's line cache, so that no student waits for one (the first use would
+    synthesise it on the spot, after the floor is free)."""
+    from agent.tutors.lines import handoff_lines, warm_lines
+    from agent.tutors.roster import roster_for
+    from agent.workers.models import voice_tts
+
+    async def warm() -> None:
+        roster = roster_for(settings)
+        # a pipeline worker can run every tutor (a realtime one as its fallback)
+        speakers = (
+            roster.tutors if roster.mode_of(worker) == "pipeline" else roster.hosted_on(worker)
+        )
+        lines = handoff_lines(roster, speakers)
+        voices = {voice: voice_tts(settings, voice) for voice, _ in lines}
+        try:
+            made = await asyncio.wait_for(
+                warm_lines(LineCache(line_cache_directory(settings)), voices, lines),
+                LINE_WARMUP_TIMEOUT,
+            )
+            logger.info("fixed lines ready", extra={"lines": len(lines), "synthesised": made})
+        except TimeoutError:
+            logger.warning("fixed lines were not all ready in time; the rest on first use")
+        finally:
+            for voice in voices.values():
+                await voice.aclose()
+
+    warmup = BackgroundWork("line-warmup", warm)
+    server.on("worker_started", warmup.start)
+    return warmup
+
+
+def schedule_maintenance(server: AgentServer, settings: Settings) -> BackgroundWork | None:
     """From the worker's main process, which outlives jobs, on one records store: deliver
     the outbox's alerts, and purge records older than `RECORDS_RETENTION_DAYS` (at start,
     then daily). Started once the worker has started."""
@@ -216,7 +256,7 @@ def schedule_maintenance(server: AgentServer, settings: Settings) -> Maintenance
         finally:
             await store.aclose()
 
-    maintenance = Maintenance(maintain)
+    maintenance = BackgroundWork("records-maintenance", maintain)
     server.on("worker_started", maintenance.start)
     return maintenance
 

@@ -8,7 +8,7 @@ from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from livekit.agents import NOT_GIVEN, Agent, AgentSession, CloseEvent, JobContext
+from livekit.agents import NOT_GIVEN, Agent, AgentSession, CloseEvent, CloseReason, JobContext
 from livekit.agents.voice.room_io import AudioInputOptions, RoomOptions, TextOutputOptions
 
 from agent.crossing import Crossing, DispatchClient
@@ -52,6 +52,12 @@ class JobDeps:
     # a realtime model needs); a pipeline takes 16 kHz, what its VAD and end-of-turn model
     # run at, so neither resamples every frame
     input_sample_rate: int | None = None
+    # closes the student's room once the student has left (the server's DeleteRoom): the
+    # other tutors and every dispatch go with it; None where there is no server
+    close_room: Callable[[], Awaitable[Any]] | None = None
+
+
+CLOSE_ROOM_TIMEOUT = 2.0
 
 
 async def run_tutor_job(
@@ -105,8 +111,9 @@ async def run_tutor_job(
         if watcher is not None and watcher is not asyncio.current_task():
             watcher.cancel()
 
-    async def leave(reason: str, *, session_over: bool) -> None:
-        """Close the session and leave the room, once."""
+    async def leave(reason: str, *, session_over: bool, student_left: bool = False) -> None:
+        """Close the session and leave the room, once. After the student, the room goes
+        too: no tutor and no dispatch is left in it."""
         nonlocal leaving
         if leaving:
             return
@@ -118,27 +125,33 @@ async def run_tutor_job(
                 userdata.recorder.end(reason)
             if userdata.crossing is not None:
                 await userdata.crossing.abort()
-        else:
-            if userdata.recorder is not None:
-                userdata.recorder.leaving()
-            # the student's audio stopped at the handover: no last transcript can come, so
-            # the close must not wait for one (the framework waits up to 2 s by default;
-            # there is no public setter for this one close)
+        elif userdata.recorder is not None:
+            userdata.recorder.leaving()
+        if student_left or not session_over:
+            # the student is gone, or their audio stopped at the handover: no last
+            # transcript can come, so the close must not wait for one (the framework waits
+            # up to 2 s by default; there is no public setter for this one close)
             session._opts.session_close_transcript_timeout = 0.0
         await session.aclose()
+        if student_left and deps.close_room is not None:
+            try:
+                await asyncio.wait_for(deps.close_room(), CLOSE_ROOM_TIMEOUT)
+            except Exception as exc:  # the server tidies an empty room itself, later
+                logger.warning("closing the empty room failed: %s", type(exc).__name__)
         ctx.shutdown(reason=reason)
 
     async def end_job(reason: str) -> None:
         """Leave the room while the student's session goes on (with another tutor)."""
         await leave(reason, session_over=False)
 
-    async def finish_job(reason: str) -> None:
+    async def finish_job(reason: str, *, student_left: bool = False) -> None:
         """The session is over (the student left, the room or the session closed): leave."""
-        await leave(reason, session_over=True)
+        await leave(reason, session_over=True, student_left=student_left)
 
     def on_close(event: CloseEvent) -> None:
         if not leaving:
-            spawn(finish_job(f"session closed: {event.reason.value}"))
+            student_left = event.reason == CloseReason.PARTICIPANT_DISCONNECTED
+            spawn(finish_job(f"session closed: {event.reason.value}", student_left=student_left))
 
     session.on("close", on_close)
 
@@ -219,12 +232,19 @@ def spawn(coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
 
 
 async def _until_student_leaves(
-    room: HandoverRoom, student: str, finish_job: Callable[[str], Awaitable[None]]
+    room: HandoverRoom, student: str, finish_job: Callable[..., Awaitable[None]]
 ) -> None:
     """End the job once the student, having been in the room, is gone."""
     await room.wait_until_present(student)
     await room.wait_until_left(student)
-    await finish_job("student left")
+    await finish_job("student left", student_left=True)
+
+
+async def _leave_and_close(ctx: JobContext) -> None:
+    """Leave first, then delete the room: a deletion that cut this tutor's own connection
+    would close its data channels mid-stream (the SDK logs that as an error)."""
+    await ctx.room.disconnect()
+    await ctx.delete_room()
 
 
 async def serve_room_job(
@@ -258,5 +278,6 @@ async def serve_room_job(
         roster=roster,
         presence=RoomAttributes(ctx.room),
         input_sample_rate=input_sample_rate,
+        close_room=lambda: _leave_and_close(ctx),
     )
     await run_tutor_job(ctx, kind=kind, settings=settings, deps=deps)

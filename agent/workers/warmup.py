@@ -19,6 +19,7 @@ def warm_http_clients() -> None:
     context every job's shared aiohttp session is built with (the realtime websocket's)."""
     import anyio._backends._asyncio
     import anyio._core._synchronization  # noqa: F401
+    import openai.lib.streaming.chat  # noqa: F401  (the chat stream's first chunk)
     from livekit.agents.utils import http_context
     from openai.pagination import AsyncPage
     from openai.types import Model

@@ -92,6 +92,7 @@ class Cluster:
     jobs: list[Job] = field(default_factory=list)
     dispatched: list[tuple[str, str]] = field(default_factory=list)  # (worker, metadata)
     cancelled: list[str] = field(default_factory=list)
+    rooms_closed: list[str] = field(default_factory=list)  # by which job (its identity)
     llms: dict[str, ScriptedLLM] = field(default_factory=dict)
     errors: list[BaseException] = field(default_factory=list)  # from jobs and background tasks
     pending_starts: int = 0  # admitted jobs not started yet
@@ -240,7 +241,12 @@ class Cluster:
             roster=roster,
             presence=job.room,
             prepare_session=lambda session: self._watch_speech(job, session),
+            close_room=lambda: self._close_room(job),
         )
+
+    async def _close_room(self, job: Job) -> None:
+        """The server's DeleteRoom, as a job asks for it after the student left."""
+        self.rooms_closed.append(job.identity)
 
     def _watch_speech(self, job: Job, session: AgentSession[SessionUserdata]) -> None:
         """Before the session starts: everything its tutors say, from the first word (and

@@ -9,9 +9,7 @@ cannot run is a failure; elsewhere the tier is skipped with the reason. Run it l
 
 from __future__ import annotations
 
-import asyncio
 import os
-import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,7 +21,15 @@ from livekit import api
 from agent.settings import LiveKitSettings
 from agent.token import student_token
 from tests.support import realserver
-from tests.support.realserver import LiveKitServer, ModelFake, Process
+from tests.support.realserver import (  # noqa: F401  (the tests' shared steps)
+    TURN,
+    LiveKitServer,
+    ModelFake,
+    Process,
+    ask,
+    room_state,
+    wait_until_empty,
+)
 from tests.support.student import Student, join
 
 HERE = Path(__file__).parent
@@ -132,32 +138,3 @@ async def students(livekit: LiveKitServer, lk_settings: LiveKitSettings) -> Asyn
     for student in group.joined:
         if student.room.isconnected():
             await student.leave()
-
-
-TURN = 60.0  # generous bound per step on a loaded 2-core machine; figures are bench's
-
-
-async def ask(student: Student, models: ModelFake, speech_dir: Path, question: str) -> float:
-    """Wait for the tutors to fall quiet, then say `question`; returns when it was said."""
-    await student.wait_for(lambda: student.quiet_since(1.0), TURN, "a quiet moment")
-    models.questions.expect(question)
-    return await student.say(realserver.espeak_wav(question, speech_dir))
-
-
-async def room_state(server_api: api.LiveKitAPI, room: str) -> tuple[list[str], int]:
-    """Who is in `room` (identities) and how many dispatches it still has, from the server
-    (a room the server has closed has neither)."""
-    rooms = await server_api.room.list_rooms(api.ListRoomsRequest(names=[room]))
-    if not rooms.rooms:
-        return [], 0
-    people = await server_api.room.list_participants(api.ListParticipantsRequest(room=room))
-    dispatches = await server_api.agent_dispatch.list_dispatch(room)
-    return [p.identity for p in people.participants], len(dispatches)
-
-
-async def wait_until_empty(server_api: api.LiveKitAPI, room: str, timeout: float = TURN) -> None:
-    """Until the server says nobody is in `room` and no dispatch is left there."""
-    deadline = time.monotonic() + timeout
-    while (state := await room_state(server_api, room)) != ([], 0):
-        assert time.monotonic() < deadline, f"{room} still holds {state} after the student left"
-        await asyncio.sleep(0.1)  # the server API has no push for this: ask it again

@@ -19,6 +19,7 @@ from tests.fakes.production import (
     SEVEN_EIGHTS,
 )
 from tests.realserver.conftest import TURN, Students, Workers, ask, wait_until_empty
+from tests.support import realserver
 from tests.support.realserver import ModelFake
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
@@ -62,6 +63,9 @@ async def test_the_whole_conversation_is_heard_one_tutor_at_a_time(
     heard = [s.identity for s in student.speech()]
     assert heard[0] == orchestrator and heard[-1] == history.identity, student.report()
     assert student.agents_present() == [history.identity]
+    # a clean conversation: no ERROR in either worker's log (bench realserver counts the
+    # event-loop stalls, a timing)
+    assert realserver.worker_log_errors(*workers.logs()) == []
 
     await student.leave()
     await wait_until_empty(server_api, room)
