@@ -219,20 +219,19 @@ def p50_max(values: list[float]) -> tuple[float, float]:
     return percentile(values, 50), max(values)
 
 
-NOTES = """How to read it (the breakdown): seconds after the end of the student's speech at
-which the model fake saw each request; 'chat asked' comes at the final transcript because
-replies are generated preemptively, and the reply is held until the turn is committed, seen
-as the answer's speech request (the handoff lines play from the line cache, asking nothing).
-The third question is heard by the realtime English tutor (server VAD), so only its first
-audio is measured.
+NOTES = """How to read it: a real LiveKit server (v1.9.12) in its network namespace, both
+workers as processes (`python -m livekit.agents start ...`, two warm job processes each), an
+`rtc` student speaking espeak-ng questions, the model fake with LLM first token 0.4 s and
+speech first byte 0.3 s. Silences are measured on the audio the student received (a tone
+without padding, so net of voice padding). Leave: the student's disconnect to the server
+listing neither an agent nor a dispatch in the room (polled every 20 ms).
 
-The rest: a real LiveKit server (v1.9.12) in its network namespace, both workers as processes (`python -m livekit.agents start ...`, two warm job processes each), an
-`rtc` student speaking espeak-ng questions, the model fake with LLM first token 0.4 s and speech
-first byte 0.3 s. Silences are measured on the audio the student received (a tone without
-padding, so net of voice padding). The breakdown's stages are when the model fake saw each
-request arrive (first token = chat request + the fake's 0.4 s); 'end of turn' includes the
-transcription's own time. Leave: the student's disconnect to the server listing neither an
-agent nor a dispatch in the room (polled every 20 ms)."""
+The breakdown: seconds after the end of the student's speech at which the model fake saw
+each request (first token = chat request + the fake's 0.4 s). 'Chat asked' comes at the
+final transcript because replies are generated preemptively; the reply is held until the
+turn is committed, seen as the answer's speech request (handoff lines play from the line
+cache and ask for nothing). The third question is heard by the realtime English tutor
+(server VAD), so only its first audio is measured."""
 
 
 def main(argv: list[str]) -> int:
