@@ -13,6 +13,7 @@ import pytest
 import yaml
 
 from agent.settings import Settings, WebSettings, load_settings
+from tests.support.realserver import TESTED_SERVER
 
 REPO = Path(__file__).resolve().parent.parent
 WORKERS = {"orchestrator": "agent/workers/orchestrator.py", "english": "agent/workers/english.py"}
@@ -63,9 +64,10 @@ def test_compose_serves_the_web_app_on_8080_and_https_only_in_the_tls_profile(
     assert "--node-ip" in services["livekit"]["command"]
 
 
-def test_server_image_is_pinned(compose: dict) -> None:
+def test_server_image_is_pinned_to_the_version_the_real_server_tier_tests(compose: dict) -> None:
     image = compose["services"]["livekit"]["image"]
     assert re.fullmatch(r"livekit/livekit-server:v\d+\.\d+\.\d+", image)
+    assert image == f"livekit/livekit-server:{TESTED_SERVER}"
 
 
 def test_server_ports_match_its_config(compose: dict, livekit_config: dict) -> None:

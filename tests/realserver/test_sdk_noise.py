@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
+import subprocess
 import threading
 
 import pytest
@@ -14,8 +15,6 @@ from livekit import api, rtc
 
 from tests.support import realserver
 from tests.support.realserver import SDK_DATA_TRACK_ERROR, SDK_NOISE, LiveKitServer
-
-pytestmark = pytest.mark.asyncio(loop_scope="session")
 
 
 class Seen(logging.Handler):
@@ -33,6 +32,7 @@ class Seen(logging.Handler):
             self.wanted.set()
 
 
+@pytest.mark.asyncio(loop_scope="session")
 async def test_a_bare_room_that_connects_logs_the_sdks_data_track_error(
     livekit: LiveKitServer,
 ) -> None:
@@ -56,3 +56,11 @@ async def test_a_bare_room_that_connects_logs_the_sdks_data_track_error(
     assert logged, [r.getMessage() for r in seen.records]
     [record] = [r for r in seen.records if SDK_DATA_TRACK_ERROR in r.getMessage()]
     assert record.levelno == logging.ERROR
+
+
+@pytest.mark.usefixtures("run_dir")  # skipped, or failed in CI, where the tier cannot run
+def test_the_server_under_test_is_the_version_compose_pins() -> None:
+    binary = realserver.server_binary()
+    assert binary is not None
+    done = subprocess.run([str(binary), "--version"], capture_output=True, text=True, timeout=30)
+    assert done.stdout.split()[-1] == realserver.TESTED_SERVER.removeprefix("v"), done.stdout

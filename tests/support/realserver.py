@@ -40,6 +40,8 @@ from tests.support.student import Student
 REPO = Path(__file__).resolve().parents[2]
 SHARED_SERVER = REPO.parent / "shared" / "livekit-server"
 NODE_IP = "10.99.0.1"
+# the server version this tier runs (compose pins the same image: tests/test_stack.py)
+TESTED_SERVER = "v1.9.12"
 API_KEY_ID = "realserver-tests"
 # a test key pair for a server that exists only inside this run's namespace
 API_SECRET = "realserver-tests-secret-of-at-least-32-chars"
