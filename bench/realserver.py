@@ -154,11 +154,13 @@ async def one_conversation(
     return result
 
 
-async def run(conversations: int, run_dir: Path) -> tuple[list[Conversation], list[str]]:
+async def run(
+    conversations: int, run_dir: Path, overrides: dict[str, str]
+) -> tuple[list[Conversation], list[str]]:
     server = await realserver.start_livekit(run_dir)
     models = ModelFake()
     models.start()
-    env = realserver.stack_env(server, models, run_dir)
+    env = realserver.stack_env(server, models, run_dir) | overrides
     workers = []
     try:
         for name in ("learning-orchestrator", "learning-english"):
@@ -240,6 +242,11 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--quick", action="store_true", help="CI size: one conversation")
     parser.add_argument("--no-append", action="store_true", help="do not write BENCHMARKS.md")
     parser.add_argument("--verbose", action="store_true", help="print each timeline")
+    parser.add_argument(
+        "--turn-detector",
+        choices=("model", "vad", "stt"),
+        help="the workers' TURN_DETECTOR (default: the setting's default, the model)",
+    )
     args = parser.parse_args(argv)
     global VERBOSE
     VERBOSE = args.verbose
@@ -252,7 +259,8 @@ def main(argv: list[str]) -> int:
             run(1 if args.quick else max(1, args.conversations), run_dir)
         )
     report(
-        "Real server: handovers, turns and leaving",
+        "Real server: handovers, turns and leaving"
+        + (f" (TURN_DETECTOR={args.turn_detector})" if args.turn_detector else ""),
         summary(results, problems),
         append=not args.no_append,
         notes=NOTES,
