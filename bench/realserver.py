@@ -255,9 +255,9 @@ def main(argv: list[str]) -> int:
         return 2
     with realserver.run_directory() as run_dir:
         print(f"logs: {run_dir}", file=sys.stderr)
-        results, problems = asyncio.run(
-            run(1 if args.quick else max(1, args.conversations), run_dir)
-        )
+        overrides = {"TURN_DETECTOR": args.turn_detector} if args.turn_detector else {}
+        count = 1 if args.quick else max(1, args.conversations)
+        results, problems = asyncio.run(run(count, run_dir, overrides))
     report(
         "Real server: handovers, turns and leaving"
         + (f" (TURN_DETECTOR={args.turn_detector})" if args.turn_detector else ""),
