@@ -134,10 +134,14 @@ async def run_tutor_job(
             session._opts.session_close_transcript_timeout = 0.0
         await session.aclose()
         if student_left and deps.close_room is not None:
-            try:
-                await asyncio.wait_for(deps.close_room(), CLOSE_ROOM_TIMEOUT)
-            except Exception as exc:  # the server tidies an empty room itself, later
-                logger.warning("closing the empty room failed: %s", type(exc).__name__)
+            # after this job has left: a deletion that cut a connected tutor would close its
+            # data channels mid-stream (the SDK logs that as errors)
+            close_room = deps.close_room
+
+            async def close_after_leaving() -> None:
+                await _close_room(close_room)
+
+            ctx.add_shutdown_callback(close_after_leaving)
         ctx.shutdown(reason=reason)
 
     async def end_job(reason: str) -> None:
@@ -240,11 +244,12 @@ async def _until_student_leaves(
     await finish_job("student left", student_left=True)
 
 
-async def _leave_and_close(ctx: JobContext) -> None:
-    """Leave first, then delete the room: a deletion that cut this tutor's own connection
-    would close its data channels mid-stream (the SDK logs that as an error)."""
-    await ctx.room.disconnect()
-    await ctx.delete_room()
+async def _close_room(close_room: Callable[[], Awaitable[Any]]) -> None:
+    """Delete the student's room (every dispatch goes with it), within a bound."""
+    try:
+        await asyncio.wait_for(close_room(), CLOSE_ROOM_TIMEOUT)
+    except Exception as exc:  # the server closes an empty room itself, later
+        logger.warning("closing the empty room failed: %s", type(exc).__name__)
 
 
 async def serve_room_job(
@@ -278,6 +283,6 @@ async def serve_room_job(
         roster=roster,
         presence=RoomAttributes(ctx.room),
         input_sample_rate=input_sample_rate,
-        close_room=lambda: _leave_and_close(ctx),
+        close_room=ctx.delete_room,
     )
     await run_tutor_job(ctx, kind=kind, settings=settings, deps=deps)

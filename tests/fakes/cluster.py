@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-from collections.abc import Callable, Coroutine, Mapping
+from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -58,6 +58,9 @@ class Job:
     said: list[str] = field(default_factory=list)
     error: BaseException | None = None
     writer: RecordWriter | None = None  # this job's records (as a job process has its own)
+    # what the job registered with `ctx.add_shutdown_callback`: run after it left the room,
+    # as the framework's job shutdown does
+    shutdown_callbacks: list[Callable[[], Awaitable[Any]]] = field(default_factory=list)
 
 
 class NamedRoom(rtc.Room):
@@ -203,6 +206,7 @@ class Cluster:
             room=room, job_metadata=job.metadata, agent_identity=job.identity
         ) as ctx:
             ctx.shutdown = lambda reason="": self._end(job, reason)  # type: ignore[method-assign]
+            ctx.add_shutdown_callback = job.shutdown_callbacks.append  # type: ignore[method-assign]
             try:
                 job.session = await run_tutor_job(
                     ctx, kind=kind, settings=self.settings, deps=self._deps(job)
@@ -271,6 +275,8 @@ class Cluster:
 
     async def _leave(self, job: Job) -> None:
         await job.room.leave()
+        for callback in job.shutdown_callbacks:
+            await callback()
         await self._flush_records(job)
         job.ended.set()
         self._notify()
