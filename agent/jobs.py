@@ -15,7 +15,13 @@ from dataclasses import dataclass
 from livekit.agents import Agent, AgentSession
 
 from agent.dispatch_metadata import parse_dispatch_metadata
-from agent.handover import HandoverRoom, declare_ready, fetch_transfer, wait_for_floor
+from agent.handover import (
+    HandoverRoom,
+    declare_ready,
+    fetch_transfer,
+    floor_release,
+    wait_for_floor,
+)
 from agent.presence import publish_tutor
 from agent.session import set_listening
 from agent.state import SessionUserdata, TutorKind
@@ -79,7 +85,7 @@ async def start_tutor(
 
     In a floor handover the tutor starts muted with the conversation fetched from the
     outgoing tutor (or only the metadata question, if that fails), reports ready, and
-    answers the moment the outgoing tutor has left.
+    answers the moment the outgoing tutor says the floor is free (or has left).
     """
     userdata = session.userdata
     outgoing, handover_id = plan.outgoing, plan.handover_id
@@ -106,11 +112,14 @@ async def start_tutor(
     )
     await start_session(tutor)
     set_listening(session, False)
-    if not await declare_ready(room, outgoing=outgoing, handover_id=handover_id, timeout=timeout):
-        logger.info("handover cancelled by the outgoing tutor", extra=userdata.log_fields())
-        await end_job("handover cancelled")
-        return False
-    await wait_for_floor(room, outgoing=outgoing, timeout=timeout)
+    with floor_release(room, outgoing=outgoing, handover_id=handover_id) as released:
+        if not await declare_ready(
+            room, outgoing=outgoing, handover_id=handover_id, timeout=timeout
+        ):
+            logger.info("handover cancelled by the outgoing tutor", extra=userdata.log_fields())
+            await end_job("handover cancelled")
+            return False
+        await wait_for_floor(room, outgoing=outgoing, timeout=timeout, released=released)
     if plan.student and not room.is_present(plan.student):
         logger.info("the student left before the floor was free", extra=userdata.log_fields())
         await end_job("student left")

@@ -10,11 +10,14 @@ from livekit.agents import llm
 
 from agent.handover import (
     CONTEXT_RPC,
+    FLOOR_RPC,
     MAX_TRANSFER_BYTES,
     Outcome,
+    RpcFailed,
     Transfer,
     declare_ready,
     fetch_transfer,
+    floor_release,
     hand_over,
     wait_for_floor,
 )
@@ -41,6 +44,7 @@ class Incoming:
     cancelled: list[str] = field(default_factory=list)
     slow_cancel: bool = False  # the cancel waits until this tutor has asked to take over
     asked: asyncio.Event = field(default_factory=asyncio.Event)
+    listens_for_release: bool = True  # False: an incoming tutor that waits for the departure
 
     async def dispatch(self) -> str:
         self.dispatches.append("AD_1")
@@ -61,14 +65,20 @@ class Incoming:
         await asyncio.sleep(self.prepare_for)  # simulated model session start
         if self.never_ready:
             return
-        self.took_floor = await declare_ready(
-            room, outgoing=OUT, handover_id=self.handover_id, timeout=TIMEOUT
-        )
-        self.asked.set()
-        if not self.took_floor:
-            await room.leave()
-            return
-        await wait_for_floor(room, outgoing=OUT, timeout=TIMEOUT)
+        with floor_release(room, outgoing=OUT, handover_id=self.handover_id) as released:
+            self.took_floor = await declare_ready(
+                room, outgoing=OUT, handover_id=self.handover_id, timeout=TIMEOUT
+            )
+            self.asked.set()
+            if not self.took_floor:
+                await room.leave()
+                return
+            await wait_for_floor(
+                room,
+                outgoing=OUT,
+                timeout=TIMEOUT,
+                released=released if self.listens_for_release else None,
+            )
         async with room.speaking():
             await asyncio.sleep(self.answer_for)
 
@@ -78,7 +88,16 @@ async def speak(room: MemoryRoom, seconds: float) -> None:
         await asyncio.sleep(seconds)
 
 
-async def run_outgoing(hub: RoomHub, incoming: Incoming, *, line_for: float, ready_timeout=TIMEOUT):
+async def run_outgoing(
+    hub: RoomHub,
+    incoming: Incoming,
+    *,
+    line_for: float,
+    ready_timeout=TIMEOUT,
+    closing_for: float = 0.0,
+):
+    """The outgoing tutor; `closing_for`: how long its session takes to close before it
+    leaves (on a real server 0.1-0.3 s)."""
     room = await hub.join(OUT)
     announcement = asyncio.create_task(speak(room, line_for))
     result = await hand_over(
@@ -91,6 +110,7 @@ async def run_outgoing(hub: RoomHub, incoming: Incoming, *, line_for: float, rea
         ready_timeout=ready_timeout,
     )
     if result.outcome is Outcome.HANDED_OVER:
+        await asyncio.sleep(closing_for)  # simulated session close
         await room.leave()
     else:
         await announcement
@@ -135,6 +155,39 @@ async def test_floor_passes_with_one_speaker_at_a_time(
     # the outgoing tutor left before the incoming one spoke
     leave = next(e.at for e in hub.timeline if e.identity == OUT and e.what == "leave")
     assert leave <= hub.speech_spans(IN)[0][0]
+
+
+@pytest.mark.parametrize("listens", [True, False], ids=["released", "departure-only"])
+async def test_the_incoming_tutor_speaks_when_the_line_ends_not_when_the_outgoing_has_left(
+    listens: bool,
+) -> None:
+    """The outgoing tutor's session takes a while to close: the floor passes at its word
+    that the line is over, and only an incoming tutor that does not listen for it waits."""
+    hub = RoomHub()
+    incoming = Incoming(hub, listens_for_release=listens)
+    result = await run_outgoing(hub, incoming, line_for=0.1, closing_for=0.3)
+
+    assert result.outcome is Outcome.HANDED_OVER
+    assert hub.max_concurrent_speakers() == 1 and not hub.cut_short(OUT)
+    leave = next(e.at for e in hub.timeline if e.identity == OUT and e.what == "leave")
+    answer = hub.speech_spans(IN)[0][0]
+    assert (answer < leave) is listens
+    assert silence_gap(hub) >= 0
+
+
+async def test_only_the_outgoing_tutor_may_release_the_floor() -> None:
+    hub = RoomHub()
+    incoming_room = await hub.join(IN)
+    stranger = await hub.join("agent-stranger")
+    await hub.join(OUT)
+    with floor_release(incoming_room, outgoing=OUT, handover_id=HID) as released:
+        with pytest.raises(RpcFailed):
+            await stranger.call_rpc(IN, FLOOR_RPC, HID, TIMEOUT)
+        assert not released.is_set()
+        assert (
+            await wait_for_floor(incoming_room, outgoing=OUT, timeout=0.05, released=released)
+            is False
+        )
 
 
 async def test_incoming_receives_the_conversation_so_far() -> None:

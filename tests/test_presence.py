@@ -69,7 +69,11 @@ async def test_the_tutor_of_another_worker_publishes_itself_once_it_has_the_floo
         await hub.until(lambda: title_of(hub, english.identity) == "English tutor", WAIT)
 
         assert hub.attributes[english.identity][KIND_ATTRIBUTE] == "english"
-        assert not hub.is_present(first.identity)  # published after the outgoing tutor left
+        # published once it has the floor: after the outgoing tutor's last word
+        published = next(
+            e.at for e in hub.timeline if e.identity == english.identity and e.what == "attributes"
+        )
+        assert hub.speech_spans(first.identity)[-1][1] <= published
         assert [who for who, _ in hub.attribute_changes] == [first.identity, english.identity]
     finally:
         await cluster.close()

@@ -20,7 +20,8 @@ from agent.handover import RpcFailed, RpcHandler
 class FloorEvent:
     at: float
     identity: str
-    what: str  # "join", "leave", "start", "stop", "cut" (speech cut short by leaving)
+    # "join", "leave", "start", "stop", "cut" (speech cut short by leaving), "attributes"
+    what: str
 
 
 @dataclass
@@ -171,6 +172,7 @@ class MemoryRoom:
             **attributes,
         }
         self.hub.attribute_changes.append((self._identity, dict(attributes)))
+        self.hub._record(self._identity, "attributes")
         await self.hub._notify()
 
     @asynccontextmanager
