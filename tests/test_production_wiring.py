@@ -261,7 +261,8 @@ async def test_streaming_transcription_runs_over_the_realtime_transcription_webs
 
 async def test_the_english_tutor_prepares_its_answer_before_the_floor_is_free() -> None:
     """With audio, the realtime model is asked while the outgoing tutor still speaks; its
-    answer waits in the paused output and plays only once the outgoing tutor has left."""
+    answer waits in the paused output and plays only once the outgoing tutor's line has
+    played out (its word that the floor is free)."""
     from bench.sim_audio import RealtimeSink
 
     async with FakeOpenAI(
@@ -270,12 +271,17 @@ async def test_the_english_tutor_prepares_its_answer_before_the_floor_is_free() 
         settings = settings_for(fake)
         sinks: dict[str, RealtimeSink] = {}
         first_audio: dict[str, float] = {}
+        last_played: dict[str, float] = {}
 
         def output(job: Any) -> RealtimeSink:
             sink = sinks[job.identity] = RealtimeSink()
             sink.on(
                 "playback_started",
                 lambda _ev: first_audio.setdefault(job.identity, time.monotonic()),
+            )
+            sink.on(
+                "playback_finished",
+                lambda _ev: last_played.__setitem__(job.identity, time.monotonic()),
             )
             return sink
 
@@ -295,9 +301,7 @@ async def test_the_english_tutor_prepares_its_answer_before_the_floor_is_free() 
             for sink in sinks.values():
                 await sink.aclose()
         fake.check()
-    left = next(
-        e.at for e in cluster.hub.timeline if e.identity == first.identity and e.what == "leave"
-    )
+    line_played = last_played[first.identity]  # the orchestrator's handoff line, played out
     [asked] = [r.at for r in fake.requests if r.body.get("type") == "response.create"][:1]
-    assert asked < left  # the answer was being made while the orchestrator still spoke
-    assert first_audio[english.identity] >= left  # and heard only after it had left
+    assert asked < line_played  # the answer was being made while the orchestrator still spoke
+    assert first_audio[english.identity] >= line_played  # and heard only after its line

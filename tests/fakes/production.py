@@ -28,20 +28,21 @@ MODELS = {
 VOICES = {"orchestrator": "coral", "math": "sage", "history": "ash", "english": "shimmer"}
 
 
+def model_settings(base_url: str) -> dict[str, str]:
+    """The settings that point every model role at the fake at `base_url` (the names the
+    scripts below know each tutor by); upper-cased, a worker's environment."""
+    return {
+        "openai_base_url": base_url,
+        "openai_api_key": API_KEY,
+        **{f"{kind}_llm_model": model for kind, model in MODELS.items()},
+        "stt_model": "stt-model",
+        "tts_model": "tts-model",
+        "realtime_model": "realtime-model",
+    }
+
+
 def settings_for(fake: FakeOpenAI, **overrides: Any) -> Settings:
-    return load_settings(
-        openai_base_url=fake.url,
-        openai_api_key=API_KEY,
-        orchestrator_llm_model=MODELS["orchestrator"],
-        math_llm_model=MODELS["math"],
-        history_llm_model=MODELS["history"],
-        english_llm_model=MODELS["english"],
-        stt_model="stt-model",
-        tts_model="tts-model",
-        realtime_model="realtime-model",
-        handover_ready_timeout=5.0,
-        **overrides,
-    )
+    return load_settings(**model_settings(fake.url), handover_ready_timeout=5.0, **overrides)
 
 
 def tutor_of(model: str) -> str:

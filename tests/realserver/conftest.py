@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
@@ -21,13 +21,11 @@ from livekit import api
 from agent.settings import LiveKitSettings
 from agent.token import student_token
 from tests.support import realserver
-from tests.support.realserver import (  # noqa: F401  (the tests' shared steps)
-    TURN,
+from tests.support.realserver import (
     LiveKitServer,
     ModelFake,
     Process,
     ask,
-    room_state,
     wait_until_empty,
 )
 from tests.support.student import Student, join
@@ -114,13 +112,18 @@ async def server_api(livekit: LiveKitServer) -> AsyncIterator[api.LiveKitAPI]:
     await lk.aclose()
 
 
-class Students:
-    """Students joined in a test, each in a room of its own; left at the end."""
+@dataclass
+class Classroom:
+    """The running stack as a test uses it: students join rooms of their own (left at the
+    end), ask questions the fake STT will hear, and the server's API says who is left."""
 
-    def __init__(self, livekit: LiveKitServer, settings: LiveKitSettings) -> None:
-        self.livekit = livekit
-        self.settings = settings
-        self.joined: list[Student] = []
+    livekit: LiveKitServer
+    settings: LiveKitSettings
+    models: ModelFake
+    speech_dir: Path
+    server_api: api.LiveKitAPI
+    workers: Workers
+    joined: list[Student] = field(default_factory=list)
 
     async def join(
         self, room: str, identity: str = "maya", session_id: str | None = None
@@ -130,11 +133,25 @@ class Students:
         self.joined.append(student)
         return student
 
+    async def ask(self, student: Student, question: str) -> float:
+        return await ask(student, self.models, self.speech_dir, question)
+
+    async def until_empty(self, room: str) -> float:
+        return await wait_until_empty(self.server_api, room)
+
 
 @pytest_asyncio.fixture(loop_scope="session")
-async def students(livekit: LiveKitServer, lk_settings: LiveKitSettings) -> AsyncIterator[Students]:
-    group = Students(livekit, lk_settings)
-    yield group
-    for student in group.joined:
+async def classroom(
+    livekit: LiveKitServer,
+    lk_settings: LiveKitSettings,
+    models: ModelFake,
+    speech_dir: Path,
+    server_api: api.LiveKitAPI,
+    workers: Workers,
+) -> AsyncIterator[Classroom]:
+    models.questions.queue.clear()
+    room = Classroom(livekit, lk_settings, models, speech_dir, server_api, workers)
+    yield room
+    for student in room.joined:
         if student.room.isconnected():
             await student.leave()

@@ -4,10 +4,8 @@ in-session, English across workers and back, History, and the tutor gone after t
 from __future__ import annotations
 
 import secrets
-from pathlib import Path
 
 import pytest
-from livekit import api
 
 from tests.fakes.production import (
     FIFTY_SIX,
@@ -18,38 +16,32 @@ from tests.fakes.production import (
     NOUN_ANSWER,
     SEVEN_EIGHTS,
 )
-from tests.realserver.conftest import TURN, Students, Workers, ask, wait_until_empty
+from tests.realserver.conftest import Classroom
 from tests.support import realserver
-from tests.support.realserver import ModelFake
+from tests.support.realserver import TURN
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
 
-async def test_the_whole_conversation_is_heard_one_tutor_at_a_time(
-    workers: Workers,
-    students: Students,
-    models: ModelFake,
-    speech_dir: Path,
-    server_api: api.LiveKitAPI,
-) -> None:
+async def test_the_whole_conversation_is_heard_one_tutor_at_a_time(classroom: Classroom) -> None:
     room = f"conversation-{secrets.token_hex(4)}"
-    student = await students.join(room)
+    student = await classroom.join(room)
 
     greeting = await student.wait_for_caption(GREETING, TURN)
     orchestrator = greeting.identity
 
-    await ask(student, models, speech_dir, SEVEN_EIGHTS)
+    await classroom.ask(student, SEVEN_EIGHTS)
     math = await student.wait_for_caption(FIFTY_SIX, TURN)
     line = student.caption_from("Mathematics tutor")
     assert line is not None and line.identity == orchestrator == math.identity
 
-    await ask(student, models, speech_dir, NOUN)
+    await classroom.ask(student, NOUN)
     english = await student.wait_for_caption(NOUN_ANSWER, TURN)
     assert english.identity != orchestrator
     assert student.caption_from("English tutor") is not None
     await student.wait_for(lambda: orchestrator in student.left, TURN, "the orchestrator leaving")
 
-    await ask(student, models, speech_dir, NAPOLEON)
+    await classroom.ask(student, NAPOLEON)
     history = await student.wait_for_caption(NAPOLEON_ANSWER, TURN)
     assert history.identity not in (orchestrator, english.identity)
     assert student.caption_from("main tutor") is not None
@@ -65,7 +57,7 @@ async def test_the_whole_conversation_is_heard_one_tutor_at_a_time(
     assert student.agents_present() == [history.identity]
     # a clean conversation: no ERROR in either worker's log (bench realserver counts the
     # event-loop stalls, a timing)
-    assert realserver.worker_log_errors(*workers.logs()) == []
+    assert realserver.worker_log_errors(*classroom.workers.logs()) == []
 
     await student.leave()
-    await wait_until_empty(server_api, room)
+    await classroom.until_empty(room)

@@ -4,31 +4,26 @@ that crossed a slow first job): the student never hears two tutors."""
 from __future__ import annotations
 
 import secrets
-from pathlib import Path
 
 import pytest
 from livekit import api
 
 from agent.dispatch_metadata import dispatch_metadata
 from tests.fakes.production import FIFTY_SIX, GREETING, SEVEN_EIGHTS
-from tests.realserver.conftest import TURN, Students, Workers, ask, wait_until_empty
-from tests.support.realserver import ModelFake
+from tests.realserver.conftest import Classroom
+from tests.support.realserver import TURN
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
 
 async def test_a_second_dispatch_racing_the_first_never_gives_two_tutors(
-    workers: Workers,
-    students: Students,
-    models: ModelFake,
-    speech_dir: Path,
-    server_api: api.LiveKitAPI,
+    classroom: Classroom,
 ) -> None:
     room = f"race-{secrets.token_hex(4)}"
     session = f"race-{secrets.token_hex(6)}"
-    student = await students.join(room, session_id=session)
+    student = await classroom.join(room, session_id=session)
     # the second dispatch right behind the student's own: both jobs start together
-    await server_api.agent_dispatch.create_dispatch(
+    await classroom.server_api.agent_dispatch.create_dispatch(
         api.CreateAgentDispatchRequest(
             agent_name="learning-orchestrator",
             room=room,
@@ -36,7 +31,7 @@ async def test_a_second_dispatch_racing_the_first_never_gives_two_tutors(
         )
     )
     await student.wait_for_caption(GREETING, TURN)
-    await ask(student, models, speech_dir, SEVEN_EIGHTS)
+    await classroom.ask(student, SEVEN_EIGHTS)
     await student.wait_for_caption(FIFTY_SIX, TURN)
     await student.wait_for(lambda: student.quiet_since(1.0), TURN, "a quiet moment")
 
@@ -46,4 +41,4 @@ async def test_a_second_dispatch_racing_the_first_never_gives_two_tutors(
     assert len(student.agents_present()) == 1, student.report()
 
     await student.leave()
-    await wait_until_empty(server_api, room)
+    await classroom.until_empty(room)

@@ -21,9 +21,9 @@ from agent.records import RecordsStore
 from agent.web.accounts import add_teacher
 from agent.web.classes import create_class
 from tests.fakes.production import FIFTY_SIX, GREETING, NOUN, NOUN_ANSWER, SEVEN_EIGHTS
-from tests.realserver.conftest import TURN, Workers, room_state, wait_until_empty
+from tests.realserver.conftest import Classroom
 from tests.support import realserver
-from tests.support.realserver import ModelFake, Process
+from tests.support.realserver import TURN, Process, room_state
 from tests.test_web_browser import (
     CHROMIUM,
     CHROMIUM_FLAGS,
@@ -61,7 +61,7 @@ async def open_page(browser: Browser, url: str, code: str) -> tuple[Page, str]:
 
 
 @pytest_asyncio.fixture(loop_scope="session")
-async def chromium_with(models: ModelFake) -> AsyncIterator:  # type: ignore[type-arg]
+async def chromium_with() -> AsyncIterator:  # type: ignore[type-arg]
     """`await chromium_with(wav)`: Chromium whose microphone plays `wav`."""
     async with async_playwright() as playwright:
         launched: list[Browser] = []
@@ -105,14 +105,12 @@ def page_script() -> Path:
 
 
 async def test_the_page_shows_each_tutor_and_the_captions_and_leave_ends_the_visit(
-    workers: Workers,
-    models: ModelFake,
-    speech_dir: Path,
+    classroom: Classroom,
     env: dict[str, str],
     web,  # type: ignore[no-untyped-def]
     chromium_with,  # type: ignore[no-untyped-def]
-    server_api: api.LiveKitAPI,
 ) -> None:
+    models, speech_dir = classroom.models, classroom.speech_dir
     microphone = realserver.microphone_wav(
         speech_dir,
         "page-student",
@@ -122,7 +120,6 @@ async def test_the_page_shows_each_tutor_and_the_captions_and_leave_ends_the_vis
         ],
         seconds=120.0,
     )
-    models.questions.queue.clear()
     models.questions.expect(SEVEN_EIGHTS)
     models.questions.expect(NOUN)
     url = await web()
@@ -145,19 +142,17 @@ async def test_the_page_shows_each_tutor_and_the_captions_and_leave_ends_the_vis
     await page.get_by_role("button", name="Leave").click()
     await expect(page.locator("#message")).to_contain_text("Goodbye")
     await expect(page.get_by_role("button", name="Start")).to_be_visible()
-    await wait_until_empty(server_api, room)
+    await classroom.until_empty(room)
 
 
 async def test_with_no_tutor_worker_the_page_says_on_the_way_and_the_tutor_comes_when_one_starts(
-    workers: Workers,
-    models: ModelFake,
-    speech_dir: Path,
+    classroom: Classroom,
     env: dict[str, str],
     run_dir: Path,
     web,  # type: ignore[no-untyped-def]
     chromium_with,  # type: ignore[no-untyped-def]
-    server_api: api.LiveKitAPI,
 ) -> None:
+    speech_dir, server_api = classroom.speech_dir, classroom.server_api
     late = {"ORCHESTRATOR_AGENT_NAME": LATE_WORKER}
     url = await web(**late, WEB_TUTOR_ARRIVAL_TIMEOUT="2", WEB_TUTOR_MAX_DISPATCHES="10")
     browser = await chromium_with(realserver.microphone_wav(speech_dir, "silent", [], 5.0))
@@ -183,7 +178,7 @@ async def test_with_no_tutor_worker_the_page_says_on_the_way_and_the_tutor_comes
         people, _ = await room_state(server_api, room)
         assert len([p for p in people if p.startswith("agent-")]) == 1, people
         await page.get_by_role("button", name="Leave").click()
-        await wait_until_empty(server_api, room)
+        await classroom.until_empty(room)
     finally:
         await worker.stop()
 

@@ -33,8 +33,8 @@ import httpx
 import numpy as np
 from livekit import api
 
-from tests.fakes.openai_server import API_KEY, FakeOpenAI
-from tests.fakes.production import MODELS, chat_script, realtime_script
+from tests.fakes.openai_server import FakeOpenAI
+from tests.fakes.production import chat_script, model_settings, realtime_script
 from tests.support.student import Student
 
 REPO = Path(__file__).resolve().parents[2]
@@ -331,15 +331,7 @@ def stack_env(server: LiveKitServer, models: ModelFake, run_dir: Path) -> dict[s
         LIVEKIT_URL=server.url,
         LIVEKIT_API_KEY=API_KEY_ID,
         LIVEKIT_API_SECRET=API_SECRET,
-        OPENAI_BASE_URL=models.url,
-        OPENAI_API_KEY=API_KEY,
-        ORCHESTRATOR_LLM_MODEL=MODELS["orchestrator"],
-        MATH_LLM_MODEL=MODELS["math"],
-        HISTORY_LLM_MODEL=MODELS["history"],
-        ENGLISH_LLM_MODEL=MODELS["english"],
-        STT_MODEL="stt-model",
-        TTS_MODEL="tts-model",
-        REALTIME_MODEL="realtime-model",
+        **{name.upper(): value for name, value in model_settings(models.url).items()},
         RECORDS_URL=f"sqlite+aiosqlite:///{run_dir / 'tutor.db'}",
         LINE_CACHE_DIR=str(run_dir / "lines"),
         WORKER_HTTP_PORT="0",
