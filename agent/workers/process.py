@@ -26,9 +26,10 @@ from agent.safety.alerts import deliver_forever, delivery_config
 from agent.safety.moderation import Moderator, Policy
 from agent.settings import Settings
 from agent.telemetry.tracing import configure_tracing
-from agent.tutors.lines import LineCache, set_line_cache
+from agent.tutors.lines import LineCache, handoff_lines, set_line_cache, warm_lines
+from agent.tutors.roster import roster_for
 from agent.workers.health import port_file
-from agent.workers.models import moderation_client
+from agent.workers.models import moderation_client, voice_tts
 from agent.workers.warmup import warm_records_models
 
 logger = logging.getLogger("tutor.worker")
@@ -205,9 +206,6 @@ def schedule_line_warmup(server: AgentServer, settings: Settings, worker: str) -
     """Once the worker has started: synthesise every handoff line its tutors can say into
     the machine's line cache, so that no student waits for one (the first use would
     synthesise it on the spot, after the floor is free)."""
-    from agent.tutors.lines import handoff_lines, warm_lines
-    from agent.tutors.roster import roster_for
-    from agent.workers.models import voice_tts
 
     async def warm() -> None:
         roster = roster_for(settings)
