@@ -243,3 +243,48 @@ async def test_pipeline_workers_hear_the_student_at_the_set_rate_realtime_ones_a
     for name in roster.workers:
         await roster_worker.serve_worker_job(ctx, roster_worker.WorkerPlan(settings, roster, name))  # type: ignore[arg-type]
     assert heard == {"learning-orchestrator": 16000, "learning-english": None}
+
+
+def test_a_worker_in_a_one_cpu_container_admits_one_cores_sessions(tmp_path: Path) -> None:
+    """`docker compose` `cpus: 1` on a many-core host: cgroup v2 `cpu.max` says 1 CPU."""
+    from agent.workers.cpus import usable_cpus
+    from agent.workers.process import capacity
+
+    root = tmp_path / "cgroup"
+    (root / "worker.slice").mkdir(parents=True)
+    (root / "cpu.max").write_text("max 100000\n")  # the host's root: no limit
+    (root / "worker.slice" / "cpu.max").write_text("100000 100000\n")  # one CPU
+    proc_cgroup = tmp_path / "self-cgroup"
+    proc_cgroup.write_text("0::/worker.slice\n")
+    settings = load_settings(worker_sessions_per_core=4)
+
+    assert usable_cpus(root, proc_cgroup) == 1
+    assert capacity(settings, usable_cpus(root, proc_cgroup)) == 4
+    # a cgroup v1 quota of one and a half CPUs
+    v1 = tmp_path / "v1"
+    (v1 / "cpu" / "docker" / "abc").mkdir(parents=True)
+    (v1 / "cpu" / "docker" / "abc" / "cpu.cfs_quota_us").write_text("150000\n")
+    (v1 / "cpu" / "docker" / "abc" / "cpu.cfs_period_us").write_text("100000\n")
+    proc_v1 = tmp_path / "self-cgroup-v1"
+    proc_v1.write_text("4:memory:/docker/abc\n1:cpu:/docker/abc\n0::/\n")
+    assert usable_cpus(v1, proc_v1) == min(1.5, len(os.sched_getaffinity(0)))
+    assert capacity(settings, 1.5) == 6
+    # no limit anywhere: the CPUs the process may run on
+    assert usable_cpus(tmp_path / "none", tmp_path / "missing") == len(os.sched_getaffinity(0))
+
+
+def test_a_worker_pinned_to_one_core_admits_one_cores_sessions() -> None:
+    """`taskset -c 0`: the affinity, not the host's core count, sizes the worker."""
+    code = (
+        "from agent.settings import load_settings; from agent.workers.process import capacity;"
+        "print(capacity(load_settings(worker_sessions_per_core=4)))"
+    )
+    done = subprocess.run(
+        ["taskset", "-c", "0", sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=Path(__file__).resolve().parents[1],
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "4"

@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 import tempfile
 import threading
 from collections.abc import Callable, Coroutine
@@ -28,6 +27,7 @@ from agent.settings import Settings
 from agent.telemetry.tracing import configure_tracing
 from agent.tutors.lines import LineCache, handoff_lines, set_line_cache, warm_lines
 from agent.tutors.roster import roster_for
+from agent.workers.cpus import usable_cpus
 from agent.workers.health import port_file
 from agent.workers.models import moderation_client, voice_tts
 from agent.workers.warmup import warm_records_models
@@ -53,9 +53,13 @@ PRELOAD_MODULES = [
 ]
 
 
-def capacity(settings: Settings) -> int:
-    """Sessions this worker accepts: the setting, else per core times the machine's cores."""
-    return settings.worker_capacity or settings.worker_sessions_per_core * (os.cpu_count() or 1)
+def capacity(settings: Settings, cpus: float | None = None) -> int:
+    """Sessions this worker accepts: the setting, else per core times the CPUs it may really
+    use (`usable_cpus`: affinity and cgroup quota), at least one."""
+    if settings.worker_capacity:
+        return settings.worker_capacity
+    usable = usable_cpus() if cpus is None else cpus
+    return max(1, int(settings.worker_sessions_per_core * usable))
 
 
 def capacity_load(sessions: int) -> Callable[[AgentServer], float]:
