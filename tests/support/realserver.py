@@ -477,11 +477,20 @@ async def ask(student: Student, models: ModelFake, speech_dir: Path, question: s
 async def room_state(server_api: api.LiveKitAPI, room: str) -> tuple[list[str], int]:
     """Who is in `room` (identities) and how many dispatches it still has, from the server
     (a room the server has closed has neither)."""
-    rooms = await server_api.room.list_rooms(api.ListRoomsRequest(names=[room]))
-    if not rooms.rooms:
+
+    async def exists() -> bool:
+        rooms = await server_api.room.list_rooms(api.ListRoomsRequest(names=[room]))
+        return bool(rooms.rooms)
+
+    if not await exists():
         return [], 0
-    people = await server_api.room.list_participants(api.ListParticipantsRequest(room=room))
-    dispatches = await server_api.agent_dispatch.list_dispatch(room)
+    try:
+        people = await server_api.room.list_participants(api.ListParticipantsRequest(room=room))
+        dispatches = await server_api.agent_dispatch.list_dispatch(room)
+    except api.TwirpError:
+        if not await exists():  # closed between the two questions
+            return [], 0
+        raise
     return [p.identity for p in people.participants], len(dispatches)
 
 
