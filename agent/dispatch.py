@@ -22,12 +22,14 @@ from typing import Any, Literal
 
 import aiohttp
 from livekit.api import LiveKitAPI, TwirpError
+from livekit.protocol.agent import JobStatus
 from livekit.protocol.agent_dispatch import AgentDispatch, CreateAgentDispatchRequest
 
 from agent.telemetry import metrics
 
 logger = logging.getLogger("tutor.dispatch")
 
+HELD = (JobStatus.JS_PENDING, JobStatus.JS_RUNNING)  # a worker has the job, not finished
 Outcome = Literal["created", "found_existing", "timeout", "transient_error", "rejected", "error"]
 
 # aiohttp client errors that another attempt cannot fix
@@ -153,6 +155,29 @@ class Dispatcher:
     @property
     def policy(self) -> DispatchPolicy:
         return self._policy
+
+    async def served_by_earlier(self, *, room: str, dispatch_id: str, agent_name: str) -> bool:
+        """True when another dispatch of `agent_name` into `room`, created before
+        `dispatch_id`, has a job a worker holds (pending or running): that tutor serves the
+        student, so this job must not greet too. The server's creation order settles a race
+        between two jobs that start in the same instant (neither sees the other joined).
+        One attempt: an unanswered question is False (better two tutors than none)."""
+        try:
+            async with asyncio.timeout(self._policy.attempt_timeout):
+                dispatches = await self._api.agent_dispatch.list_dispatch(room)
+        except (TimeoutError, TwirpError, aiohttp.ClientError) as exc:
+            logger.warning("could not list the room's dispatches: %s", type(exc).__name__)
+            return False
+        mine = next((d for d in dispatches if d.id == dispatch_id), None)
+        if mine is None:
+            return False
+        order = (mine.state.created_at, mine.id)
+        return any(
+            (other.state.created_at, other.id) < order
+            and any(job.state.status in HELD for job in other.state.jobs)
+            for other in dispatches
+            if other.agent_name == agent_name and other.id != dispatch_id
+        )
 
     async def dispatch(
         self,

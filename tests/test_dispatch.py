@@ -324,3 +324,35 @@ async def test_per_call_log_fields_name_the_session_of_each_dispatch(
 
     [record] = [r for r in caplog.records if r.name == "tutor.dispatch"]
     assert (record.session_id, record.student, record.outcome) == ("s-9", "kid", "created")
+
+
+async def test_an_earlier_dispatch_with_a_job_held_serves_the_room_a_later_one_does_not(
+    server: TwirpDispatchServer, dispatcher: Dispatcher
+) -> None:
+    from livekit.protocol.agent import JobStatus
+
+    agent = "learning-orchestrator"
+    first = await dispatcher.dispatch(agent_name=agent, room=ROOM, metadata="session:s")
+    second = await dispatcher.dispatch(agent_name=agent, room=ROOM, metadata="session:s")
+    await dispatcher.dispatch(agent_name="learning-english", room=ROOM, metadata="x")
+
+    async def served(dispatch: AgentDispatch) -> bool:
+        return await dispatcher.served_by_earlier(
+            room=ROOM, dispatch_id=dispatch.id, agent_name=agent
+        )
+
+    # no worker holds the first dispatch's job yet: nobody is on the way
+    assert not await served(second)
+    [stored_first, _, stored_other] = server.dispatches(ROOM)
+    stored_other.state.jobs.add().state.status = JobStatus.JS_RUNNING  # another worker's
+    assert not await served(second)
+    job = stored_first.state.jobs.add()
+    job.state.status = JobStatus.JS_PENDING
+    assert await served(second)  # the later dispatch's job must leave
+    assert not await served(first)  # the earlier one stays
+    job.state.status = JobStatus.JS_FAILED
+    assert not await served(second)  # a failed earlier job serves nobody
+    # the server cannot be asked: better two tutors than none
+    server.list_faults = ["401"]
+    job.state.status = JobStatus.JS_RUNNING
+    assert not await served(second)

@@ -67,6 +67,31 @@ async def test_a_second_orchestrator_for_a_served_room_leaves_without_a_word() -
         assert not job.ended.is_set() and job.said == ["Hi!"]
 
 
+async def test_of_two_jobs_starting_together_the_later_dispatch_leaves_without_a_word() -> None:
+    """The later dispatch's job starts first, with no tutor in the room yet: the server's
+    creation order says an earlier dispatch has a tutor on its way, so it leaves."""
+    hub = RoomHub()
+    await hub.join(STUDENT, student=True)
+    asked: list[Job] = []
+
+    def served_by_earlier(job: Job) -> bool:
+        asked.append(job)
+        return len(asked) == 1  # the first to ask holds the later dispatch
+
+    cluster = Cluster(hub, {"orchestrator": [say("Hi!")]}, served_by_earlier=served_by_earlier)
+    try:
+        metadata = dispatch_metadata(session="s-1", student=STUDENT)
+        later = await cluster.start_job(ORCHESTRATOR_WORKER, metadata)
+        await asyncio.wait_for(later.ended.wait(), WAIT)
+        assert later.session is None and later.said == []
+        assert later.end_reason == "an earlier dispatch's tutor serves this room"
+        earlier = await cluster.start_job(ORCHESTRATOR_WORKER, metadata)
+        await cluster.said(earlier, "Hi!")
+        assert cluster.hub.present() == [earlier.identity]  # tutors only: the later one left
+    finally:
+        await cluster.close()
+
+
 async def test_the_english_tutor_leaves_when_the_student_leaves_it() -> None:
     scripts = {
         "orchestrator": [call("route_to_english", question_summary=NOUN)],

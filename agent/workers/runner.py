@@ -55,9 +55,22 @@ class JobDeps:
     # closes the student's room once the student has left (the server's DeleteRoom): the
     # other tutors and every dispatch go with it; None where there is no server
     close_room: Callable[[], Awaitable[Any]] | None = None
+    # whether an earlier dispatch of this worker into the room has a tutor on its way (the
+    # server's creation order decides between two jobs starting in the same instant)
+    served_by_earlier: Callable[[], Awaitable[bool]] | None = None
 
 
 CLOSE_ROOM_TIMEOUT = 2.0
+
+
+async def _served_already(deps: JobDeps) -> str:
+    """Why a fresh job must leave without a word, or "" if the student is its own."""
+    room = deps.handover_room
+    if room is not None and room.other_tutors():
+        return "another tutor already serves this room"
+    if deps.served_by_earlier is not None and await deps.served_by_earlier():
+        return "an earlier dispatch's tutor serves this room"
+    return ""
 
 
 async def run_tutor_job(
@@ -67,16 +80,14 @@ async def run_tutor_job(
     for `ctx`'s job and return its running session; None if another tutor already serves
     the room and this job was a duplicate (it leaves without a word)."""
     plan = plan_job(ctx.job.metadata)
-    others = deps.handover_room.other_tutors() if deps.handover_room is not None else []
-    if others and not plan.is_handover:
+    if not plan.is_handover and (reason := await _served_already(deps)):
         # a second dispatch for a student already served (e.g. the web service's
         # re-dispatch racing a slow first job): two tutors must never talk at once
         DUPLICATE_JOBS.inc()
         logger.warning(
-            "another tutor already serves this room: leaving",
-            extra={"room": ctx.room.name, "session": plan.session_id, "others": len(others)},
+            "%s: leaving", reason, extra={"room": ctx.room.name, "session": plan.session_id}
         )
-        ctx.shutdown(reason="another tutor already serves this room")
+        ctx.shutdown(reason=reason)
         return None
     userdata = SessionUserdata(
         room_name=ctx.room.name,
@@ -284,5 +295,8 @@ async def serve_room_job(
         presence=RoomAttributes(ctx.room),
         input_sample_rate=input_sample_rate,
         close_room=ctx.delete_room,
+        served_by_earlier=lambda: dispatcher.served_by_earlier(
+            room=ctx.room.name, dispatch_id=ctx.job.dispatch_id, agent_name=ctx.job.agent_name
+        ),
     )
     await run_tutor_job(ctx, kind=kind, settings=settings, deps=deps)

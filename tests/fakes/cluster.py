@@ -96,6 +96,8 @@ class Cluster:
     dispatched: list[tuple[str, str]] = field(default_factory=list)  # (worker, metadata)
     cancelled: list[str] = field(default_factory=list)
     rooms_closed: list[str] = field(default_factory=list)  # by which job (its identity)
+    # the server's answer to "does an earlier dispatch's tutor serve this room?" per job
+    served_by_earlier: Callable[[Job], bool] | None = None
     llms: dict[str, ScriptedLLM] = field(default_factory=dict)
     errors: list[BaseException] = field(default_factory=list)  # from jobs and background tasks
     pending_starts: int = 0  # admitted jobs not started yet
@@ -246,7 +248,14 @@ class Cluster:
             presence=job.room,
             prepare_session=lambda session: self._watch_speech(job, session),
             close_room=lambda: self._close_room(job),
+            served_by_earlier=(
+                None if self.served_by_earlier is None else lambda: self._earlier(job)
+            ),
         )
+
+    async def _earlier(self, job: Job) -> bool:
+        assert self.served_by_earlier is not None
+        return self.served_by_earlier(job)
 
     async def _close_room(self, job: Job) -> None:
         """The server's DeleteRoom, as a job asks for it after the student left."""
