@@ -232,8 +232,13 @@ class WebSettings(LiveKitSettings, RecordsSettings):
     web_session_hours: float = Field(default=8, gt=0, le=24 * 7)
     # student tokens per client address (a school's students often share one address)
     web_token_rate_limit: str = "60/minute"
-    # sign-in attempts per client address and per username
+    # failed sign-ins per username from one client address (four times this per address);
+    # only failures count, after the form's CSRF check, so nobody can lock a teacher out
     web_login_rate_limit: str = "5/minute"
+    # a student page's "is my tutor coming?" asks, per student and per client address
+    web_tutor_rate_limit: str = "30/minute"
+    # request bodies larger than this are refused (413) before anything reads them
+    web_max_body_bytes: int = Field(default=16_384, ge=1024)
     # no tutor in a student's room after this many seconds: the orchestrator is dispatched
     # again (then with backoff), at most WEB_TUTOR_MAX_DISPATCHES times in all
     web_tutor_arrival_timeout: float = Field(default=8, gt=0)
@@ -246,7 +251,7 @@ class WebSettings(LiveKitSettings, RecordsSettings):
     def _empty_secret_is_unset(cls, value: object) -> object:
         return None if isinstance(value, str) and not value.strip() else value
 
-    @field_validator("web_token_rate_limit", "web_login_rate_limit")
+    @field_validator("web_token_rate_limit", "web_login_rate_limit", "web_tutor_rate_limit")
     @classmethod
     def _rate_limit_parses(cls, value: str) -> str:
         from limits import parse

@@ -215,6 +215,7 @@ def test_the_session_listens_to_the_student_only_and_captions_follow_the_setting
     assert synced.participant_identity == "kid-7"
     assert synced.get_text_output_options().sync_transcription is True  # type: ignore[union-attr]
     assert synced.audio_input is NOT_GIVEN  # a realtime session: the framework's 24 kHz
+    assert synced.get_text_input_options() is None  # typed chat is never a student turn
     ahead = room_options("", load_settings(captions_synced=False), input_sample_rate=16000)
     assert ahead.participant_identity is NOT_GIVEN
     assert ahead.get_audio_input_options().sample_rate == 16000  # type: ignore[union-attr]

@@ -21,7 +21,7 @@ from limits.storage import MemoryStorage
 from limits.strategies import MovingWindowRateLimiter
 from livekit.api import LiveKitAPI, TokenVerifier
 from prometheus_client import make_asgi_app
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, ValidationError
 from sqlalchemy.exc import SQLAlchemyError
 from starlette.middleware.sessions import SessionMiddleware
 
@@ -32,7 +32,15 @@ from agent.token import TokenRequestError
 from agent.tutors.roster import orchestrator_worker_name
 from agent.web import teacher_data
 from agent.web.accounts import Teacher, authenticate, teacher_by_id
-from agent.web.classes import JoinError, classes_of, create_class, join_class, set_class_open
+from agent.web.classes import (
+    JoinError,
+    classes_of,
+    create_class,
+    join_class,
+    set_class_open,
+    visit_class_open,
+)
+from agent.web.guards import BodyLimit, SignInGuard
 from agent.web.watchdog import SummonPolicy, TutorStatus, find_visit, summon_tutor
 
 logger = logging.getLogger("tutor.web")
@@ -69,7 +77,7 @@ class Limits:
 
     limiter: MovingWindowRateLimiter
     token: RateLimitItem
-    login: RateLimitItem
+    tutor: RateLimitItem
 
     def allow(self, item: RateLimitItem, *keys: str) -> bool:
         return all(self.limiter.hit(item, key) for key in keys)
@@ -97,10 +105,16 @@ def create_app(settings: WebSettings, store: RecordsStore | None = None) -> Fast
     templates = Jinja2Templates(directory=HERE / "templates")
     templates.env.globals["tutor_title"] = teacher_data.tutor_title
     templates.env.filters["when"] = teacher_data.when
+    limiter = MovingWindowRateLimiter(MemoryStorage())
     limits = Limits(
-        MovingWindowRateLimiter(MemoryStorage()),
-        parse(settings.web_token_rate_limit),
-        parse(settings.web_login_rate_limit),
+        limiter, parse(settings.web_token_rate_limit), parse(settings.web_tutor_rate_limit)
+    )
+    per_name = parse(settings.web_login_rate_limit)
+    sign_in_guard = SignInGuard(
+        limiter,
+        per_name_and_address=per_name,
+        # one address (a school's, behind one router) may hold many teachers
+        per_address=type(per_name)(per_name.amount * 4, per_name.multiples),
     )
     public_url = settings.livekit_public_url or settings.livekit_url
     if not (STATIC / "student.js").exists():
@@ -150,6 +164,7 @@ def create_app(settings: WebSettings, store: RecordsStore | None = None) -> Fast
             "WEB_SESSION_SECRET is not set: a random one is used, so teachers are signed "
             "out whenever the web service restarts"
         )
+    app.add_middleware(BodyLimit, max_bytes=settings.web_max_body_bytes)
     app.add_middleware(
         SessionMiddleware,
         secret_key=secret.get_secret_value() if secret else secrets.token_urlsafe(32),
@@ -215,13 +230,23 @@ def create_app(settings: WebSettings, store: RecordsStore | None = None) -> Fast
     async def student_page(request: Request) -> Response:
         return templates.TemplateResponse(request, "student.html", {})
 
+    def too_many() -> Response:
+        return JSONResponse(
+            {"error": "Too many tries. Please wait a minute, then try again."},
+            status_code=429,
+            headers={"Retry-After": "60"},
+        )
+
     @app.post("/api/token")
-    async def token(request: Request, body: TokenRequest) -> Response:
+    async def token(request: Request) -> Response:
+        # the limit before the body is read: a flood costs no parsing
         if not limits.allow(limits.token, client_key(request)):
+            return too_many()
+        try:
+            body = TokenRequest.model_validate_json(await request.body())
+        except ValidationError:
             return JSONResponse(
-                {"error": "Too many tries. Please wait a minute, then try again."},
-                status_code=429,
-                headers={"Retry-After": "60"},
+                {"error": "Please type your class code and your first name."}, status_code=422
             )
         try:
             joined = await join_class(store, settings, body.code, body.name)
@@ -252,9 +277,16 @@ def create_app(settings: WebSettings, store: RecordsStore | None = None) -> Fast
         room = claims.video.room if claims and claims.video else ""
         if claims is None or not room:
             return JSONResponse({"error": "a student's token is needed"}, status_code=401)
+        if not limits.allow(limits.tutor, f"tutor:{claims.identity}", client_key(request)):
+            return too_many()
         visit = await find_visit(store, room, claims.identity)
         if visit is None:
             return JSONResponse({"error": "no visit for this token"}, status_code=404)
+        if not await visit_class_open(store, visit.session_id):
+            return JSONResponse(
+                {"error": "This class is closed. Ask your teacher.", "reason": "closed"},
+                status_code=403,
+            )
         lk: LiveKitAPI = request.app.state.livekit
         try:
             async with asyncio.timeout(LIVEKIT_CALL_TIMEOUT * 3):
@@ -304,15 +336,17 @@ def create_app(settings: WebSettings, store: RecordsStore | None = None) -> Fast
         password: Annotated[str, Form(max_length=256)] = "",
         csrf: Annotated[str, Form(max_length=128)] = "",
     ) -> Response:
-        name_key = "login-user:" + username.strip().lower()
-        if not limits.allow(limits.login, "login-ip:" + client_key(request), name_key):
+        # the form first: without its token an attempt counts for nothing
+        if not csrf_ok(request, csrf):
+            return login_page(request, status=403, error="The form expired. Please try again.")
+        address = client_key(request)
+        if not sign_in_guard.allowed(username, address):
             return login_page(
                 request, status=429, error="Too many sign-in attempts. Wait a minute."
             )
-        if not csrf_ok(request, csrf):
-            return login_page(request, status=403, error="The form expired. Please try again.")
         teacher = await authenticate(store, username, password)
         if teacher is None:
+            sign_in_guard.failed(username, address)
             logger.info("teacher sign-in refused")
             return login_page(request, error="That username and password do not match.")
         request.session.clear()  # a fresh session: nothing from before the sign-in survives

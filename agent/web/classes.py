@@ -127,6 +127,17 @@ async def classes_of(store: RecordsStore, teacher_id: int) -> list[SchoolClass]:
         return [_class(row) for row in (await conn.execute(query)).all()]  # type: ignore[arg-type]
 
 
+async def visit_class_open(store: RecordsStore, session_id: str) -> bool:
+    """Whether the class of the visit with this session is still open."""
+    query = (
+        select(ClassRow.is_open)
+        .join(VisitRow, VisitRow.class_id == ClassRow.id)
+        .where(VisitRow.session_id == session_id)
+    )
+    async with store.engine.connect() as conn:
+        return bool((await conn.execute(query)).scalar())
+
+
 async def open_class(store: RecordsStore, code: str) -> SchoolClass:
     """The open class with this code, or a `JoinError` the child can act on."""
     code = normalize_code(code)

@@ -208,13 +208,17 @@ def room_options(
     """How the session uses the room: it listens to the student only (never to another
     tutor sharing the room), at `input_sample_rate` if given (the SDK decodes the student's
     audio to that rate once), and sends captions in step with the voice, or as soon as the
-    text is ready (`CAPTIONS_SYNCED=false`: no speaking-rate analysis of every reply)."""
+    text is ready (`CAPTIONS_SYNCED=false`: no speaking-rate analysis of every reply). Typed
+    chat is not taken: a student's turn is what they say (and is moderated as such); text
+    sent to the room would otherwise become a turn beside the voice loop."""
     audio_input = (
         AudioInputOptions(sample_rate=input_sample_rate) if input_sample_rate else NOT_GIVEN
     )
     return RoomOptions(
         participant_identity=student or NOT_GIVEN,
         audio_input=audio_input,
+        # the student speaks: typed chat (the framework's default input) is not a turn
+        text_input=False,
         text_output=TextOutputOptions(sync_transcription=settings.captions_synced),
     )
 

@@ -1,0 +1,118 @@
+"""Limits that protect the service and not against its own people (issue 21, item 4): each
+attack replayed against the real app, on both records backends, and refused."""
+
+from __future__ import annotations
+
+import httpx
+from limits import parse
+from limits.storage import MemoryStorage
+from limits.strategies import MovingWindowRateLimiter
+
+from agent.web.classes import set_class_open
+from agent.web.guards import SignInGuard
+from tests.fakes.twirp import DEFAULT_SECRET, TwirpDispatchServer
+from tests.support.databases import RecordsDatabase
+from tests.support.web import PASSWORD, open_site, sign_in
+
+LARGE = 64 * 1024  # four times the default limit
+
+
+async def test_a_huge_json_body_is_refused_before_anything_reads_it(
+    database: RecordsDatabase,
+) -> None:
+    async for site in open_site(database):
+        async with site.client() as client:
+            declared = await client.post(
+                "/api/token",
+                content=b'{"code": "' + b"A" * LARGE + b'"}',
+                headers={"Content-Type": "application/json"},
+            )
+            assert declared.status_code == 413
+
+            async def chunks():  # no Content-Length: counted as it arrives
+                for _ in range(LARGE // 1024):
+                    yield b" " * 1024
+
+            streamed = await client.post(
+                "/api/token", content=chunks(), headers={"Content-Type": "application/json"}
+            )
+            assert streamed.status_code == 413
+            # a form too: the sign-in page reads no more than the limit either
+            form = await client.post("/teacher/login", data={"username": "x" * LARGE})
+            assert form.status_code == 413
+            # and an ordinary join still works
+            code = site.school.rivera_class.code
+            joined = await client.post("/api/token", json={"code": code, "name": "Maya"})
+            assert joined.status_code == 200
+
+
+async def test_the_token_limit_is_counted_before_the_body_is_parsed(
+    database: RecordsDatabase,
+) -> None:
+    async for site in open_site(database, web_token_rate_limit="2/minute"):
+        async with site.client() as client:
+            bad = {"content": b"not json", "headers": {"Content-Type": "application/json"}}
+            assert (await client.post("/api/token", **bad)).status_code == 422
+            assert (await client.post("/api/token", **bad)).status_code == 422
+            assert (await client.post("/api/token", **bad)).status_code == 429
+
+
+async def test_strangers_failing_to_sign_in_as_a_teacher_do_not_lock_the_teacher_out(
+    database: RecordsDatabase,
+) -> None:
+    async for site in open_site(database, web_login_rate_limit="3/minute"):
+        async with site.client() as stranger:
+            # without the form's token: refused, and counted for nothing
+            for _ in range(10):
+                forged = await stranger.post(
+                    "/teacher/login", data={"username": "rivera", "password": "guess"}
+                )
+                assert forged.status_code == 403
+        async with site.client() as rivera:
+            assert await sign_in(rivera, "rivera", PASSWORD) == 303
+
+
+def test_failures_from_one_address_do_not_hold_the_same_teacher_at_another() -> None:
+    guard = SignInGuard(
+        MovingWindowRateLimiter(MemoryStorage()),
+        per_name_and_address=parse("3/minute"),
+        per_address=parse("12/minute"),
+    )
+    for _ in range(3):
+        assert guard.allowed("bob", "203.0.113.9")
+        guard.failed("bob", "203.0.113.9")
+    assert not guard.allowed("Bob ", "203.0.113.9")  # the guesser waits
+    assert guard.allowed("bob", "198.51.100.4")  # bob at school does not
+    assert guard.allowed("alice", "203.0.113.9")
+    for name in ("a", "b", "c", "d"):  # many names from one address: the address waits
+        for _ in range(3):
+            guard.failed(name, "192.0.2.1")
+    assert not guard.allowed("e", "192.0.2.1")
+
+
+async def test_a_closed_class_gets_no_tutor_and_the_tutor_check_is_limited(
+    database: RecordsDatabase,
+) -> None:
+    async with TwirpDispatchServer(api_secret=DEFAULT_SECRET) as livekit:
+        async for site in open_site(
+            database,
+            livekit_url=livekit.url,
+            livekit_api_secret=DEFAULT_SECRET,
+            web_tutor_arrival_timeout=0.001,
+            web_tutor_rate_limit="3/minute",
+        ):
+            school = site.school
+            async with httpx.AsyncClient(base_url=site.url) as client:
+                code = school.rivera_class.code
+                joined = (
+                    await client.post("/api/token", json={"code": code, "name": "Maya"})
+                ).json()
+                auth = {"Authorization": f"Bearer {joined['token']}"}
+                assert (await client.post("/api/tutor", headers=auth)).status_code == 200
+                await set_class_open(site.store, school.rivera.id, code, is_open=False)
+                closed = await client.post("/api/tutor", headers=auth)
+                assert closed.status_code == 403 and closed.json()["reason"] == "closed"
+                assert (await client.post("/api/tutor", headers=auth)).status_code == 403
+                assert (await client.post("/api/tutor", headers=auth)).status_code == 429
+            # one re-dispatch, made while the class was open; none after it closed
+            assert len(livekit.history(joined["room"])) == 1
