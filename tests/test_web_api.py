@@ -250,7 +250,7 @@ async def test_signing_out_and_removing_an_account_end_the_sign_in(site: Site) -
         csrf = csrf_from((await rivera.get("/teacher")).text)
         assert (await rivera.post("/teacher/logout", data={"csrf": csrf})).status_code == 303
         assert (await rivera.get("/api/teacher/me")).status_code == 401
-        await remove_teacher(site.store, "okafor")
+        await remove_teacher(site.store, "okafor", hand_to="rivera")
         assert (await okafor.get("/api/teacher/me")).status_code == 401
 
 

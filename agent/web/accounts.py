@@ -9,10 +9,10 @@ from typing import Literal
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
-from sqlalchemy import delete, select, update
+from sqlalchemy import delete, func, select, update
 from sqlalchemy.exc import IntegrityError
 
-from agent.records.schema import TeacherRow
+from agent.records.schema import ClassRow, TeacherRow
 from agent.records.store import RecordsStore, utc_now
 
 Role = Literal["teacher", "safeguarding"]
@@ -104,15 +104,40 @@ async def set_password(store: RecordsStore, username: str, password: str) -> Non
         raise AccountError(f"no teacher named {username!r}")
 
 
-async def remove_teacher(store: RecordsStore, username: str) -> None:
-    """Delete the account, its classes and their visits; signed-in sessions end with it."""
+async def remove_teacher(store: RecordsStore, username: str, *, hand_to: str | None = None) -> None:
+    """Delete the account (its signed-in sessions end with it). Its classes, with their
+    visits, sessions and flags, are handed to the teacher `hand_to` first: a removal never
+    drops or hides a child's conversation, and one whose account still has classes is
+    refused without someone to hand them to."""
+    username = check_username(username)
     await store.ensure_schema()
     async with store.engine.begin() as conn:
-        result = await conn.execute(
-            delete(TeacherRow).where(TeacherRow.username == check_username(username))
-        )
-    if result.rowcount != 1:
-        raise AccountError(f"no teacher named {username!r}")
+        leaving = (
+            await conn.execute(select(TeacherRow.id).where(TeacherRow.username == username))
+        ).scalar()
+        if leaving is None:
+            raise AccountError(f"no teacher named {username!r}")
+        classes = (
+            await conn.execute(
+                select(func.count()).select_from(ClassRow).where(ClassRow.teacher_id == leaving)
+            )
+        ).scalar()
+        if classes:
+            if hand_to is None:
+                raise AccountError(
+                    f"{username} has {classes} class(es): hand them to another teacher first "
+                    "(--hand-to NAME), so that no child's conversation is dropped"
+                )
+            target = check_username(hand_to)
+            heir = (
+                await conn.execute(select(TeacherRow.id).where(TeacherRow.username == target))
+            ).scalar()
+            if heir is None or heir == leaving:
+                raise AccountError(f"no other teacher named {hand_to!r} to hand the classes to")
+            await conn.execute(
+                update(ClassRow).where(ClassRow.teacher_id == leaving).values(teacher_id=heir)
+            )
+        await conn.execute(delete(TeacherRow).where(TeacherRow.id == leaving))
 
 
 async def list_teachers(store: RecordsStore) -> list[Teacher]:

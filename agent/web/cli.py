@@ -2,7 +2,7 @@
 
 teachers add NAME [--role safeguarding] [--display-name "Ms Rivera"] [--password-stdin]
 teachers passwd NAME [--password-stdin]
-teachers remove NAME
+teachers remove NAME [--hand-to OTHER]
 teachers list
 
 Passwords are asked for twice on a terminal, or read as one line from standard input with
@@ -46,8 +46,13 @@ def add_parsers(commands: Any) -> None:
     passwd = sub.add_parser("passwd", help="set an account's password")
     passwd.add_argument("username")
     passwd.add_argument("--password-stdin", action="store_true")
-    remove = sub.add_parser("remove", help="delete an account and its classes")
+    remove = sub.add_parser(
+        "remove", help="delete an account, its classes handed to another teacher first"
+    )
     remove.add_argument("username")
+    remove.add_argument(
+        "--hand-to", metavar="OTHER", help="the teacher who takes over the account's classes"
+    )
     sub.add_parser("list", help="every account and its role")
 
 
@@ -118,8 +123,9 @@ def run_teachers(
         return f"password changed for {args.username}"
 
     async def remove() -> str:
-        await remove_teacher(store, args.username)
-        return f"removed {args.username}"
+        await remove_teacher(store, args.username, hand_to=args.hand_to)
+        handed = f" (classes handed to {args.hand_to})" if args.hand_to else ""
+        return f"removed {args.username}{handed}"
 
     async def listing() -> str:
         rows = [f"{t.username}\t{t.role}\t{t.display_name}" for t in await list_teachers(store)]

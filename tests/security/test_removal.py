@@ -1,0 +1,48 @@
+"""Removing a teacher never drops or hides a child's conversation (issue 21, item 2): the
+classes, their visits, sessions and urgent flags go to another teacher, and stay in the
+safeguarding lead's view; without someone to take them, the removal is refused."""
+
+from __future__ import annotations
+
+import pytest
+
+from agent.web.accounts import AccountError, remove_teacher, teacher_by_id
+from agent.web.teacher_data import can_view, flags_for, sessions_for, transcript
+from tests.support.databases import RecordsDatabase
+from tests.support.web import open_site, sign_in
+
+
+async def test_a_teacher_with_classes_is_not_removed_without_someone_to_take_them(
+    database: RecordsDatabase,
+) -> None:
+    async for site in open_site(database):
+        school = site.school
+        with pytest.raises(AccountError, match="hand them to another teacher"):
+            await remove_teacher(site.store, "rivera")
+        with pytest.raises(AccountError, match="no other teacher"):
+            await remove_teacher(site.store, "rivera", hand_to="rivera")
+        assert await teacher_by_id(site.store, school.rivera.id) is not None
+        assert await can_view(site.store, school.rivera, school.session_id)
+
+
+async def test_a_removed_teachers_flagged_session_stays_whole_for_the_next_teacher_and_the_lead(
+    database: RecordsDatabase,
+) -> None:
+    async for site in open_site(database):
+        school, store = site.school, site.store
+        async with site.client() as rivera:
+            assert await sign_in(rivera, "rivera") == 303
+            await remove_teacher(store, "rivera", hand_to="okafor")
+            assert (await rivera.get("/api/teacher/me")).status_code == 401  # signed out
+
+        for adult in (school.okafor, school.lead):
+            assert await can_view(store, adult, school.session_id)
+            flags = await flags_for(store, adult)
+            assert [f.session_id for f in flags if f.tier == "urgent"] == [school.session_id]
+            shown = await transcript(store, adult, school.session_id)
+            assert shown is not None and school.flagged_words in str(shown)
+        assert school.session_id in [s.session_id for s in await sessions_for(store, school.okafor)]
+        async with site.client() as lead:
+            assert await sign_in(lead, "lead") == 303
+            detail = await lead.get(f"/api/teacher/sessions/{school.session_id}")
+            assert detail.status_code == 200
