@@ -10,16 +10,16 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import Connection, delete, event, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import URL, make_url
-from sqlalchemy.exc import ArgumentError
+from sqlalchemy.exc import ArgumentError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from agent.records.models import (
@@ -35,6 +35,8 @@ from agent.records.models import (
 from agent.records.schema import AlertRow, FlagRow, HandoffRow, SessionRow, TurnRow, VisitRow
 
 logger = logging.getLogger("tutor.records")
+T = TypeVar("T")
+WRITE_ATTEMPTS = 3  # each waits up to the busy timeout
 
 DEFAULT_URL = "sqlite+aiosqlite:///data/tutor.db"
 DRIVERS = {
@@ -146,6 +148,22 @@ class RecordsStore:
                 self._schema_ready = True
 
     # writing
+
+    async def write_waiting(
+        self, work: Callable[[AsyncConnection], Awaitable[T]], *, attempts: int = WRITE_ATTEMPTS
+    ) -> T:
+        """Run `work` in one write transaction. A SQLite file still locked after the busy
+        timeout (a burst of writers: a class joining while workers write records) is tried
+        again, a bounded number of times, so writers queue instead of failing."""
+        for attempt in range(1, attempts + 1):
+            try:
+                async with self.engine.begin() as conn:
+                    return await work(conn)
+            except OperationalError as exc:
+                if not (self.is_sqlite and "locked" in str(exc.orig)) or attempt == attempts:
+                    raise
+                logger.info("records store busy, writing again", extra={"attempt": attempt})
+        raise AssertionError("unreachable")
 
     async def write(self, records: Sequence[Record]) -> None:
         """Write `records` in order, in one transaction; writing the same ones again is a

@@ -176,17 +176,15 @@ async def join_class(
         session_id=session_id,
     )
     now = utc_now()
-    async with store.engine.begin() as conn:
-        await conn.execute(
-            VisitRow.__table__.insert().values(
-                session_id=session_id,
-                class_id=school_class.id,
-                student_name=name,
-                identity=identity,
-                room=room,
-                created_at=now,
-                dispatches=1,
-                last_dispatch_at=now,
-            )
-        )
+    visit = VisitRow.__table__.insert().values(
+        session_id=session_id,
+        class_id=school_class.id,
+        student_name=name,
+        identity=identity,
+        room=room,
+        created_at=now,
+        dispatches=1,
+        last_dispatch_at=now,
+    )
+    await store.write_waiting(lambda conn: conn.execute(visit))
     return Join(token=token, room=room, identity=identity, session_id=session_id)

@@ -85,11 +85,14 @@ class Site:
         return httpx.AsyncClient(base_url=self.url, timeout=10, **kwargs)
 
 
-async def open_site(database: RecordsDatabase, **overrides: Any) -> AsyncIterator[Site]:
+async def open_site(
+    database: RecordsDatabase, *, production_store: bool = False, **overrides: Any
+) -> AsyncIterator[Site]:
     """Seed a school in `database` and serve the app on it (an async generator: `async
-    for site in open_site(...)`, one site)."""
+    for site in open_site(...)`, one site). `production_store`: the store as the service
+    opens it (its own busy timeout), not the tests' fail-fast one."""
     settings = web_settings(database.url, **overrides)
-    store = database.store()
+    store = RecordsStore(database.url) if production_store else database.store()
     try:
         school = await seed_school(store, settings)
         async with serving(settings, store) as url:
