@@ -193,7 +193,8 @@ class BackgroundWork:
         self._task = self._loop.create_task(self._work(), name=self.name)
         with contextlib.suppress(asyncio.CancelledError):
             self._loop.run_until_complete(self._task)
-        self._loop.close()
+        # not closed: a database driver's thread may still hand a cancelled query's result
+        # to this loop, which must then accept it (a closed loop raises in that thread)
 
     def stop(self, timeout: float = 5.0) -> None:
         """Cancel the work and wait for its thread (tests; a worker just exits)."""
