@@ -30,6 +30,14 @@ from agent.telemetry import metrics
 logger = logging.getLogger("tutor.dispatch")
 
 HELD = (JobStatus.JS_PENDING, JobStatus.JS_RUNNING)  # a worker has the job, not finished
+
+
+def job_held(dispatch: AgentDispatch) -> bool:
+    """A worker holds one of this dispatch's jobs (pending or running): a tutor is coming
+    or there."""
+    return any(job.state.status in HELD for job in dispatch.state.jobs)
+
+
 Outcome = Literal["created", "found_existing", "timeout", "transient_error", "rejected", "error"]
 
 # aiohttp client errors that another attempt cannot fix
@@ -173,8 +181,7 @@ class Dispatcher:
             return False
         order = (mine.state.created_at, mine.id)
         return any(
-            (other.state.created_at, other.id) < order
-            and any(job.state.status in HELD for job in other.state.jobs)
+            (other.state.created_at, other.id) < order and job_held(other)
             for other in dispatches
             if other.agent_name == agent_name and other.id != dispatch_id
         )

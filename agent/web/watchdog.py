@@ -18,12 +18,11 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 
 from livekit.api import ListParticipantsRequest, LiveKitAPI
-from livekit.protocol.agent import JobStatus
 from livekit.protocol.models import ParticipantInfo
 from prometheus_client import Counter
 from sqlalchemy import select, update
 
-from agent.dispatch import Dispatcher, DispatchError
+from agent.dispatch import Dispatcher, DispatchError, job_held
 from agent.dispatch_metadata import dispatch_metadata
 from agent.records.schema import VisitRow
 from agent.records.store import RecordsStore, utc_now
@@ -36,7 +35,6 @@ REDISPATCHES = Counter(
     "(dispatched, failed, gave_up)",
     ["outcome"],
 )
-WAITING = (JobStatus.JS_PENDING, JobStatus.JS_RUNNING)
 
 
 class TutorStatus(StrEnum):
@@ -87,12 +85,8 @@ async def tutor_in_room(lk: LiveKitAPI, room: str) -> bool:
 
 async def job_waiting(lk: LiveKitAPI, room: str, agent_name: str) -> bool:
     """A dispatch of `agent_name` whose job a worker has taken and not finished."""
-    for dispatch in await lk.agent_dispatch.list_dispatch(room):
-        if dispatch.agent_name != agent_name:
-            continue
-        if any(job.state.status in WAITING for job in dispatch.state.jobs):
-            return True
-    return False
+    dispatches = await lk.agent_dispatch.list_dispatch(room)
+    return any(d.agent_name == agent_name and job_held(d) for d in dispatches)
 
 
 async def _claim_dispatch(store: RecordsStore, visit: Visit, now: datetime) -> bool:
@@ -115,9 +109,7 @@ async def withdraw_dispatches(lk: LiveKitAPI, room: str, agent_name: str) -> int
     worker that starts later must not send a tutor to a student who was told to leave."""
     withdrawn = 0
     for dispatch in await lk.agent_dispatch.list_dispatch(room):
-        if dispatch.agent_name == agent_name and not any(
-            job.state.status in WAITING for job in dispatch.state.jobs
-        ):
+        if dispatch.agent_name == agent_name and not job_held(dispatch):
             await lk.agent_dispatch.delete_dispatch(dispatch.id, room)
             withdrawn += 1
     return withdrawn
