@@ -2,8 +2,10 @@
 
 python -m agent web                                    the student page and teacher pages
 python -m agent teachers add|passwd|remove|list        teacher accounts
-python -m agent token --room ROOM --identity STUDENT   a token for the Agents Playground
-python -m agent records list|show|export|purge         what the records store holds
+python -m agent token --room ROOM --identity STUDENT [--session ID]
+                                                       a token for the Agents Playground
+                                                       (--session: continue that session)
+python -m agent records list|show|export|delete|audit  what is kept about students
 python -m agent alerts listen|test                     the alert webhooks
 python -m agent check                                  settings, servers and endpoints
 """
@@ -18,7 +20,7 @@ from datetime import timedelta
 from agent.records import cli as records_cli
 from agent.safety import cli as alerts_cli
 from agent.settings import LiveKitSettings, SettingsError, load_settings
-from agent.token import DEFAULT_TTL, TokenRequestError, student_token
+from agent.token import DEFAULT_TTL, TokenRequestError, check_name, student_token
 from agent.tutors.roster import RosterError
 from agent.web import cli as web_cli
 
@@ -47,6 +49,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="validity in minutes (default: %(default)s)",
     )
     token.add_argument("--url", help="server URL to show (default: LIVEKIT_URL)")
+    token.add_argument(
+        "--session",
+        help="continue this session: its tutor resumes from the records (default: a new one)",
+    )
     web_cli.add_parsers(commands)
     records_cli.add_parser(commands)
     alerts_cli.add_parser(commands)
@@ -75,6 +81,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             room=args.room,
             identity=args.identity,
             ttl=timedelta(minutes=args.ttl_minutes),
+            session_id=check_name("session", args.session) if args.session else None,
         )
     except (SettingsError, TokenRequestError, RosterError) as e:
         print(f"error: {e}", file=sys.stderr)

@@ -227,8 +227,10 @@ class WebSettings(LiveKitSettings, RecordsSettings):
     # signs the teachers' session cookies; empty: a random one per start (sign-ins then
     # end when the service restarts)
     web_session_secret: SecretStr | None = None
-    # the session cookie is sent over HTTPS only (set it when serving through TLS)
-    web_secure_cookies: bool = False
+    # the session cookie is `Secure` (sent over HTTPS only): auto, whenever the request came
+    # over HTTPS (directly or from a trusted proxy's X-Forwarded-Proto); true, always;
+    # false, never (plain http on this machine)
+    web_secure_cookies: bool | Literal["auto"] = "auto"
     web_session_hours: float = Field(default=8, gt=0, le=24 * 7)
     # student tokens per client address (a school's students often share one address)
     web_token_rate_limit: str = "60/minute"
@@ -243,13 +245,35 @@ class WebSettings(LiveKitSettings, RecordsSettings):
     # again (then with backoff), at most WEB_TUTOR_MAX_DISPATCHES times in all
     web_tutor_arrival_timeout: float = Field(default=8, gt=0)
     web_tutor_max_dispatches: int = Field(default=3, ge=1, le=10)
-    # proxies whose X-Forwarded-For is believed (comma-separated addresses, or *)
+    # proxies whose X-Forwarded-For and X-Forwarded-Proto are believed (comma-separated
+    # addresses or networks); compose sets its TLS proxy's address
     web_trusted_proxies: str = "127.0.0.1"
+    # /metrics needs `Authorization: Bearer <this>`; empty: it answers this machine only
+    web_metrics_token: SecretStr | None = None
 
-    @field_validator("web_session_secret", mode="before")
+    @field_validator("web_session_secret", "web_metrics_token", mode="before")
     @classmethod
     def _empty_secret_is_unset(cls, value: object) -> object:
         return None if isinstance(value, str) and not value.strip() else value
+
+    @field_validator("web_metrics_token")
+    @classmethod
+    def _metrics_token_is_long(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and len(value.get_secret_value()) < 16:
+            raise ValueError("use at least 16 characters, e.g. `openssl rand -hex 32`")
+        return value
+
+    @field_validator("web_secure_cookies", mode="before")
+    @classmethod
+    def _secure_cookies_word(cls, value: object) -> object:
+        if not isinstance(value, str):
+            return value
+        word = value.strip().lower()
+        if word in ("", "auto"):
+            return "auto"
+        if word not in ("true", "false", "1", "0", "yes", "no", "on", "off"):
+            raise ValueError("use auto, true or false")
+        return word
 
     @field_validator("web_token_rate_limit", "web_login_rate_limit", "web_tutor_rate_limit")
     @classmethod

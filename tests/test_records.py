@@ -334,3 +334,63 @@ async def test_a_jobs_last_records_are_written_when_the_framework_shuts_it_down(
     finally:
         await store.aclose()
     assert exported is not None and spoken(exported) == [("student", "bye")]
+
+
+async def test_upgrading_a_school_keeps_its_teachers_classes_and_visits(
+    database: RecordsDatabase,
+) -> None:
+    """0003 copies the teachers table (SQLite) and replaces two foreign keys: a school's
+    rows written under 0002 all come through, and sign-ins start at version 1."""
+    from datetime import datetime
+
+    from sqlalchemy import select, text
+
+    from agent.records.schema import ClassRow, TeacherRow, VisitRow
+    from agent.records.store import upgrade_schema
+
+    at = datetime(2026, 11, 30, 9, 0)
+    store = database.store()
+    try:
+        async with store.engine.connect() as conn:
+            await conn.run_sync(lambda sync: upgrade_schema(sync, "0002"))
+            await conn.commit()
+            await conn.invalidate()
+        # the tables as 0002 made them (the models already have 0003's columns)
+        async with store.engine.begin() as conn:
+            for name in ("rivera", "okafor"):
+                await conn.execute(
+                    text(
+                        "INSERT INTO teachers (username, display_name, password_hash, role, "
+                        "created_at) VALUES (:name, :name, 'x', 'teacher', :at)"
+                    ),
+                    {"name": name, "at": at},
+                )
+            await conn.execute(
+                text(
+                    "INSERT INTO classes (code, name, teacher_id, is_open, created_at) "
+                    "VALUES ('MAPLE4', 'Maple', 2, true, :at)"
+                ),
+                {"at": at},
+            )
+            await conn.execute(
+                text(
+                    "INSERT INTO visits (session_id, class_id, student_name, identity, room, "
+                    "created_at, dispatches, last_dispatch_at) "
+                    "VALUES ('s-1', 1, 'Maya', 'maya-1', 'r', :at, 1, :at)"
+                ),
+                {"at": at},
+            )
+        await store.ensure_schema()
+        async with store.engine.connect() as conn:
+            teachers = (
+                await conn.execute(
+                    select(TeacherRow.id, TeacherRow.username, TeacherRow.session_version)
+                )
+            ).all()
+            classes = (await conn.execute(select(ClassRow.code, ClassRow.teacher_id))).all()
+            visits = (await conn.execute(select(VisitRow.session_id, VisitRow.class_id))).all()
+    finally:
+        await store.aclose()
+    assert sorted(teachers) == [(1, "rivera", 1), (2, "okafor", 1)]
+    assert classes == [("MAPLE4", 2)]
+    assert visits == [("s-1", 1)]

@@ -50,7 +50,7 @@ def test_compose_serves_the_web_app_on_8080_and_https_only_in_the_tls_profile(
     services = compose["services"]
     web = services["web"]
     assert web["command"] == ["python", "-m", "agent", "web"]
-    assert "8080:8080" in web["ports"] and web["environment"]["WEB_HOST"] == "0.0.0.0"
+    assert "127.0.0.1:8080:8080" in web["ports"] and web["environment"]["WEB_HOST"] == "0.0.0.0"
     assert web["image"] == services["orchestrator"]["image"]
     assert web["depends_on"]["livekit"]["condition"] == "service_healthy"
     assert "127.0.0.1:8080/healthz" in " ".join(web["healthcheck"]["test"])

@@ -12,6 +12,7 @@ from agent.records.models import (
     HandoffRecord,
     Record,
     SessionEnded,
+    SessionResumed,
     SessionStarted,
     TurnRecord,
 )
@@ -28,6 +29,7 @@ __all__ = [
     "RecordsConfigError",
     "RecordsStore",
     "SessionEnded",
+    "SessionResumed",
     "SessionStarted",
     "TurnRecord",
 ]

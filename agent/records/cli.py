@@ -1,20 +1,38 @@
-"""`python -m agent records list|show|export|purge`: look at what the records store holds.
+"""`python -m agent records list|show|export|delete|purge|audit`: what the records store
+holds about the children, and a parent's request to see or erase it.
+
+records export SESSION                           one session (JSON)
+records export --class CODE --student NAME       everything about one student (JSON)
+records delete --session ID | --class CODE [--student NAME] [--yes] [--by WHO] [--reason WHY]
+records audit                                    the exports, erasures and purges done
 
 `export SESSION --format json` is the stable interface other tools read (see
-`RecordsStore.export`). Bad input (an unknown session, an unusable RECORDS_URL) prints one
-line and exits 2; a database that cannot be reached prints one line and exits 1.
+`RecordsStore.export`). A delete without `--yes` only shows what it would delete. Exports
+and deletions go into the audit log (who, when, what, how many rows). Bad input (an
+unknown session, class or student, an unusable RECORDS_URL) prints one line and exits 2;
+a database that cannot be reached prints one line and exits 1.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import getpass
 import json
 import sys
 from collections.abc import Awaitable, Callable
 from datetime import datetime
 from typing import Any, TextIO
 
+from agent.records.erasure import (
+    NotFound,
+    Scope,
+    audit_log,
+    erase,
+    export_student,
+    note_export,
+    preview,
+)
 from agent.records.store import RecordsConfigError, RecordsStore, SessionSummary
 from agent.settings import RecordsSettings, SettingsError, load_settings
 
@@ -28,7 +46,9 @@ class UnknownSession(LookupError):
 
 def add_parser(commands: Any) -> None:
     """Register `records` and its subcommands on the `python -m agent` parser."""
-    records = commands.add_parser("records", help="list, show, export or purge session records")
+    records = commands.add_parser(
+        "records", help="list, show, export, delete or purge what is recorded about students"
+    )
     records.add_argument("--url", help="records database URL (default: RECORDS_URL)")
     sub = records.add_subparsers(dest="records_command", required=True)
     listing = sub.add_parser("list", help="sessions, newest first")
@@ -37,11 +57,41 @@ def add_parser(commands: Any) -> None:
     listing.add_argument("--limit", type=int, default=50, help="at most this many (default 50)")
     show = sub.add_parser("show", help="a session's transcript, readable")
     show.add_argument("session", help="session id")
-    export = sub.add_parser("export", help="a session as one JSON document")
-    export.add_argument("session", help="session id")
+    export = sub.add_parser(
+        "export", help="a session, or everything about one student, as one JSON document"
+    )
+    export.add_argument("session", nargs="?", help="session id")
+    export.add_argument("--class", dest="class_code", metavar="CODE", help="the student's class")
+    export.add_argument("--student", metavar="NAME", help="the first name they joined with")
     export.add_argument("--format", choices=["json"], default="json")
+    _add_requester(export)
+    erase_ = sub.add_parser(
+        "delete", help="erase one session, one student (class and name) or a whole class"
+    )
+    erase_.add_argument("--session", metavar="ID", help="one session")
+    erase_.add_argument("--class", dest="class_code", metavar="CODE", help="a class (all of it)")
+    erase_.add_argument("--student", metavar="NAME", help="with --class: only this student")
+    erase_.add_argument("--yes", action="store_true", help="delete (without: only show what)")
+    _add_requester(erase_)
     purge = sub.add_parser("purge", help="delete sessions older than the retention period")
     purge.add_argument("--days", type=float, help="default: RECORDS_RETENTION_DAYS")
+    audit = sub.add_parser("audit", help="the exports, erasures and purges done, newest first")
+    audit.add_argument("--limit", type=int, default=50, help="at most this many (default 50)")
+
+
+def _add_requester(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--by", help="who asks, for the audit log (default: the login name)")
+    parser.add_argument("--reason", default="", help="why, for the audit log")
+
+
+def _scope(args: argparse.Namespace) -> Scope:
+    session = getattr(args, "session", None)
+    if args.student is not None and args.class_code is None:
+        raise RecordsConfigError("--student needs --class: a student is named by class code")
+    try:
+        return Scope(session_id=session, class_code=args.class_code, student=args.student)
+    except ValueError as e:
+        raise RecordsConfigError(str(e)) from None
 
 
 def run(args: argparse.Namespace, out: TextIO | None = None, err: TextIO | None = None) -> int:
@@ -53,6 +103,13 @@ def run(args: argparse.Namespace, out: TextIO | None = None, err: TextIO | None 
             raise RecordsConfigError("RECORDS_URL is empty: records are off, nothing to read")
         if args.records_command == "purge" and args.days is not None and args.days <= 0:
             raise RecordsConfigError("--days must be a positive number of days")
+        scope = None
+        if args.records_command == "delete" or (
+            args.records_command == "export" and args.session is None
+        ):
+            scope = _scope(args)
+            if args.records_command == "export" and scope.student is None:
+                raise RecordsConfigError("export one session, or one student: --class --student")
         store = RecordsStore(url)
     except (SettingsError, RecordsConfigError) as e:
         print(f"error: {e}", file=err)
@@ -60,13 +117,18 @@ def run(args: argparse.Namespace, out: TextIO | None = None, err: TextIO | None 
     actions: dict[str, Callable[[], Awaitable[str]]] = {
         "list": lambda: _list(store, args),
         "show": lambda: _show(store, args.session),
-        "export": lambda: _export(store, args.session),
+        "export": lambda: _export(store, args, scope),
+        "delete": lambda: _delete(store, args, scope),  # type: ignore[arg-type]
         "purge": lambda: _purge(store, args.days or settings.records_retention_days),
+        "audit": lambda: _audit(store, max(1, args.limit)),
     }
     try:
         text = asyncio.run(_closing(store, actions[args.records_command]()))
     except UnknownSession as e:
         print(f"error: no session {e.args[0]!r} in {store.describe()}", file=err)
+        return EXIT_BAD_INPUT
+    except NotFound as e:
+        print(f"error: {e} in {store.describe()}", file=err)
         return EXIT_BAD_INPUT
     except Exception as e:
         print(
@@ -161,8 +223,54 @@ def _flag_line(flag: dict[str, Any]) -> str:
     )
 
 
-async def _export(store: RecordsStore, session_id: str) -> str:
-    return json.dumps(await _document(store, session_id), indent=2, ensure_ascii=False)
+async def _export(store: RecordsStore, args: argparse.Namespace, scope: Scope | None) -> str:
+    if scope is None:
+        doc = await _document(store, args.session)
+        rows = {"sessions": 1, "turns": len(doc["turns"]), "flags": len(doc["flags"])}
+        await note_export(
+            store, Scope(session_id=args.session), rows, actor=_requester(args), reason=args.reason
+        )
+    else:
+        doc = await export_student(store, scope, actor=_requester(args), reason=args.reason)
+    return json.dumps(doc, indent=2, ensure_ascii=False)
+
+
+async def _delete(store: RecordsStore, args: argparse.Namespace, scope: Scope) -> str:
+    if not args.yes:
+        counts = await preview(store, scope)
+        return (
+            f"{scope.describe()}: would delete {_rows(counts)}\n"
+            "nothing deleted: run again with --yes to delete"
+        )
+    deleted = await erase(store, scope, actor=_requester(args), reason=args.reason)
+    return f"{scope.describe()}: deleted {_rows(deleted)}"
+
+
+def _rows(counts: dict[str, int]) -> str:
+    return ", ".join(f"{n} {table}" for table, n in counts.items()) or "nothing"
+
+
+def _requester(args: argparse.Namespace) -> str:
+    if args.by:
+        return args.by
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return "unknown"
+
+
+async def _audit(store: RecordsStore, limit: int) -> str:
+    entries = await audit_log(store, limit=limit)
+    if not entries:
+        return "no exports, erasures or purges yet"
+    lines = []
+    for e in entries:
+        why = f"  ({e.reason})" if e.reason else ""
+        lines.append(
+            f"{e.at:%Y-%m-%d %H:%M:%S}  {e.actor:<12} {e.action:<6} {e.target}: "
+            f"{_rows(e.rows)}{why}"
+        )
+    return "\n".join(lines)
 
 
 async def _document(store: RecordsStore, session_id: str) -> dict[str, Any]:

@@ -19,6 +19,15 @@ class SessionStarted:
 
 
 @dataclass(frozen=True)
+class SessionResumed:
+    """A job continues the session after its end (the student came back): it is open again.
+    An end recorded before `at` and written after it does not close it again."""
+
+    session_id: str
+    at: float = field(default_factory=time.time)
+
+
+@dataclass(frozen=True)
 class SessionEnded:
     """The session is over (the student left, the room closed, or it failed)."""
 
@@ -91,6 +100,7 @@ class AlertRecord:
 
 Record = (
     SessionStarted
+    | SessionResumed
     | SessionEnded
     | TurnRecord
     | HandoffRecord

@@ -13,6 +13,7 @@ from agent.records.models import (
     HandoffGap,
     HandoffRecord,
     SessionEnded,
+    SessionResumed,
     SessionStarted,
     TurnRecord,
 )
@@ -40,11 +41,15 @@ class SessionRecorder:
     def session_id(self) -> str:
         return self.userdata.session_id
 
-    def attach(self, session: AgentSession[Any]) -> None:
+    def attach(self, session: AgentSession[Any], *, resumed: bool = False) -> None:
+        """Record the session from now on; `resumed`: it continues one the records hold
+        (open again, whatever ended it)."""
         userdata = self.userdata
         self.writer.submit(
             SessionStarted(userdata.session_id, userdata.student_identity, userdata.room_name)
         )
+        if resumed:
+            self.writer.submit(SessionResumed(userdata.session_id))
         session.on("conversation_item_added", self._on_item)
         session.on("close", self._on_close)
 

@@ -51,6 +51,8 @@ class SessionRow(Base):
     started_at: Mapped[datetime] = mapped_column(DateTime, index=True)
     ended_at: Mapped[datetime | None] = mapped_column(DateTime)
     end_reason: Mapped[str | None] = mapped_column(String(64))
+    # the last time a job continued it (a student back after a reload or a lost worker)
+    resumed_at: Mapped[datetime | None] = mapped_column(DateTime)
 
 
 class TurnRow(Base):
@@ -136,7 +138,12 @@ class TeacherRow(Base):
     """An adult who signs in to the teacher pages (`python -m agent teachers add`)."""
 
     __tablename__ = "teachers"
-    __table_args__ = (UniqueConstraint("username", name="uq_teachers_username"),)
+    # ids are never reused (SQLite would hand a removed teacher's id to the next one, and
+    # with it any cookie still naming that id)
+    __table_args__ = (
+        UniqueConstraint("username", name="uq_teachers_username"),
+        {"sqlite_autoincrement": True},
+    )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     username: Mapped[str] = mapped_column(String(64))
@@ -144,6 +151,9 @@ class TeacherRow(Base):
     password_hash: Mapped[str] = mapped_column(String(256))
     role: Mapped[str] = mapped_column(String(16), default="teacher")  # or "safeguarding"
     created_at: Mapped[datetime] = mapped_column(DateTime)
+    # a sign-in cookie is good only while it names the account's current version: signing
+    # out, a new password or a new role moves it on, ending every earlier sign-in
+    session_version: Mapped[int] = mapped_column(Integer, default=1, server_default="1")
 
 
 class ClassRow(Base):
@@ -155,8 +165,9 @@ class ClassRow(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     code: Mapped[str] = mapped_column(String(16))
     name: Mapped[str] = mapped_column(String(128), default="")
+    # RESTRICT: a teacher's removal hands the classes on first (`remove_teacher`)
     teacher_id: Mapped[int] = mapped_column(
-        Integer, ForeignKey("teachers.id", ondelete="CASCADE"), index=True
+        Integer, ForeignKey("teachers.id", ondelete="RESTRICT"), index=True
     )
     is_open: Mapped[bool] = mapped_column(Boolean, default=True)
     created_at: Mapped[datetime] = mapped_column(DateTime)
@@ -175,8 +186,10 @@ class VisitRow(Base):
     __table_args__ = (Index("ix_visits_room_identity", "room", "identity"),)
 
     session_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    # RESTRICT: a class's visits go only by an erasure or retention, which delete them
+    # (and their sessions) themselves
     class_id: Mapped[int] = mapped_column(
-        Integer, ForeignKey("classes.id", ondelete="CASCADE"), index=True
+        Integer, ForeignKey("classes.id", ondelete="RESTRICT"), index=True
     )
     student_name: Mapped[str] = mapped_column(String(64))
     identity: Mapped[str] = mapped_column(String(64))
@@ -201,3 +214,18 @@ class TranscriptViewRow(Base):
     username: Mapped[str] = mapped_column(String(64))
     session_id: Mapped[str] = mapped_column(String(64), index=True)
     at: Mapped[datetime] = mapped_column(DateTime)
+
+
+class AuditRow(Base):
+    """Something an operator did to children's data (an export, an erasure): who, when,
+    what, and how many rows of each table. It keeps no child's words."""
+
+    __tablename__ = "audit_log"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    at: Mapped[datetime] = mapped_column(DateTime, index=True)
+    actor: Mapped[str] = mapped_column(String(128))
+    action: Mapped[str] = mapped_column(String(32))  # "export", "delete", "purge"
+    target: Mapped[str] = mapped_column(String(256))  # e.g. "session S", "class ABC234"
+    reason: Mapped[str] = mapped_column(String(256), default="")
+    rows: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)

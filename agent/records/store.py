@@ -16,12 +16,13 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, TypeVar
 
-from sqlalchemy import Connection, delete, event, func, select, update
+from sqlalchemy import Connection, delete, event, func, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
+from agent.records.deletion import audit, delete_sessions
 from agent.records.models import (
     AlertRecord,
     FlagRecord,
@@ -29,10 +30,19 @@ from agent.records.models import (
     HandoffRecord,
     Record,
     SessionEnded,
+    SessionResumed,
     SessionStarted,
     TurnRecord,
 )
-from agent.records.schema import AlertRow, FlagRow, HandoffRow, SessionRow, TurnRow, VisitRow
+from agent.records.schema import (
+    AlertRow,
+    FlagRow,
+    HandoffRow,
+    SessionRow,
+    TranscriptViewRow,
+    TurnRow,
+    VisitRow,
+)
 
 logger = logging.getLogger("tutor.records")
 T = TypeVar("T")
@@ -143,8 +153,14 @@ class RecordsStore:
             return
         async with self._schema_lock:
             if not self._schema_ready:
-                async with self.engine.begin() as conn:
-                    await conn.run_sync(_upgrade_to_head)
+                async with self.engine.connect() as conn:
+                    try:
+                        await conn.run_sync(upgrade_schema)
+                        await conn.commit()
+                    finally:
+                        if self.is_sqlite:
+                            # it ran with foreign keys off: not a connection to pool again
+                            await conn.invalidate()
                 self._schema_ready = True
 
     # writing
@@ -184,11 +200,26 @@ class RecordsStore:
                     room=record.room,
                     started_at=_utc(record.at),
                 )
-            case SessionEnded():
+            case SessionResumed():
+                at = _utc(record.at)
                 await conn.execute(
                     update(SessionRow)
-                    .where(SessionRow.id == record.session_id)
-                    .values(ended_at=_utc(record.at), end_reason=record.reason[:64])
+                    .where(
+                        SessionRow.id == record.session_id,
+                        or_(SessionRow.resumed_at.is_(None), SessionRow.resumed_at < at),
+                    )
+                    .values(resumed_at=at, ended_at=None, end_reason=None)
+                )
+            case SessionEnded():
+                # an earlier job's end, written after a later job resumed it, is history
+                at = _utc(record.at)
+                await conn.execute(
+                    update(SessionRow)
+                    .where(
+                        SessionRow.id == record.session_id,
+                        or_(SessionRow.resumed_at.is_(None), SessionRow.resumed_at <= at),
+                    )
+                    .values(ended_at=at, end_reason=record.reason[:64])
                 )
             case TurnRecord():
                 await self._insert_ignore(
@@ -441,21 +472,47 @@ class RecordsStore:
     # retention
 
     async def purge(self, *, older_than_days: float, now: datetime | None = None) -> int:
-        """Delete the sessions started more than `older_than_days` ago, with everything
-        recorded under them. Returns how many sessions were deleted."""
+        """Delete the sessions started (or joined) more than `older_than_days` ago, with
+        everything recorded under them in every table, and write it to the audit log.
+        Returns how many sessions were deleted."""
         await self.ensure_schema()
         now = now or utc_now()
         cutoff = now - timedelta(days=older_than_days)
-        async with self.engine.begin() as conn:
-            old = select(SessionRow.id).where(SessionRow.started_at < cutoff)
-            # explicit deletes: no reliance on the database enforcing ON DELETE CASCADE
-            for row in (AlertRow, FlagRow, HandoffRow, TurnRow):
-                await conn.execute(delete(row).where(row.session_id.in_(old)))
-            result = await conn.execute(delete(SessionRow).where(SessionRow.started_at < cutoff))
-            await conn.execute(delete(VisitRow).where(VisitRow.created_at < cutoff))
-        deleted = result.rowcount or 0
-        logger.info("records purged", extra={"sessions": deleted, "days": older_than_days})
-        return deleted
+
+        async def work(conn: AsyncConnection) -> dict[str, int]:
+            old = set(
+                (await conn.execute(select(SessionRow.id).where(SessionRow.started_at < cutoff)))
+                .scalars()
+                .all()
+            )
+            old.update(
+                (
+                    await conn.execute(
+                        select(VisitRow.session_id).where(VisitRow.created_at < cutoff)
+                    )
+                )
+                .scalars()
+                .all()
+            )
+            deleted = await delete_sessions(conn, sorted(old))
+            stale_views = await conn.execute(
+                delete(TranscriptViewRow).where(TranscriptViewRow.at < cutoff)
+            )
+            deleted[TranscriptViewRow.__tablename__] += stale_views.rowcount or 0
+            if any(deleted.values()):
+                await audit(
+                    conn,
+                    at=now,
+                    actor="retention",
+                    action="purge",
+                    target=f"older than {older_than_days:g} days",
+                    rows=deleted,
+                )
+            return deleted
+
+        deleted = await self.write_waiting(work)
+        logger.info("records purged", extra={"rows": deleted, "days": older_than_days})
+        return deleted[SessionRow.__tablename__]
 
 
 EXPORT_FORMAT = "voice-tutor.session.v1"
@@ -497,11 +554,24 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any, *, busy_timeout_ms: int
     cursor.close()
 
 
-def _upgrade_to_head(connection: Connection) -> None:
+def upgrade_schema(connection: Connection, revision: str = "head") -> None:
+    """Migrate the records tables to `revision` on `connection` (`ensure_schema` does)."""
     from alembic import command
     from alembic.config import Config
 
+    sqlite = connection.dialect.name == "sqlite"
+    if sqlite:
+        # SQLite alters a table by copying it: with foreign keys on, dropping the old copy
+        # would cascade into the tables that refer to it. Both pragmas only work before
+        # the transaction, which IMMEDIATE opens with the write lock, so one process
+        # migrates while the others wait and then find the schema current.
+        connection.exec_driver_sql("PRAGMA foreign_keys=OFF")
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS))
     config.attributes["connection"] = connection
-    command.upgrade(config, "head")
+    command.upgrade(config, revision)
+    if sqlite:
+        broken = connection.exec_driver_sql("PRAGMA foreign_key_check").all()
+        if broken:
+            raise RuntimeError(f"the records migration left rows without their parent: {broken}")

@@ -35,6 +35,8 @@ class Teacher:
     username: str
     display_name: str
     role: Role
+    # what a sign-in cookie must carry to stay good (`end_sign_ins` moves it on)
+    session_version: int = 1
 
     @property
     def is_safeguarding(self) -> bool:
@@ -42,7 +44,13 @@ class Teacher:
 
 
 def _teacher(row: TeacherRow) -> Teacher:
-    return Teacher(row.id, row.username, row.display_name, row.role)  # type: ignore[arg-type]
+    return Teacher(
+        row.id,
+        row.username,
+        row.display_name,
+        row.role,  # type: ignore[arg-type]
+        row.session_version,
+    )
 
 
 def check_username(username: str) -> str:
@@ -91,17 +99,33 @@ async def add_teacher(
     return Teacher(result.inserted_primary_key[0], username, display_name or username, role)
 
 
-async def set_password(store: RecordsStore, username: str, password: str) -> None:
+async def set_password(
+    store: RecordsStore, username: str, password: str, *, end_sign_ins: bool = True
+) -> None:
+    """A new password; every sign-in made with the old one ends (`end_sign_ins`)."""
     password_hash = _hasher.hash(check_password(password))
+    values: dict[str, object] = {"password_hash": password_hash}
+    if end_sign_ins:
+        values["session_version"] = TeacherRow.session_version + 1
     await store.ensure_schema()
     async with store.engine.begin() as conn:
         result = await conn.execute(
-            update(TeacherRow)
-            .where(TeacherRow.username == check_username(username))
-            .values(password_hash=password_hash)
+            update(TeacherRow).where(TeacherRow.username == check_username(username)).values(values)
         )
     if result.rowcount != 1:
         raise AccountError(f"no teacher named {username!r}")
+
+
+async def end_sign_ins(store: RecordsStore, teacher_id: int) -> None:
+    """End every sign-in of the account, on every device (signing out does this): the
+    cookies they hold name a session version that is no longer the account's."""
+    await store.ensure_schema()
+    async with store.engine.begin() as conn:
+        await conn.execute(
+            update(TeacherRow)
+            .where(TeacherRow.id == teacher_id)
+            .values(session_version=TeacherRow.session_version + 1)
+        )
 
 
 async def remove_teacher(store: RecordsStore, username: str, *, hand_to: str | None = None) -> None:
@@ -171,5 +195,6 @@ async def authenticate(store: RecordsStore, username: str, password: str) -> Tea
     if row is None:
         return None
     if _hasher.check_needs_rehash(row.password_hash):
-        await set_password(store, row.username, password)
+        # the same password, stronger hash: nobody is signed out for it
+        await set_password(store, row.username, password, end_sign_ins=False)
     return _teacher(row)  # type: ignore[arg-type]

@@ -23,7 +23,6 @@ from livekit.api import LiveKitAPI, TokenVerifier
 from prometheus_client import make_asgi_app
 from pydantic import BaseModel, Field, ValidationError
 from sqlalchemy.exc import SQLAlchemyError
-from starlette.middleware.sessions import SessionMiddleware
 
 from agent.dispatch import Dispatcher, DispatchPolicy
 from agent.records.store import RecordsStore
@@ -31,7 +30,7 @@ from agent.settings import WebSettings
 from agent.token import TokenRequestError
 from agent.tutors.roster import orchestrator_worker_name
 from agent.web import teacher_data
-from agent.web.accounts import Teacher, authenticate, teacher_by_id
+from agent.web.accounts import Teacher, authenticate, end_sign_ins, teacher_by_id
 from agent.web.classes import (
     JoinError,
     classes_of,
@@ -40,6 +39,7 @@ from agent.web.classes import (
     set_class_open,
     visit_class_open,
 )
+from agent.web.deployment import MetricsGuard, SessionCookies
 from agent.web.guards import BodyLimit, SignInGuard
 from agent.web.watchdog import SummonPolicy, TutorStatus, find_visit, summon_tutor
 
@@ -86,10 +86,12 @@ class Limits:
 async def signed_in(request: Request) -> Teacher:
     """The signed-in teacher (the dependency of every teacher route), or `NotSignedIn`."""
     teacher_id = request.session.get("teacher_id")
-    if not isinstance(teacher_id, int):
+    version = request.session.get("version")
+    if not isinstance(teacher_id, int) or not isinstance(version, int):
         raise NotSignedIn()
     teacher = await teacher_by_id(request.app.state.store, teacher_id)
-    if teacher is None:  # the account was removed: so is the sign-in
+    # removed, signed out (anywhere), or a new password since: the sign-in has ended
+    if teacher is None or teacher.session_version != version:
         request.session.clear()
         raise NotSignedIn()
     return teacher
@@ -166,12 +168,12 @@ def create_app(settings: WebSettings, store: RecordsStore | None = None) -> Fast
         )
     app.add_middleware(BodyLimit, max_bytes=settings.web_max_body_bytes)
     app.add_middleware(
-        SessionMiddleware,
+        SessionCookies,
+        secure=settings.web_secure_cookies,
         secret_key=secret.get_secret_value() if secret else secrets.token_urlsafe(32),
         session_cookie=SESSION_COOKIE,
         max_age=int(settings.web_session_hours * 3600),
         same_site="strict",
-        https_only=settings.web_secure_cookies,
     )
 
     @app.middleware("http")
@@ -185,8 +187,11 @@ def create_app(settings: WebSettings, store: RecordsStore | None = None) -> Fast
         return response
 
     app.mount("/static", StaticFiles(directory=STATIC, check_dir=False), name="static")
-    # counts only (re-dispatches, dispatch retries): the TLS proxy does not serve it
-    app.mount("/metrics", make_asgi_app())
+    # counts only (re-dispatches, dispatch retries), for the school's monitoring: the TLS
+    # proxy does not serve it either. A route, not a mount: /metrics itself is guarded, not
+    # redirected to /metrics/
+    metrics = MetricsGuard(make_asgi_app(), settings.web_metrics_token)
+    app.add_route("/metrics", metrics, include_in_schema=False)
 
     def client_key(request: Request) -> str:
         return request.client.host if request.client else "unknown"
@@ -351,6 +356,7 @@ def create_app(settings: WebSettings, store: RecordsStore | None = None) -> Fast
             return login_page(request, error="That username and password do not match.")
         request.session.clear()  # a fresh session: nothing from before the sign-in survives
         request.session["teacher_id"] = teacher.id
+        request.session["version"] = teacher.session_version
         csrf_token(request)
         logger.info("teacher signed in", extra={"teacher": teacher.username})
         return RedirectResponse("/teacher", status_code=303)
@@ -361,7 +367,10 @@ def create_app(settings: WebSettings, store: RecordsStore | None = None) -> Fast
     ) -> Response:
         if not csrf_ok(request, csrf):
             return HTMLResponse("The form expired. Please go back and try again.", 403)
+        # a copy of the cookie kept anywhere must not outlive the sign-out
+        await end_sign_ins(store, teacher.id)
         request.session.clear()
+        logger.info("teacher signed out", extra={"teacher": teacher.username})
         return RedirectResponse("/teacher", status_code=303)
 
     @app.post("/teacher/classes")

@@ -60,6 +60,7 @@ def serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from agent.web.app import create_app
+    from agent.web.deployment import server_options
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     try:
@@ -76,9 +77,8 @@ def serve(args: argparse.Namespace) -> int:
         app,
         host=args.host or settings.web_host,
         port=args.port or settings.web_port,
-        proxy_headers=True,
-        forwarded_allow_ips=settings.web_trusted_proxies,
         log_level="info",
+        **server_options(settings),
     )
     return 0
 

@@ -46,3 +46,24 @@ async def test_a_removed_teachers_flagged_session_stays_whole_for_the_next_teach
             assert await sign_in(lead, "lead") == 303
             detail = await lead.get(f"/api/teacher/sessions/{school.session_id}")
             assert detail.status_code == 200
+
+
+async def test_the_database_itself_refuses_to_drop_a_teachers_classes(
+    database: RecordsDatabase,
+) -> None:
+    """No cascade behind the account code's back: deleting a teacher row that still has
+    classes, or a class that still has visits, fails in the database."""
+    from sqlalchemy import delete
+    from sqlalchemy.exc import IntegrityError
+
+    from agent.records.schema import ClassRow, TeacherRow
+
+    async for site in open_site(database):
+        school = site.school
+        with pytest.raises(IntegrityError):
+            async with site.store.engine.begin() as conn:
+                await conn.execute(delete(TeacherRow).where(TeacherRow.id == school.rivera.id))
+        with pytest.raises(IntegrityError):
+            async with site.store.engine.begin() as conn:
+                await conn.execute(delete(ClassRow).where(ClassRow.id == school.rivera_class.id))
+        assert await can_view(site.store, school.lead, school.session_id)

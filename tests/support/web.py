@@ -27,6 +27,7 @@ from agent.settings import WebSettings, load_settings
 from agent.web.accounts import Teacher, add_teacher
 from agent.web.app import create_app
 from agent.web.classes import SchoolClass, create_class, join_class
+from agent.web.deployment import server_options
 from tests.support.databases import RecordsDatabase
 
 REPO = Path(__file__).resolve().parent.parent.parent
@@ -60,7 +61,11 @@ async def serving(settings: WebSettings, store: RecordsStore) -> AsyncIterator[s
     sock.listen(64)
     port = sock.getsockname()[1]
     config = uvicorn.Config(
-        create_app(settings, store), log_level="warning", lifespan="on", access_log=False
+        create_app(settings, store),
+        log_level="warning",
+        lifespan="on",
+        access_log=False,
+        **server_options(settings),  # the proxies it believes, as `python -m agent web`
     )
     server = uvicorn.Server(config)
     task = asyncio.create_task(server.serve(sockets=[sock]))

@@ -1,0 +1,258 @@
+"""A child's data on request: export everything about one student, erase one session, one
+student or one class, and write each of these (and every retention purge) to the audit log.
+
+A student is named the way a school knows them: a class code and the first name typed on
+the page (any case). Every table that holds a child's data is covered: visits, sessions,
+turns, handoffs, flags, alerts and the adults' transcript views.
+"""
+
+from __future__ import annotations
+
+import logging
+import unicodedata
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import delete, func, select
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from agent.records.deletion import SESSION_TABLES, audit, delete_sessions
+from agent.records.schema import (
+    AuditRow,
+    ClassRow,
+    SessionRow,
+    TranscriptViewRow,
+    VisitRow,
+)
+from agent.records.store import RecordsStore, utc_now
+
+logger = logging.getLogger("tutor.records")
+
+STUDENT_EXPORT_FORMAT = "voice-tutor.student.v1"
+
+
+class NotFound(LookupError):
+    """Nothing matches the scope; the message is one line for the operator."""
+
+
+@dataclass(frozen=True)
+class Scope:
+    """Whose data: one session (`session_id`), one student (`class_code` and `student`)
+    or a whole class (`class_code` alone)."""
+
+    session_id: str | None = None
+    class_code: str | None = None
+    student: str | None = None
+
+    def __post_init__(self) -> None:
+        if (self.session_id is None) == (self.class_code is None):
+            raise ValueError("name either a session, or a class (with or without a student)")
+        if self.session_id is not None and self.student is not None:
+            raise ValueError("a student is named by their class code, not a session")
+        if self.class_code is not None:  # as a child types it: any case, spaces, dashes
+            code = "".join(self.class_code.split()).replace("-", "").upper()
+            object.__setattr__(self, "class_code", code)
+
+    def describe(self) -> str:
+        """For the operator's terminal."""
+        if self.student is not None:
+            return f"student {self.student!r} of class {self.class_code}"
+        return self.audit_target()
+
+    def audit_target(self) -> str:
+        """For the audit log, which outlives an erasure: no child's name in it."""
+        if self.session_id is not None:
+            return f"session {self.session_id}"
+        if self.student is not None:
+            return f"a student of class {self.class_code}"
+        return f"class {self.class_code}"
+
+
+@dataclass(frozen=True)
+class Found:
+    """What a scope covers: the sessions, the visits, and the class (a whole class)."""
+
+    session_ids: list[str]
+    class_id: int | None
+
+
+def same_name(a: str, b: str) -> bool:
+    """A first name as typed on different days: case, accents' encoding and spacing aside."""
+
+    def key(text: str) -> str:
+        return " ".join(unicodedata.normalize("NFC", text).casefold().split())
+
+    return key(a) == key(b)
+
+
+async def find(conn: AsyncConnection, scope: Scope) -> Found:
+    """The sessions `scope` covers (raises `NotFound` when it covers nothing)."""
+    if scope.session_id is not None:
+        known = (
+            await conn.execute(select(SessionRow.id).where(SessionRow.id == scope.session_id))
+        ).first() or (
+            await conn.execute(
+                select(VisitRow.session_id).where(VisitRow.session_id == scope.session_id)
+            )
+        ).first()
+        if known is None:
+            raise NotFound(f"no session {scope.session_id!r}")
+        return Found([scope.session_id], None)
+    code = scope.class_code or ""
+    class_id = (await conn.execute(select(ClassRow.id).where(ClassRow.code == code))).scalar()
+    if class_id is None:
+        raise NotFound(f"no class with the code {code!r}")
+    visits = (
+        await conn.execute(
+            select(VisitRow.session_id, VisitRow.student_name)
+            .where(VisitRow.class_id == class_id)
+            .order_by(VisitRow.created_at)
+        )
+    ).all()
+    if scope.student is None:
+        return Found([v.session_id for v in visits], class_id)
+    mine = [v.session_id for v in visits if same_name(v.student_name, scope.student)]
+    if not mine:
+        raise NotFound(f"no student named {scope.student!r} in class {code}")
+    return Found(mine, None)
+
+
+async def count(conn: AsyncConnection, found: Found) -> dict[str, int]:
+    """How many rows of each table an erasure of `found` deletes."""
+    ids = found.session_ids
+    counts: dict[str, int] = {}
+    for row in (*SESSION_TABLES, SessionRow, VisitRow, TranscriptViewRow):
+        column = row.id if row is SessionRow else row.session_id
+        counts[row.__tablename__] = (
+            await conn.execute(select(func.count()).select_from(row).where(column.in_(ids)))
+        ).scalar() or 0
+    if found.class_id is not None:
+        counts[ClassRow.__tablename__] = 1
+    return counts
+
+
+async def preview(store: RecordsStore, scope: Scope) -> dict[str, int]:
+    """What `erase(scope)` would delete, per table, deleting nothing."""
+    await store.ensure_schema()
+    async with store.engine.connect() as conn:
+        return await count(conn, await find(conn, scope))
+
+
+async def erase(
+    store: RecordsStore, scope: Scope, *, actor: str, reason: str = ""
+) -> dict[str, int]:
+    """Delete everything `scope` covers (a whole class: the class too), with its audit
+    entry, in one transaction. Returns the rows deleted per table."""
+    await store.ensure_schema()
+
+    async def work(conn: AsyncConnection) -> dict[str, int]:
+        found = await find(conn, scope)
+        deleted = await delete_sessions(conn, found.session_ids)
+        if found.class_id is not None:
+            await conn.execute(delete(VisitRow).where(VisitRow.class_id == found.class_id))
+            await conn.execute(delete(ClassRow).where(ClassRow.id == found.class_id))
+            deleted[ClassRow.__tablename__] = 1
+        await audit(
+            conn,
+            at=utc_now(),
+            actor=actor,
+            action="delete",
+            target=scope.audit_target(),
+            rows=deleted,
+            reason=reason,
+        )
+        return deleted
+
+    deleted = await store.write_waiting(work)
+    logger.info("records erased", extra={"rows": deleted, "actor": actor})
+    return deleted
+
+
+async def export_student(
+    store: RecordsStore, scope: Scope, *, actor: str, reason: str = ""
+) -> dict[str, Any]:
+    """Everything held about one student (or one session): their visits, each session's
+    whole record, and which adults opened which transcript. The export is audited."""
+    if scope.class_code is not None and scope.student is None:
+        raise ValueError("export one student (class code and name) or one session")
+    await store.ensure_schema()
+    async with store.engine.connect() as conn:
+        found = await find(conn, scope)
+        ids = found.session_ids
+        visits = (
+            await conn.execute(
+                select(VisitRow, ClassRow.code)
+                .join(ClassRow, ClassRow.id == VisitRow.class_id)
+                .where(VisitRow.session_id.in_(ids))
+                .order_by(VisitRow.created_at)
+            )
+        ).all()
+        views = (
+            await conn.execute(
+                select(TranscriptViewRow)
+                .where(TranscriptViewRow.session_id.in_(ids))
+                .order_by(TranscriptViewRow.at, TranscriptViewRow.id)
+            )
+        ).all()
+    sessions = [doc for session_id in ids if (doc := await store.export(session_id))]
+    document = {
+        "format": STUDENT_EXPORT_FORMAT,
+        "scope": scope.describe(),
+        "exported_at": _iso(utc_now()),
+        "visits": [
+            {
+                "session_id": v.session_id,
+                "class_code": v.code,
+                "student_name": v.student_name,
+                "identity": v.identity,
+                "joined_at": _iso(v.created_at),
+                "tutor_dispatches": v.dispatches,
+                "no_tutor_came": v.gave_up_at is not None,
+            }
+            for v in visits
+        ],
+        "sessions": sessions,
+        "transcript_views": [
+            {"session_id": v.session_id, "by": v.username, "at": _iso(v.at)} for v in views
+        ],
+    }
+    rows = {
+        "visits": len(document["visits"]),
+        "sessions": len(sessions),
+        "turns": sum(len(s["turns"]) for s in sessions),
+        "transcript_views": len(document["transcript_views"]),
+    }
+    await note_export(store, scope, rows, actor=actor, reason=reason)
+    return document
+
+
+async def note_export(
+    store: RecordsStore, scope: Scope, rows: dict[str, int], *, actor: str, reason: str = ""
+) -> None:
+    """Write an export of `scope` (`rows` per table handed out) to the audit log."""
+
+    async def write(conn: AsyncConnection) -> None:
+        await audit(
+            conn,
+            at=utc_now(),
+            actor=actor,
+            action="export",
+            target=scope.audit_target(),
+            rows=rows,
+            reason=reason,
+        )
+
+    await store.write_waiting(write)
+
+
+async def audit_log(store: RecordsStore, *, limit: int = 50) -> list[AuditRow]:
+    """The newest entries first."""
+    await store.ensure_schema()
+    async with store.engine.connect() as conn:
+        query = select(AuditRow).order_by(AuditRow.at.desc(), AuditRow.id.desc()).limit(limit)
+        return list((await conn.execute(query)).all())  # type: ignore[arg-type]
+
+
+def _iso(value: datetime | None) -> str | None:
+    return None if value is None else value.isoformat(timespec="milliseconds") + "Z"

@@ -1,0 +1,201 @@
+"""A parent's request to see or erase a child's data (issue 21, item 3), through
+`python -m agent records`, on both backends: the export holds everything about the
+student, an erasure leaves no trace of them in any table (new tables included: the check
+reads every table there is), nobody else's data goes with it, each is audited, and the
+retention purge leaves no child's data older than the period anywhere."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+from datetime import timedelta
+from typing import Any
+
+from sqlalchemy import select
+
+from agent.__main__ import main
+from agent.records.schema import AuditRow, Base
+from agent.records.store import RecordsStore, utc_now
+from agent.web.classes import join_class
+from tests.support.databases import RecordsDatabase
+from tests.support.web import Site, open_site, seed_session, sign_in
+
+# what only Maya's sessions hold: her name, her flagged words, her tutor's answer
+MAYA_TRACES = ("maya", "nobody would miss me", "fifty-six")
+KEPT = {"teachers", "classes", "audit_log", "alembic_version"}
+
+
+async def records(*argv: str) -> tuple[int, str, str]:
+    out, err = io.StringIO(), io.StringIO()
+
+    def run() -> int:
+        from contextlib import redirect_stderr, redirect_stdout
+
+        with redirect_stdout(out), redirect_stderr(err):
+            return main(["records", *argv])
+
+    code = await asyncio.to_thread(run)
+    return code, out.getvalue(), err.getvalue()
+
+
+async def every_row(store: RecordsStore) -> dict[str, list[str]]:
+    """Every table the database has (not only those this test knows), row by row."""
+    async with store.engine.connect() as conn:
+        names = await conn.run_sync(lambda sync: sync.dialect.get_table_names(sync))
+        tables: dict[str, list[str]] = {}
+        for name in names:
+            rows = (await conn.exec_driver_sql(f'SELECT * FROM "{name}"')).all()
+            tables[name] = [repr(tuple(row)).lower() for row in rows]
+    return tables
+
+
+async def class_of_two(site: Site) -> dict[str, Any]:
+    """Maya (seeded, flagged) comes back another day as "maya"; Sam is in her class; the
+    safeguarding lead reads Maya's flagged transcript."""
+    school = site.school
+    again = await join_class(site.store, site.settings, school.rivera_class.code, "maya")
+    await seed_session(site.store, again.session_id, again.identity, again.room)
+    sam = await join_class(site.store, site.settings, school.rivera_class.code, "Sam")
+    await site.store.write_waiting(lambda conn: _sams_turn(conn, sam.session_id, sam.identity))
+    async with site.client() as lead:
+        assert await sign_in(lead, "lead") == 303
+        viewed = await lead.get(f"/api/teacher/sessions/{school.session_id}")
+        assert viewed.status_code == 200
+    return {"maya": [school.session_id, again.session_id], "sam": sam.session_id}
+
+
+async def _sams_turn(conn: Any, session_id: str, identity: str) -> None:
+    from agent.records.schema import SessionRow, TurnRow
+
+    now = utc_now()
+    await conn.execute(
+        SessionRow.__table__.insert().values(
+            id=session_id, student=identity, room="r-sam", started_at=now
+        )
+    )
+    await conn.execute(
+        TurnRow.__table__.insert().values(
+            session_id=session_id, item_id="t1", at=now, speaker="student", text="Why is sky blue"
+        )
+    )
+
+
+async def test_exporting_a_student_gives_every_visit_session_flag_and_who_read_it(
+    database: RecordsDatabase,
+) -> None:
+    async for site in open_site(database):
+        ids = await class_of_two(site)
+        code, out, err = await records(
+            "--url", database.url, "export", "--class", site.school.rivera_class.code.lower(),
+            "--student", "MAYA", "--by", "office", "--reason", "parent asked",
+        )  # fmt: skip
+        assert code == 0, err
+        doc = json.loads(out)
+        assert doc["format"] == "voice-tutor.student.v1"
+        assert sorted(v["session_id"] for v in doc["visits"]) == sorted(ids["maya"])
+        assert sorted(s["session"]["id"] for s in doc["sessions"]) == sorted(ids["maya"])
+        flagged = [f["text"] for s in doc["sessions"] for f in s["flags"]]
+        assert flagged == ["nobody would miss me"] * 2
+        assert [v["by"] for v in doc["transcript_views"]] == ["lead"]
+        assert ids["sam"] not in out and "Why is sky blue" not in out
+
+        async with site.store.engine.connect() as conn:
+            (entry,) = (await conn.execute(select(AuditRow))).all()
+        assert (entry.actor, entry.action, entry.reason) == ("office", "export", "parent asked")
+        assert entry.rows["sessions"] == 2 and "maya" not in entry.target.lower()
+
+
+async def test_erasing_a_student_leaves_no_trace_of_them_and_keeps_everyone_else(
+    database: RecordsDatabase,
+) -> None:
+    async for site in open_site(database):
+        ids = await class_of_two(site)
+        before = await every_row(site.store)
+        class_code = site.school.rivera_class.code
+
+        code, out, _ = await records(
+            "--url", database.url, "delete", "--class", class_code, "--student", "Maya"
+        )
+        assert code == 0 and "would delete" in out and "--yes" in out
+        assert await every_row(site.store) == before  # without --yes: nothing
+
+        code, out, err = await records(
+            "--url", database.url, "delete", "--class", class_code, "--student", "Maya",
+            "--yes", "--by", "head teacher", "--reason", "parent's request",
+        )  # fmt: skip
+        assert code == 0, err
+        after = await every_row(site.store)
+        for table, rows in after.items():
+            for row in rows:
+                for trace in MAYA_TRACES:
+                    assert trace not in row, f"{trace!r} left in {table}: {row}"
+                for session_id in ids["maya"]:
+                    assert session_id.lower() not in row, f"Maya's session left in {table}"
+        assert any(ids["sam"].lower() in row for row in after["visits"])
+        assert any("why is sky blue" in row for row in after["turns"])
+        assert after["classes"] == before["classes"]
+
+        async with site.store.engine.connect() as conn:
+            (entry,) = (await conn.execute(select(AuditRow))).all()
+        assert (entry.actor, entry.action) == ("head teacher", "delete")
+        assert entry.rows["sessions"] == 2 and entry.rows["visits"] == 2
+        assert entry.rows["flags"] == 2 and entry.rows["transcript_views"] == 1
+        code, out, _ = await records("--url", database.url, "audit")
+        assert code == 0 and "head teacher" in out and f"a student of class {class_code}" in out
+
+
+async def test_erasing_a_session_or_a_class_takes_all_of_it(database: RecordsDatabase) -> None:
+    async for site in open_site(database):
+        ids = await class_of_two(site)
+        code, _, err = await records(
+            "--url", database.url, "delete", "--session", ids["sam"], "--yes"
+        )
+        assert code == 0, err
+        for table, rows in (await every_row(site.store)).items():
+            if table != "audit_log":  # which names the session erased, and nothing else
+                assert not [row for row in rows if ids["sam"].lower() in row], table
+
+        code, _, err = await records(
+            "--url", database.url, "delete", "--class", site.school.rivera_class.code, "--yes"
+        )
+        assert code == 0, err
+        left = await every_row(site.store)
+        codes = " ".join(left["classes"])
+        assert site.school.rivera_class.code.lower() not in codes
+        assert site.school.okafor_class.code.lower() in codes
+        for table, rows in left.items():
+            if table not in KEPT:
+                assert rows == [], f"{table} still holds {rows}"
+
+
+async def test_the_retention_purge_empties_every_table_of_childrens_data(
+    database: RecordsDatabase,
+) -> None:
+    async for site in open_site(database):
+        await class_of_two(site)
+        deleted = await site.store.purge(older_than_days=30, now=utc_now() + timedelta(days=31))
+        assert deleted == 3
+        left = await every_row(site.store)
+        for table, rows in left.items():
+            if table not in KEPT:
+                assert rows == [], f"{table} still holds {rows} after the purge"
+        assert len(left["audit_log"]) == 1 and "purge" in left["audit_log"][0]
+        assert set(left) >= {t.name for t in Base.metadata.sorted_tables}
+
+
+async def test_naming_nobody_is_refused_with_one_line(database: RecordsDatabase) -> None:
+    async for site in open_site(database):
+        code_ = site.school.rivera_class.code
+        cases = [
+            (["delete", "--class", code_, "--student", "Nobody", "--yes"], "no student named"),
+            (["delete", "--class", "ZZZZZZ", "--yes"], "no class with the code"),
+            (["delete", "--session", "no-such", "--yes"], "no session"),
+            (["delete", "--student", "Maya", "--yes"], "--student needs --class"),
+            (["delete", "--yes"], "either a session, or a class"),
+            (["export", "--class", code_], "one student"),
+        ]
+        for argv, message in cases:
+            code, _, err = await records("--url", database.url, *argv)
+            assert code == 2 and message in err and len(err.strip().splitlines()) == 1, argv
+        assert (await every_row(site.store))["audit_log"] == []
