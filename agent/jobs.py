@@ -23,6 +23,7 @@ from agent.handover import (
     wait_for_floor,
 )
 from agent.presence import publish_tutor
+from agent.resume import Resumption
 from agent.session import set_listening
 from agent.state import SessionUserdata, TutorKind
 from agent.tutors.base import build_tutor
@@ -80,8 +81,12 @@ async def start_tutor(
     start_session: Callable[[Agent], Awaitable[None]],
     end_job: Callable[[str], Awaitable[None]],
     timeout: float,
+    resumption: Resumption | None = None,
 ) -> bool:
     """Start the `kind` tutor for this job. False if a handover was cancelled (job ended).
+
+    A job that resumes a session starts with the conversation so far (from the records)
+    and a welcome back.
 
     In a floor handover the tutor starts muted with the conversation fetched from the
     outgoing tutor (or only the metadata question, if that fails), reports ready, and
@@ -89,6 +94,11 @@ async def start_tutor(
     """
     userdata = session.userdata
     outgoing, handover_id = plan.outgoing, plan.handover_id
+    if resumption is not None:
+        conversation = resumption.to_chat_ctx()
+        session.history.insert(conversation.items)
+        await start_session(build_tutor(kind, userdata, chat_ctx=conversation, resumed=True))
+        return True
     if room is None or outgoing is None or handover_id is None:
         await start_session(build_tutor(kind, userdata, pending_question=plan.question))
         return True

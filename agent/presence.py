@@ -1,8 +1,12 @@
-"""Publishes which tutor has the floor, as attributes of the worker's participant.
+"""Publishes which tutor has the floor, as attributes of the worker's participant, and
+answers the student's page when it asks whether its tutor is still there.
 
 The student's page reads `tutor.kind` and `tutor.title` from the tutor participant's
 attributes to show who is speaking. Publishing is best effort and off the voice path: it
-never delays or breaks a turn, and a failure is logged, not raised.
+never delays or breaks a turn, and a failure is logged, not raised. The page also calls
+`tutor.ping` on its tutors every second or so: a tutor whose worker was lost stays in the
+room for about 20 s before the server removes it, so an unanswered ping is how the page
+learns, within seconds, that it must ask for another.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ logger = logging.getLogger("tutor.presence")
 
 KIND_ATTRIBUTE = "tutor.kind"
 TITLE_ATTRIBUTE = "tutor.title"
+PING_METHOD = "tutor.ping"
 PUBLISH_TIMEOUT = 5.0
 
 _pending: set[asyncio.Task[None]] = set()

@@ -245,6 +245,9 @@ class WebSettings(LiveKitSettings, RecordsSettings):
     # again (then with backoff), at most WEB_TUTOR_MAX_DISPATCHES times in all
     web_tutor_arrival_timeout: float = Field(default=8, gt=0)
     web_tutor_max_dispatches: int = Field(default=3, ge=1, le=10)
+    # a page reloaded, or whose connection could not be restored, within this many minutes
+    # of its last join comes back to the same visit, and its tutor resumes the conversation
+    web_resume_minutes: float = Field(default=30, gt=0, le=24 * 60)
     # proxies whose X-Forwarded-For and X-Forwarded-Proto are believed (comma-separated
     # addresses or networks); compose sets its TLS proxy's address
     web_trusted_proxies: str = "127.0.0.1"

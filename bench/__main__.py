@@ -15,6 +15,7 @@ BENCHMARKS = (
     "crossing",
     "capacity",
     "realserver",
+    "resume",
 )
 
 

@@ -88,6 +88,17 @@ def test_cli_prints_a_verifiable_token_and_playground_steps(
     assert "Agents Playground" in err and settings.livekit_url in err
 
 
+def test_cli_token_for_a_session_dispatches_the_orchestrator_to_continue_it(
+    settings: LiveKitSettings, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = ["token", "--room", "class-4b", "--identity", "kid-7", "--session", "a1b2c3d4e5f6"]
+    assert main(argv) == 0
+    [dispatch] = verify(settings, capsys.readouterr().out.strip()).room_config.agents
+    assert dispatch.metadata == "session:a1b2c3d4e5f6|student:kid-7"
+    assert main([*argv[:-1], "s 1"]) == 2
+    assert "session 's 1' may only use" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize(
     ("room", "identity", "complaint"),
     [

@@ -213,3 +213,76 @@ async def test_an_unreachable_livekit_server_is_a_503_the_page_asks_again(
         row = await stage.visit_row(joined["room"])
         assert row.dispatches == 1 and row.gave_up_at is None
         assert utc_now() >= row.last_dispatch_at
+
+
+async def test_a_tutor_the_page_lost_is_removed_and_replaced_at_once(stage: Stage) -> None:
+    """A killed worker leaves its participant in the room (~20 s) and its job "running"
+    for good: on the page's word, that tutor (and nothing else) is removed with its
+    dispatch, and the orchestrator comes again for the same session, without waiting."""
+    async with httpx.AsyncClient(base_url=stage.url) as client:
+        joined = await stage.join(client)
+    room = joined["room"]
+    visit = await find_visit(stage.store, room, joined["identity"])
+    assert visit is not None
+    lk = LiveKitAPI(stage.livekit.url, "devkey", DEFAULT_SECRET, failover=False)
+    try:
+        dispatcher = Dispatcher(lk)
+        await dispatcher.dispatch(agent_name=AGENT, room=room, metadata="the token's")
+        [served] = stage.livekit.dispatches(room)
+        job = served.state.jobs.add()
+        job.state.status = JobStatus.JS_RUNNING
+        job.state.participant_identity = "agent-AJ_dead"
+        stage.livekit.participants[room] = [
+            ParticipantInfo(identity="agent-AJ_dead", kind=ParticipantInfo.Kind.AGENT),
+            ParticipantInfo(identity=joined["identity"], kind=ParticipantInfo.Kind.STANDARD),
+        ]
+        policy = SummonPolicy(AGENT, min_interval=timedelta(seconds=8), max_dispatches=3)
+        soon = visit.last_dispatch_at + timedelta(seconds=1)
+        # without the page's word the ghost counts as a tutor in the room
+        assert await summon_tutor(lk, dispatcher, stage.store, visit, policy, now=soon) == (
+            TutorStatus.PRESENT
+        )
+        # a page may only clear agents of its own room
+        lost = ["agent-AJ_dead", joined["identity"], "agent-of-another-room"]
+        status = await summon_tutor(lk, dispatcher, stage.store, visit, policy, lost=lost, now=soon)
+    finally:
+        await lk.aclose()
+    assert status is TutorStatus.DISPATCHED
+    assert stage.livekit.removed == [(room, "agent-AJ_dead")]
+    [replacement] = stage.livekit.dispatches(room)  # the dead job's dispatch is gone
+    assert replacement.id != served.id
+    assert parse_dispatch_metadata(replacement.metadata) == {
+        "session": visit.session_id,
+        "student": joined["identity"],
+    }
+
+
+async def test_a_tutor_that_left_with_its_job_still_running_is_replaced(stage: Stage) -> None:
+    """A worker killed whole: its job process left the room, but the server still counts
+    the job as running. On the page's word its dispatch goes, and a tutor comes again."""
+    async with httpx.AsyncClient(base_url=stage.url) as client:
+        joined = await stage.join(client)
+    room = joined["room"]
+    visit = await find_visit(stage.store, room, joined["identity"])
+    assert visit is not None
+    lk = LiveKitAPI(stage.livekit.url, "devkey", DEFAULT_SECRET, failover=False)
+    try:
+        dispatcher = Dispatcher(lk)
+        await dispatcher.dispatch(agent_name=AGENT, room=room, metadata="the token's")
+        [served] = stage.livekit.dispatches(room)
+        job = served.state.jobs.add()
+        job.state.status = JobStatus.JS_RUNNING
+        job.state.participant_identity = "agent-AJ_gone"
+        policy = SummonPolicy(AGENT, min_interval=timedelta(seconds=8), max_dispatches=3)
+        later = visit.last_dispatch_at + timedelta(seconds=30)
+        assert await summon_tutor(lk, dispatcher, stage.store, visit, policy, now=later) == (
+            TutorStatus.ON_THE_WAY  # the stale job looks like a tutor coming
+        )
+        status = await summon_tutor(
+            lk, dispatcher, stage.store, visit, policy, lost=["agent-AJ_gone"], now=later
+        )
+    finally:
+        await lk.aclose()
+    assert status is TutorStatus.DISPATCHED
+    assert stage.livekit.removed == []  # nobody was in the room to remove
+    assert [d.id for d in stage.livekit.dispatches(room)] != [served.id]

@@ -61,6 +61,7 @@ class TutorOptions(TypedDict, total=False):
     floor: asyncio.Event | None
     announcement: Announcement | None
     handoff: HandoffNote | None
+    resumed: bool
 
 
 class Tutor(Agent):
@@ -100,6 +101,7 @@ class Tutor(Agent):
         floor: asyncio.Event | None = None,
         announcement: Announcement | None = None,
         handoff: HandoffNote | None = None,
+        resumed: bool = False,
     ) -> None:
         from agent.routing import route_tools
         from agent.tutors.roster import default_roster
@@ -124,6 +126,7 @@ class Tutor(Agent):
         self._floor = floor
         self._announcement = announcement
         self._handoff = handoff
+        self._resumed = resumed
         self._prefetch = AudioPrefetch()
 
     @property
@@ -196,6 +199,9 @@ class Tutor(Agent):
         self._set_preemptive_tts(True)
         if question:
             handle = self.answer(question)
+        elif self._resumed:
+            self._resumed = False
+            handle = self.session.generate_reply(instructions=self.welcome_back_instructions())
         else:
             handle = self.session.generate_reply(instructions=self.opening_instructions())
         handle.add_done_callback(lambda _: self._set_preemptive_tts(False))
@@ -256,6 +262,14 @@ class Tutor(Agent):
             f"You have just taken over as the {self.title}. Answer the student's latest "
             "question right away, in a sentence or two, without greeting at length and "
             "without asking them to repeat it."
+        )
+
+    def welcome_back_instructions(self) -> str:
+        return (
+            "The student has just come back after their connection dropped; the conversation "
+            f"so far is above and you are still the {self.title}. In one short sentence, "
+            "welcome them back and recall what you were working on, then ask whether to go "
+            "on. Do not introduce yourself or greet them as a new student."
         )
 
     def opening_instructions(self) -> str:

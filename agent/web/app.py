@@ -41,6 +41,7 @@ from agent.web.classes import (
 )
 from agent.web.deployment import MetricsGuard, SessionCookies
 from agent.web.guards import BodyLimit, SignInGuard
+from agent.web.rejoin import rejoin_visit, resume_key, session_of
 from agent.web.watchdog import SummonPolicy, TutorStatus, find_visit, summon_tutor
 
 logger = logging.getLogger("tutor.web")
@@ -69,6 +70,13 @@ class NotSignedIn(Exception):
 class TokenRequest(BaseModel):
     code: str = Field(default="", max_length=64)
     name: str = Field(default="", max_length=128)
+    # the key of an earlier join of this tab: the same visit again (code and name unused)
+    resume: str = Field(default="", max_length=512)
+
+
+class TutorRequest(BaseModel):
+    # the tutors the page lost: they stopped answering its pings
+    lost: list[str] = Field(default_factory=list, max_length=4)
 
 
 @dataclass
@@ -166,11 +174,14 @@ def create_app(settings: WebSettings, store: RecordsStore | None = None) -> Fast
             "WEB_SESSION_SECRET is not set: a random one is used, so teachers are signed "
             "out whenever the web service restarts"
         )
+    # signs the teachers' cookies and the students' resume keys (each with its own salt)
+    cookie_secret = secret.get_secret_value() if secret else secrets.token_urlsafe(32)
+    resume_window = timedelta(minutes=settings.web_resume_minutes)
     app.add_middleware(BodyLimit, max_bytes=settings.web_max_body_bytes)
     app.add_middleware(
         SessionCookies,
         secure=settings.web_secure_cookies,
-        secret_key=secret.get_secret_value() if secret else secrets.token_urlsafe(32),
+        secret_key=cookie_secret,
         session_cookie=SESSION_COOKIE,
         max_age=int(settings.web_session_hours * 3600),
         same_site="strict",
@@ -254,13 +265,20 @@ def create_app(settings: WebSettings, store: RecordsStore | None = None) -> Fast
                 {"error": "Please type your class code and your first name."}, status_code=422
             )
         try:
-            joined = await join_class(store, settings, body.code, body.name)
+            if body.resume:
+                session = session_of(cookie_secret, body.resume, resume_window)
+                joined = await rejoin_visit(store, settings, session)
+            else:
+                joined = await join_class(store, settings, body.code, body.name)
         except JoinError as e:
             return JSONResponse({"error": e.message, "reason": e.code}, status_code=e.status)
         except TokenRequestError:
             logger.exception("a student token could not be made")
             return JSONResponse({"error": "Something went wrong. Please try again."}, 500)
-        logger.info("student joined", extra={"room": joined.room, "session": joined.session_id})
+        logger.info(
+            "student rejoined" if body.resume else "student joined",
+            extra={"room": joined.room, "session": joined.session_id},
+        )
         return JSONResponse(
             {
                 "token": joined.token,
@@ -268,12 +286,14 @@ def create_app(settings: WebSettings, store: RecordsStore | None = None) -> Fast
                 "room": joined.room,
                 "identity": joined.identity,
                 "tutor_timeout_s": settings.web_tutor_arrival_timeout,
+                "resume": resume_key(cookie_secret, joined.session_id),
             }
         )
 
     @app.post("/api/tutor")
     async def tutor(request: Request, authorization: Annotated[str, Header()] = "") -> Response:
-        """The student's page, with its token, when no tutor has joined yet."""
+        """The student's page, with its token, when no tutor has joined yet, or when its
+        tutor stopped answering (`{"lost": [identity, ...]}`)."""
         scheme, _, token = authorization.partition(" ")
         try:
             claims = verifier.verify(token) if scheme.lower() == "bearer" else None
@@ -284,6 +304,11 @@ def create_app(settings: WebSettings, store: RecordsStore | None = None) -> Fast
             return JSONResponse({"error": "a student's token is needed"}, status_code=401)
         if not limits.allow(limits.tutor, f"tutor:{claims.identity}", client_key(request)):
             return too_many()
+        raw = await request.body()
+        try:
+            lost = TutorRequest.model_validate_json(raw).lost if raw.strip() else []
+        except ValidationError:
+            return JSONResponse({"error": 'expected {"lost": [identity, ...]}'}, 422)
         visit = await find_visit(store, room, claims.identity)
         if visit is None:
             return JSONResponse({"error": "no visit for this token"}, status_code=404)
@@ -296,7 +321,7 @@ def create_app(settings: WebSettings, store: RecordsStore | None = None) -> Fast
         try:
             async with asyncio.timeout(LIVEKIT_CALL_TIMEOUT * 3):
                 status = await summon_tutor(
-                    lk, request.app.state.dispatcher, store, visit, summon_policy
+                    lk, request.app.state.dispatcher, store, visit, summon_policy, lost=lost
                 )
         except Exception as e:  # the LiveKit server is unreachable or refused: ask later
             logger.warning("tutor check failed: %s", type(e).__name__)

@@ -8,16 +8,29 @@ with the same session metadata, at most one per `min_interval` per visit (claime
 visits table, so concurrent asks create one), until `max_dispatches`, then a give-up the
 page explains, with the dispatches no worker took withdrawn (no tutor arrives later).
 Every re-dispatch and give-up is counted and recorded on the visit.
+
+A tutor can also be lost mid-conversation (its worker killed): the server keeps its
+participant about 20 s and its job "running" for good, and never dispatches again. The page
+notices first (its tutor stops answering `tutor.ping`, or leaves with no tutor after it)
+and names the tutors it lost; those that are agents in the student's own room are removed,
+the dispatches whose jobs they held are deleted, and the orchestrator is dispatched at once
+with the same session, which it resumes from the records.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
 
-from livekit.api import ListParticipantsRequest, LiveKitAPI
+from livekit.api import (
+    ListParticipantsRequest,
+    LiveKitAPI,
+    RoomParticipantIdentity,
+    TwirpError,
+)
 from livekit.protocol.models import ParticipantInfo
 from prometheus_client import Counter
 from sqlalchemy import select, update
@@ -34,6 +47,12 @@ REDISPATCHES = Counter(
     "Orchestrator dispatches made again for a room with no tutor, by outcome "
     "(dispatched, failed, gave_up)",
     ["outcome"],
+)
+
+
+LOST_TUTORS = Counter(
+    "tutor_web_lost_tutors_total",
+    "Tutors removed from a student's room because they stopped answering the page",
 )
 
 
@@ -89,6 +108,36 @@ async def job_waiting(lk: LiveKitAPI, room: str, agent_name: str) -> bool:
     return any(d.agent_name == agent_name and job_held(d) for d in dispatches)
 
 
+async def clear_lost_tutors(lk: LiveKitAPI, room: str, lost: Collection[str]) -> list[str]:
+    """Clear the tutors of `room` the page lost: each still in the room (a killed worker's
+    participant lingers ~20 s) is removed, and the dispatch whose job it held (which the
+    server never finishes for a dead worker) is deleted, so neither keeps the next tutor
+    away. Only this room's agents and their dispatches are touched: a page can reach
+    nothing else. Returns the identities cleared."""
+    if not lost:
+        return []
+    named = set(lost)
+    participants = await lk.room.list_participants(ListParticipantsRequest(room=room))
+    ghosts = [
+        p.identity
+        for p in participants.participants
+        if p.kind == ParticipantInfo.Kind.AGENT and p.identity in named
+    ]
+    cleared = set(ghosts)
+    for dispatch in await lk.agent_dispatch.list_dispatch(room):
+        holders = {job.state.participant_identity for job in dispatch.state.jobs} & named
+        if holders and job_held(dispatch):
+            await lk.agent_dispatch.delete_dispatch(dispatch.id, room)
+            cleared |= holders
+    for identity in ghosts:
+        try:
+            await lk.room.remove_participant(RoomParticipantIdentity(room=room, identity=identity))
+        except TwirpError as exc:
+            if exc.status != 404:  # it left meanwhile: what was wanted
+                raise
+    return sorted(cleared)
+
+
 async def _claim_dispatch(store: RecordsStore, visit: Visit, now: datetime) -> bool:
     """Take the next dispatch of this visit: True for exactly one of concurrent asks."""
     async with store.engine.begin() as conn:
@@ -137,15 +186,25 @@ async def summon_tutor(
     visit: Visit,
     policy: SummonPolicy,
     *,
+    lost: Collection[str] = (),
     now: datetime | None = None,
 ) -> TutorStatus:
-    """What the student's page should say, after dispatching again if that is needed."""
+    """What the student's page should say, after dispatching again if that is needed.
+    `lost`: the tutors the page says stopped answering (see `clear_lost_tutors`)."""
     now = now or utc_now()
+    cleared = await clear_lost_tutors(lk, visit.room, lost)
+    if cleared:
+        LOST_TUTORS.inc(len(cleared))
+        logger.warning(
+            "a tutor stopped answering: removed, dispatching again",
+            extra={"session": visit.session_id, "room": visit.room, "tutors": cleared},
+        )
     if await tutor_in_room(lk, visit.room):
         return TutorStatus.PRESENT
     if visit.gave_up_at is not None:
         return TutorStatus.GAVE_UP
-    if now - visit.last_dispatch_at < policy.min_interval:
+    # a lost tutor is replaced at once; an absent one is given its time to arrive
+    if not cleared and now - visit.last_dispatch_at < policy.min_interval:
         return TutorStatus.ON_THE_WAY
     if await job_waiting(lk, visit.room, policy.agent_name):
         return TutorStatus.ON_THE_WAY

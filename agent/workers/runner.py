@@ -15,9 +15,10 @@ from agent.crossing import Crossing, DispatchClient
 from agent.handover import HandoverRoom
 from agent.jobs import JobPlan, apply_plan, plan_job, start_tutor
 from agent.livekit_room import LiveKitHandoverRoom
-from agent.presence import AttributePublisher, RoomAttributes
+from agent.presence import PING_METHOD, AttributePublisher, RoomAttributes
 from agent.records import RecordWriter
 from agent.records.recorder import SessionRecorder
+from agent.resume import Resumption, find_resumption
 from agent.safety.guard import SafetyGuard
 from agent.safety.moderation import Moderator
 from agent.session import create_session
@@ -89,6 +90,9 @@ async def run_tutor_job(
         )
         ctx.shutdown(reason=reason)
         return None
+    if deps.handover_room is not None:
+        deps.handover_room.register_rpc(PING_METHOD, _pong)
+    resumption = await _resumption(plan, deps)
     userdata = SessionUserdata(
         room_name=ctx.room.name,
         tutor_models=deps.tutor_models,
@@ -98,10 +102,13 @@ async def run_tutor_job(
     )
     apply_plan(userdata, plan)
     kind = job_tutor(plan, kind, deps, userdata)
+    if resumption is not None:
+        userdata.greeted = True
+        kind = resumption.tutor(kind, hosted_here=hosted_here(deps))
     session = create_session(userdata, **deps.session_models)
     if deps.records is not None:
         userdata.recorder = SessionRecorder(deps.records, userdata, worker=deps.worker)
-        userdata.recorder.attach(session)
+        userdata.recorder.attach(session, resumed=resumption is not None)
     if deps.moderator is not None:
         userdata.safety = SafetyGuard(
             deps.moderator,
@@ -186,7 +193,12 @@ async def run_tutor_job(
         )
     logger.info(
         "job started",
-        extra={**userdata.log_fields(), "job_id": ctx.job.id, "handover": plan.is_handover},
+        extra={
+            **userdata.log_fields(),
+            "job_id": ctx.job.id,
+            "handover": plan.is_handover,
+            "resumed": resumption is not None,
+        },
     )
     if deps.handover_room is not None and plan.student:
         watcher = spawn(_until_student_leaves(deps.handover_room, plan.student, finish_job))
@@ -198,8 +210,26 @@ async def run_tutor_job(
         start_session=start_session,
         end_job=end_job,
         timeout=settings.handover_ready_timeout,
+        resumption=resumption,
     )
     return session
+
+
+async def _pong(_caller: str, _payload: str) -> str:
+    """The page's "are you there?": answering at all is the answer."""
+    return "here"
+
+
+async def _resumption(plan: JobPlan, deps: JobDeps) -> Resumption | None:
+    """The conversation this job continues: a fresh dispatch (not a handover) naming a
+    session that already has turns in the records."""
+    if plan.is_handover or not plan.session_id or deps.records is None:
+        return None
+    return await find_resumption(deps.records.store, plan.session_id)
+
+
+def hosted_here(deps: JobDeps) -> list[TutorKind]:
+    return [kind for kind in deps.tutor_models if kind not in deps.workers]
 
 
 def room_options(

@@ -71,11 +71,18 @@ class ChatCall:
     tools: list[str]
 
     def texts(self, role: str | None = None) -> list[str]:
-        return [
-            m["content"]
-            for m in self.messages
-            if isinstance(m.get("content"), str) and (role is None or m["role"] == role)
-        ]
+        """The text of each message (of `role`), in order; content sent as parts (e.g.
+        with a prompt-cache breakpoint) is joined."""
+        found = []
+        for m in self.messages:
+            if role is not None and m["role"] != role:
+                continue
+            content = m.get("content")
+            if isinstance(content, list):
+                content = "".join(p.get("text", "") for p in content if isinstance(p, dict))
+            if isinstance(content, str):
+                found.append(content)
+        return found
 
     def last_user(self) -> str:
         users = self.texts("user")

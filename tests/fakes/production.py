@@ -19,6 +19,7 @@ NOUN = "What is a noun?"
 NAPOLEON = "Who was Napoleon?"
 NOUN_ANSWER = "A noun names a person, place or thing."
 NAPOLEON_ANSWER = "Napoleon was a French emperor."
+WELCOME_BACK = "Welcome back! Before, you asked:"
 MODELS = {
     "orchestrator": "orch-model",
     "math": "math-model",
@@ -49,10 +50,18 @@ def tutor_of(model: str) -> str:
     return next(kind for kind, name in MODELS.items() if name == model)
 
 
+def welcome_back(question: str) -> str:
+    """What a resumed tutor says: the conversation so far is in its context."""
+    return f"{WELCOME_BACK} {question or 'nothing yet'}"
+
+
 def chat_script(call_: ChatCall) -> Reply:
-    """Each tutor by its model name: greet, route, answer."""
+    """Each tutor by its model name: greet, route, answer; welcome a student back by
+    recalling their last question, when asked to (a resumed session)."""
     tutor = tutor_of(call_.model)
     question = call_.last_user()
+    if any("come back" in text for text in call_.texts("system")[-1:]):
+        return say(welcome_back(question))
     if tutor == "orchestrator":
         if not question:
             return say(GREETING)

@@ -1,5 +1,5 @@
-"""A local Twirp AgentDispatchService (and RoomService.ListParticipants), spoken to by the
-real `livekit.api.LiveKitAPI`.
+"""A local Twirp AgentDispatchService (and RoomService's ListParticipants and
+RemoveParticipant), spoken to by the real `livekit.api.LiveKitAPI`.
 
 Binary protobuf in and out, Twirp JSON errors, bearer tokens checked with `TokenVerifier`
 (room_admin for the request's room), dispatches kept in memory. Faults are injected per
@@ -37,7 +37,12 @@ from livekit.protocol.agent_dispatch import (
     ListAgentDispatchResponse,
 )
 from livekit.protocol.models import ParticipantInfo
-from livekit.protocol.room import ListParticipantsRequest, ListParticipantsResponse
+from livekit.protocol.room import (
+    ListParticipantsRequest,
+    ListParticipantsResponse,
+    RemoveParticipantResponse,
+    RoomParticipantIdentity,
+)
 
 from agent.dispatch import Dispatcher, DispatchPolicy
 
@@ -54,6 +59,7 @@ M = TypeVar(
     ListAgentDispatchRequest,
     DeleteAgentDispatchRequest,
     ListParticipantsRequest,
+    RoomParticipantIdentity,
 )
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 CreateFault = Callable[[CreateAgentDispatchRequest], str | None]
@@ -99,6 +105,7 @@ class TwirpDispatchServer:
         self.list_calls = 0
         self.delete_calls = 0
         self.participants: dict[str, list[ParticipantInfo]] = {}
+        self.removed: list[tuple[str, str]] = []  # (room, identity) RemoveParticipant took
         self.url = ""
         self._verifier = TokenVerifier(api_key, api_secret)
         self._rooms: dict[str, list[AgentDispatch]] = {}
@@ -126,6 +133,9 @@ class TwirpDispatchServer:
         app.router.add_post(f"{SERVICE_PATH}/DeleteDispatch", self._twirp(self._delete))
         app.router.add_post(
             f"{ROOM_SERVICE_PATH}/ListParticipants", self._twirp(self._list_participants)
+        )
+        app.router.add_post(
+            f"{ROOM_SERVICE_PATH}/RemoveParticipant", self._twirp(self._remove_participant)
         )
         self._runner = web.AppRunner(app, shutdown_timeout=1.0, access_log=None)
         await self._runner.setup()
@@ -202,6 +212,15 @@ class TwirpDispatchServer:
         req = await self._authorized(request, ListParticipantsRequest)
         found = self.participants.get(req.room, [])
         return protobuf_response(ListParticipantsResponse(participants=found))
+
+    async def _remove_participant(self, request: web.Request) -> web.StreamResponse:
+        req = await self._authorized(request, RoomParticipantIdentity)
+        present = self.participants.get(req.room, [])
+        if not any(p.identity == req.identity for p in present):
+            raise TwirpFailure(404, "not_found", "participant not found")
+        self.participants[req.room] = [p for p in present if p.identity != req.identity]
+        self.removed.append((req.room, req.identity))
+        return protobuf_response(RemoveParticipantResponse())
 
     # helpers
 

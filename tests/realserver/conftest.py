@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 import pytest_asyncio
 from livekit import api
+from playwright.async_api import Browser, async_playwright
 
 from agent.settings import LiveKitSettings
 from agent.token import student_token
@@ -29,6 +30,12 @@ from tests.support.realserver import (
     wait_until_empty,
 )
 from tests.support.student import Student, join
+from tests.test_web_browser import (
+    CHROMIUM,
+    CHROMIUM_FLAGS,
+    FAKE_MICROPHONE,
+    build_student_script,
+)
 
 HERE = Path(__file__).parent
 
@@ -155,3 +162,48 @@ async def classroom(
     for student in room.joined:
         if student.room.isconnected():
             await student.leave()
+
+
+@pytest.fixture(scope="session")
+def page_script() -> Path:
+    """The student page's script, built once (the page tests use it)."""
+    return build_student_script()
+
+
+@pytest_asyncio.fixture(loop_scope="session")
+async def chromium_with(page_script: Path) -> AsyncIterator:  # type: ignore[type-arg]
+    """`await chromium_with(wav)`: Chromium whose microphone plays `wav`."""
+    async with async_playwright() as playwright:
+        launched: list[Browser] = []
+
+        async def launch(wav: Path) -> Browser:
+            browser = await playwright.chromium.launch(
+                executable_path=CHROMIUM,
+                args=[
+                    *CHROMIUM_FLAGS,
+                    *FAKE_MICROPHONE,
+                    f"--use-file-for-fake-audio-capture={wav}",
+                ],
+            )
+            launched.append(browser)
+            return browser
+
+        yield launch
+        for browser in launched:
+            await browser.close()
+
+
+@pytest_asyncio.fixture(loop_scope="session")
+async def web(env: dict[str, str], run_dir: Path) -> AsyncIterator:  # type: ignore[type-arg]
+    """`await web(**settings)`: the web service as a process, with these settings."""
+    started: list[Process] = []
+
+    async def start(**overrides: str) -> str:
+        port = realserver.free_port()
+        settings = {"LIVEKIT_PUBLIC_URL": env["LIVEKIT_URL"]} | overrides
+        started.append(await realserver.start_web(env | settings, run_dir, port))
+        return f"http://127.0.0.1:{port}"
+
+    yield start
+    for process in started:
+        await process.stop()

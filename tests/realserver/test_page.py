@@ -8,100 +8,22 @@ Screenshots go to `build/screenshots/realserver-*.png`."""
 
 from __future__ import annotations
 
-import secrets
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-import pytest_asyncio
 from livekit import api
-from playwright.async_api import Browser, Page, async_playwright, expect
+from playwright.async_api import expect
 
-from agent.records import RecordsStore
-from agent.web.accounts import add_teacher
-from agent.web.classes import create_class
 from tests.fakes.production import FIFTY_SIX, GREETING, NOUN, NOUN_ANSWER, SEVEN_EIGHTS
 from tests.realserver.conftest import Classroom
 from tests.support import realserver
-from tests.support.realserver import TURN, Process, room_state
-from tests.test_web_browser import (
-    CHROMIUM,
-    CHROMIUM_FLAGS,
-    FAKE_MICROPHONE,
-    PHONE,
-    build_student_script,
-    screenshot,
-)
+from tests.support.page import class_code, open_page
+from tests.support.realserver import TURN, room_state
+from tests.test_web_browser import screenshot
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 WAIT_MS = int(TURN * 1000)
 LATE_WORKER = "learning-orchestrator-late"
-
-
-async def class_code(env: dict[str, str]) -> str:
-    """An open class of a new teacher in the stack's records store."""
-    store = RecordsStore(env["RECORDS_URL"])
-    try:
-        await store.ensure_schema()
-        teacher = await add_teacher(store, f"t{secrets.token_hex(4)}", "correct horse battery")
-        return (await create_class(store, teacher.id, "Year 4 Maple")).code
-    finally:
-        await store.aclose()
-
-
-async def open_page(browser: Browser, url: str, code: str) -> tuple[Page, str]:
-    """The student page, joined with `code`; returns it and the visit's room."""
-    page = await browser.new_page(viewport=PHONE)
-    await page.goto(url + "/")
-    await page.get_by_label("Class code").fill(code)
-    await page.get_by_label("Your first name").fill("Maya")
-    async with page.expect_response("**/api/token") as answer:
-        await page.get_by_role("button", name="Start").click()
-    return page, (await (await answer.value).json())["room"]
-
-
-@pytest_asyncio.fixture(loop_scope="session")
-async def chromium_with() -> AsyncIterator:  # type: ignore[type-arg]
-    """`await chromium_with(wav)`: Chromium whose microphone plays `wav`."""
-    async with async_playwright() as playwright:
-        launched: list[Browser] = []
-
-        async def launch(wav: Path) -> Browser:
-            browser = await playwright.chromium.launch(
-                executable_path=CHROMIUM,
-                args=[
-                    *CHROMIUM_FLAGS,
-                    *FAKE_MICROPHONE,
-                    f"--use-file-for-fake-audio-capture={wav}",
-                ],
-            )
-            launched.append(browser)
-            return browser
-
-        yield launch
-        for browser in launched:
-            await browser.close()
-
-
-@pytest_asyncio.fixture(loop_scope="session")
-async def web(env: dict[str, str], run_dir: Path) -> AsyncIterator:  # type: ignore[type-arg]
-    """`await web(**settings)`: the web service as a process, with these settings."""
-    started: list[Process] = []
-
-    async def start(**overrides: str) -> str:
-        port = realserver.free_port()
-        settings = {"LIVEKIT_PUBLIC_URL": env["LIVEKIT_URL"]} | overrides
-        started.append(await realserver.start_web(env | settings, run_dir, port))
-        return f"http://127.0.0.1:{port}"
-
-    yield start
-    for process in started:
-        await process.stop()
-
-
-@pytest.fixture(scope="module", autouse=True)
-def page_script() -> Path:
-    return build_student_script()
 
 
 async def test_the_page_shows_each_tutor_and_the_captions_and_leave_ends_the_visit(
@@ -124,7 +46,8 @@ async def test_the_page_shows_each_tutor_and_the_captions_and_leave_ends_the_vis
     models.questions.expect(NOUN)
     url = await web()
     browser = await chromium_with(microphone)
-    page, room = await open_page(browser, url, await class_code(env))
+    page, joined = await open_page(browser, url, await class_code(env))
+    room = joined["room"]
 
     title = page.locator("#tutor-title")
     captions = page.locator("#captions")
@@ -156,7 +79,8 @@ async def test_with_no_tutor_worker_the_page_says_on_the_way_and_the_tutor_comes
     late = {"ORCHESTRATOR_AGENT_NAME": LATE_WORKER}
     url = await web(**late, WEB_TUTOR_ARRIVAL_TIMEOUT="2", WEB_TUTOR_MAX_DISPATCHES="10")
     browser = await chromium_with(realserver.microphone_wav(speech_dir, "silent", [], 5.0))
-    page, room = await open_page(browser, url, await class_code(env))
+    page, joined = await open_page(browser, url, await class_code(env))
+    room = joined["room"]
     message = page.locator("#message")
     await expect(message).to_contain_text("on the way", timeout=WAIT_MS)
     await screenshot(page, "realserver-on-the-way")
@@ -196,7 +120,8 @@ async def test_with_no_tutor_ever_the_page_says_every_tutor_is_busy_and_no_dispa
         WEB_TUTOR_MAX_DISPATCHES="2",
     )
     browser = await chromium_with(realserver.microphone_wav(speech_dir, "silent", [], 5.0))
-    page, room = await open_page(browser, url, await class_code(env))
+    page, joined = await open_page(browser, url, await class_code(env))
+    room = joined["room"]
     await expect(page.locator("#message")).to_contain_text("tutors are busy", timeout=WAIT_MS)
     await screenshot(page, "realserver-busy")
     _, dispatches = await room_state(server_api, room)

@@ -28,13 +28,15 @@ from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import httpx
 import numpy as np
 from livekit import api
 
+from agent.dispatch_metadata import parse_dispatch_metadata
 from tests.fakes.openai_server import FakeOpenAI
-from tests.fakes.production import chat_script, model_settings, realtime_script
+from tests.fakes.production import SEVEN_EIGHTS, chat_script, model_settings, realtime_script
 from tests.support.student import Student
 
 REPO = Path(__file__).resolve().parents[2]
@@ -217,13 +219,20 @@ async def start_livekit(
 async def wait_until_answering(url: str, process: Process, timeout: float) -> None:
     """Until `url` answers 200; fails if `process` exits first or `timeout` passes."""
     deadline = time.monotonic() + timeout
+    last = "no answer"
     async with httpx.AsyncClient(timeout=1) as client:
         while True:
-            with contextlib.suppress(httpx.HTTPError):
-                if (await client.get(url)).status_code == 200:
+            try:
+                answer = await client.get(url)
+                if answer.status_code == 200:
                     return
+                last = f"{answer.status_code} {answer.text[:80]!r}"
+            except httpx.HTTPError as exc:
+                last = repr(exc)
             if process.popen.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"{process.name} did not start:\n{process.tail()}")
+                raise RuntimeError(
+                    f"{process.name} did not start ({url}: {last}):\n{process.tail()}"
+                )
             await asyncio.sleep(0.05)  # nothing to wait on but the port: ask again
 
 
@@ -507,3 +516,112 @@ async def wait_until_empty(
         interval,
     )
     return time.monotonic()
+
+
+# --- the resume tests and benchmark ---
+
+
+def session_of(joined: dict[str, Any]) -> str:
+    claims = api.TokenVerifier(API_KEY_ID, API_SECRET).verify(joined["token"])
+    [dispatch] = claims.room_config.agents  # type: ignore[union-attr]
+    return parse_dispatch_metadata(dispatch.metadata)["session"]
+
+
+def asked_once(microphone_dir: Path, name: str) -> Path:
+    """A microphone that asks seven times eight at 8 s, then stays silent (long enough that
+    Chromium's looping of the file never asks again within a test)."""
+    return microphone_wav(
+        microphone_dir, name, [(8.0, espeak_wav(SEVEN_EIGHTS, microphone_dir))], 300.0
+    )
+
+
+async def worker_holding(server_api: api.LiveKitAPI, room: str, workers: list[Process]) -> Process:
+    """The worker process whose job serves `room` (the server names its worker id, which
+    the worker logged when it registered)."""
+    dispatches = await server_api.agent_dispatch.list_dispatch(room)
+    ids = {job.state.worker_id for d in dispatches for job in d.state.jobs if job.state.worker_id}
+    found = [w for w in workers if any(worker_id in w.text() for worker_id in ids)]
+    assert len(found) == 1, (ids, [w.name for w in workers])
+    return found[0]
+
+
+# --- two LiveKit nodes behind one URL (the compose profile "cluster") ---
+
+
+@dataclass
+class Cluster:
+    """Redis, two LiveKit nodes sharing it, and Caddy in front of both (one URL)."""
+
+    redis: Process
+    nodes: list[LiveKitServer]
+    balancer: Process
+    port: int  # the one URL's port
+
+    @property
+    def url(self) -> str:
+        return f"ws://127.0.0.1:{self.port}"
+
+    @property
+    def http_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def node_holding(self, room: str) -> LiveKitServer:
+        """The node the room's sessions run on (it logs each one it starts)."""
+        holding = [n for n in self.nodes if f'"room": "{room}"' in n.process.text()]
+        assert len(holding) == 1, [n.process.name for n in holding]
+        return holding[0]
+
+    async def stop(self) -> None:
+        for process in (self.balancer, *(n.process for n in self.nodes), self.redis):
+            await process.stop()
+
+
+BALANCER = """{{
+\tadmin off
+\tauto_https off
+\tstorage file_system {storage}
+}}
+:{port} {{
+\tbind 127.0.0.1 {node_ip}
+\treverse_proxy {upstreams} {{
+\t\tlb_policy first
+\t\tlb_try_duration 10s
+\t\tlb_try_interval 250ms
+\t\thealth_uri /
+\t\thealth_interval 1s
+\t\thealth_timeout 1s
+\t\tfail_duration 10s
+\t}}
+}}
+"""
+
+
+async def start_cluster(log_dir: Path) -> Cluster:
+    redis_port = free_port()
+    redis = spawn(
+        "redis",
+        ["redis-server", "--bind", "127.0.0.1", "--port", str(redis_port), "--save", ""],
+        dict(os.environ),
+        log_dir,
+    )
+    await redis.wait_for_line(r"Ready to accept connections")
+    address = f"127.0.0.1:{redis_port}"
+    nodes = [
+        await start_livekit(log_dir, name="node-a", port=7890, udp=(51000, 51099), redis=address),
+        await start_livekit(log_dir, name="node-b", port=7900, udp=(52000, 52099), redis=address),
+    ]
+    port = free_port()
+    config = log_dir / "balancer.caddyfile"
+    upstreams = " ".join(f"127.0.0.1:{node.port}" for node in nodes)
+    config.write_text(
+        BALANCER.format(port=port, node_ip=NODE_IP, upstreams=upstreams, storage=log_dir / "caddy")
+    )
+    balancer = spawn(
+        "balancer",
+        ["caddy", "run", "--adapter", "caddyfile", "--config", str(config)],
+        dict(os.environ) | {"HOME": str(log_dir)},
+        log_dir,
+    )
+    cluster = Cluster(redis, nodes, balancer, port)
+    await wait_until_answering(cluster.http_url, balancer, 30)
+    return cluster

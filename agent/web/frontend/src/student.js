@@ -2,16 +2,39 @@
 // Uses the official livekit-client: publishes the microphone, plays the tutors, shows the
 // speaking tutor's title (the workers' `tutor.title` attribute) and the live captions
 // (LiveKit's `lk.transcription` text streams).
+//
+// A conversation survives the connection: LiveKit's own reconnection covers a blip; a
+// connection it cannot restore, or a reload of the page, rejoins the same visit with the
+// resume key this tab keeps (sessionStorage), and the tutor resumes the conversation. A
+// tutor that stops answering the page's pings (its worker was lost) is reported, and the
+// service sends another at once.
 import {
   ConnectionState,
+  DisconnectReason,
   ParticipantKind,
   Room,
   RoomEvent,
+  RpcError,
   Track,
   createLocalAudioTrack,
 } from 'livekit-client';
 
 const CONNECT_TIMEOUT_MS = 15000;
+const VISIT_KEY = 'tutor.visit';
+const REJOIN_DELAYS_S = [0, 1, 2, 4, 8];
+const PING_METHOD = 'tutor.ping';
+const PING_EVERY_MS = 500;
+// a tutor that has answered no ping for this long is lost (its worker died): a live one
+// answers within milliseconds, so this is about a stalled worker's worst, not a network's
+const LOST_AFTER_MS = 1500;
+// the callee not answering at all; any other RPC error means it is there to refuse
+const UNANSWERED = new Set([RpcError.ErrorCode.CONNECTION_TIMEOUT, RpcError.ErrorCode.RESPONSE_TIMEOUT]);
+// why the call ended, when coming back is not what the student wants
+const FINAL = new Set([
+  DisconnectReason.CLIENT_INITIATED,
+  DisconnectReason.DUPLICATE_IDENTITY,
+  DisconnectReason.PARTICIPANT_REMOVED,
+]);
 const MAX_CAPTIONS = 8;
 const TRANSCRIPTION_TOPIC = 'lk.transcription';
 const STATE_WORDS = {
@@ -33,6 +56,7 @@ const ui = {
   tutorState: $('tutor-state'),
   captions: $('captions'),
   leave: $('leave'),
+  playAudio: $('play-audio'),
   message: $('message'),
   audio: $('audio'),
 };
@@ -40,8 +64,28 @@ const ui = {
 let room = null;
 let microphone = null;
 let tutorTimer = null;
+let pingTimer = null;
 let attempt = 0; // bumped by every finish: a Start that was left behind says nothing
 const captionItems = new Map(); // segment id -> <li>
+const lastAnswer = new Map(); // tutor identity -> when it last answered a ping (or joined)
+let departed = null; // { identity, at }: the last tutor left and none came after it
+
+// the visit this tab can come back to (gone with the tab; never shared with another)
+function savedVisit() {
+  try {
+    return JSON.parse(sessionStorage.getItem(VISIT_KEY) || 'null');
+  } catch {
+    return null;
+  }
+}
+
+function saveVisit(joined) {
+  sessionStorage.setItem(VISIT_KEY, JSON.stringify({ resume: joined.resume }));
+}
+
+function forgetVisit() {
+  sessionStorage.removeItem(VISIT_KEY);
+}
 
 function say(text) {
   ui.message.textContent = text;
@@ -116,23 +160,28 @@ async function onTranscription(reader, participantInfo) {
   }
 }
 
+async function askForTutor(token, lost = []) {
+  try {
+    const response = await fetch('/api/tutor', {
+      method: 'POST',
+      headers: { Authorization: `Bearer ${token}`, 'Content-Type': 'application/json' },
+      body: JSON.stringify({ lost }),
+    });
+    return await response.json().catch(() => ({}));
+  } catch {
+    return {};
+  }
+}
+
 // No tutor yet after `seconds`: ask the service, which dispatches one again if it must;
 // ask again with backoff until a tutor joins or the service gives up.
 function waitForTutor(seconds, token) {
+  if (tutorTimer) clearTimeout(tutorTimer);
   let delay = seconds;
   const ask = async () => {
     tutorTimer = null;
     if (!room || tutors().length > 0) return;
-    let answer = {};
-    try {
-      const response = await fetch('/api/tutor', {
-        method: 'POST',
-        headers: { Authorization: `Bearer ${token}` },
-      });
-      answer = await response.json().catch(() => ({}));
-    } catch {
-      answer = {};
-    }
+    const answer = await askForTutor(token);
     if (!room || tutors().length > 0) return;
     if (answer.status === 'gave_up') {
       say(answer.message);
@@ -145,6 +194,53 @@ function waitForTutor(seconds, token) {
   tutorTimer = setTimeout(ask, delay * 1000);
 }
 
+// Every tutor in the room is asked "are you there?" twice a second. One that has answered
+// nothing for LOST_AFTER_MS while no other tutor answers is reported lost, and so is the
+// last tutor leaving with none after it (a tutor never leaves a student alone: its job
+// died): the service clears it and sends the orchestrator, which resumes the conversation.
+function keepPinging(current, joined) {
+  const round = async () => {
+    pingTimer = null;
+    if (room !== current) return;
+    const now = Date.now();
+    if (current.state !== ConnectionState.Connected) {
+      lastAnswer.clear(); // our own connection is the one in question
+    } else {
+      const present = tutors();
+      for (const tutor of present) if (!lastAnswer.has(tutor.identity)) lastAnswer.set(tutor.identity, now);
+      for (const identity of [...lastAnswer.keys()]) {
+        if (!present.some((p) => p.identity === identity)) lastAnswer.delete(identity);
+      }
+      present.forEach((tutor) => ping(current, tutor.identity));
+      let lost = present.filter((p) => now - lastAnswer.get(p.identity) > LOST_AFTER_MS).map((p) => p.identity);
+      if (present.length > 0) departed = null;
+      else if (departed && now - departed.at > PING_EVERY_MS) lost = [departed.identity];
+      if (lost.length > 0 && lost.length >= present.length) {
+        lost.forEach((identity) => lastAnswer.delete(identity));
+        departed = null;
+        say('Your tutor is coming back…');
+        const answer = await askForTutor(joined.token, lost);
+        if (room !== current) return;
+        if (answer.status === 'gave_up') say(answer.message);
+        else waitForTutor(joined.tutor_timeout_s, joined.token);
+      }
+    }
+    pingTimer = setTimeout(round, PING_EVERY_MS);
+  };
+  pingTimer = setTimeout(round, PING_EVERY_MS);
+}
+
+function ping(current, identity) {
+  current.localParticipant
+    .performRpc({ destinationIdentity: identity, method: PING_METHOD, payload: '', responseTimeout: LOST_AFTER_MS })
+    .then(
+      () => lastAnswer.set(identity, Date.now()),
+      (error) => {
+        if (!UNANSWERED.has(error?.code)) lastAnswer.set(identity, Date.now());
+      },
+    );
+}
+
 function withTimeout(promise, ms) {
   let timer;
   const timeout = new Promise((_, reject) => {
@@ -153,19 +249,28 @@ function withTimeout(promise, ms) {
   return Promise.race([promise, timeout]).finally(() => clearTimeout(timer));
 }
 
-async function requestToken(code, name) {
+class JoinRefused extends Error {
+  constructor(message, status) {
+    super(message);
+    this.status = status;
+  }
+}
+
+async function requestToken(request) {
   let response;
   try {
     response = await fetch('/api/token', {
       method: 'POST',
       headers: { 'Content-Type': 'application/json' },
-      body: JSON.stringify({ code, name }),
+      body: JSON.stringify(request),
     });
   } catch {
     throw new Error('We cannot reach this site right now. Please check the internet connection.');
   }
   const body = await response.json().catch(() => ({}));
-  if (!response.ok) throw new Error(body.error || 'Something went wrong. Please try again.');
+  if (!response.ok) {
+    throw new JoinRefused(body.error || 'Something went wrong. Please try again.', response.status);
+  }
   return body;
 }
 
@@ -190,18 +295,55 @@ function wireRoom(current) {
     })
     .on(RoomEvent.TrackUnsubscribed, (track) => track.detach().forEach((el) => el.remove()))
     .on(RoomEvent.ParticipantConnected, renderTutor)
-    .on(RoomEvent.ParticipantDisconnected, renderTutor)
+    .on(RoomEvent.ParticipantDisconnected, (participant) => {
+      if (participant.kind === ParticipantKind.AGENT && tutors().length === 0) {
+        departed = { identity: participant.identity, at: Date.now() };
+      }
+      renderTutor();
+    })
     .on(RoomEvent.ParticipantAttributesChanged, renderTutor)
     .on(RoomEvent.ActiveSpeakersChanged, renderTutor)
-    .on(RoomEvent.Disconnected, () => {
-      // a failed connect is reported by start(); this is a call that was going
-      if (room === current && document.body.dataset.stage === 'connected') {
+    .on(RoomEvent.AudioPlaybackStatusChanged, () => {
+      ui.playAudio.hidden = current.canPlaybackAudio;
+    })
+    .on(RoomEvent.Reconnecting, () => say('Reconnecting…'))
+    .on(RoomEvent.Reconnected, () => say(''))
+    .on(RoomEvent.Disconnected, (reason) => {
+      // a failed connect is reported by connect(); this is a call that was going
+      if (room !== current || document.body.dataset.stage !== 'connected') return;
+      if (FINAL.has(reason) || !savedVisit()) {
         finish('The call has ended. Press Start to talk again.');
+      } else {
+        rejoin(); // the connection could not be restored, or the room was closed under us
       }
     });
   current.registerTextStreamHandler(TRANSCRIPTION_TOPIC, (reader, info) => {
     onTranscription(reader, info).catch(() => {});
   });
+}
+
+// Join the room `joined` names with the open microphone, and keep the call going.
+async function connect(joined) {
+  saveVisit(joined);
+  show('connecting');
+  ui.tutorTitle.textContent = 'Connecting…';
+  const current = new Room({ adaptiveStream: true, dynacast: true });
+  room = current;
+  wireRoom(current);
+  try {
+    await withTimeout(current.connect(joined.url, joined.token), CONNECT_TIMEOUT_MS);
+  } catch {
+    throw new Error('We cannot reach the tutoring server right now. Please try again in a minute, or tell your teacher.');
+  }
+  // without a tap on this page yet (it was reloaded) the browser may refuse to play: the
+  // button asks for one
+  await current.startAudio().catch(() => {});
+  ui.playAudio.hidden = current.canPlaybackAudio;
+  await current.localParticipant.publishTrack(microphone);
+  show('connected');
+  renderTutor();
+  keepPinging(current, joined);
+  if (tutors().length === 0) waitForTutor(joined.tutor_timeout_s, joined.token);
 }
 
 async function start(event) {
@@ -210,22 +352,9 @@ async function start(event) {
   say('');
   ui.start.disabled = true;
   try {
-    const joined = await requestToken(ui.code.value, ui.name.value);
+    const joined = await requestToken({ code: ui.code.value, name: ui.name.value });
     microphone = await openMicrophone();
-    show('connecting');
-    ui.tutorTitle.textContent = 'Connecting…';
-    room = new Room({ adaptiveStream: true, dynacast: true });
-    wireRoom(room);
-    try {
-      await withTimeout(room.connect(joined.url, joined.token), CONNECT_TIMEOUT_MS);
-    } catch {
-      throw new Error('We cannot reach the tutoring server right now. Please try again in a minute, or tell your teacher.');
-    }
-    await room.startAudio();
-    await room.localParticipant.publishTrack(microphone);
-    show('connected');
-    renderTutor();
-    if (tutors().length === 0) waitForTutor(joined.tutor_timeout_s, joined.token);
+    await connect(joined);
   } catch (error) {
     if (mine === attempt) await finish(error.message);
   } finally {
@@ -233,22 +362,78 @@ async function start(event) {
   }
 }
 
+// Back to the visit this tab had (after a reload, or a connection that could not be
+// restored), a few times with backoff; a visit that has ended goes back to the form.
+async function rejoin() {
+  const mine = ++attempt;
+  const previous = room;
+  room = null;
+  stopTimers();
+  if (previous && previous.state !== ConnectionState.Disconnected) await previous.disconnect();
+  ui.audio.replaceChildren();
+  show('connecting');
+  say('Reconnecting…');
+  for (const delay of REJOIN_DELAYS_S) {
+    if (delay) await new Promise((resolve) => setTimeout(resolve, delay * 1000));
+    if (mine !== attempt) return; // the student left meanwhile
+    const saved = savedVisit();
+    if (!saved) break;
+    try {
+      const joined = await requestToken({ resume: saved.resume });
+      if (!microphone) microphone = await openMicrophone();
+      await connect(joined);
+      say('');
+      return;
+    } catch (error) {
+      if (mine !== attempt) return;
+      if (error instanceof JoinRefused && error.status !== 429 && error.status < 500) {
+        forgetVisit();
+        await finish(error.message);
+        return;
+      }
+      const failed = room;
+      room = null;
+      stopTimers();
+      if (failed) await failed.disconnect().catch(() => {});
+    }
+  }
+  if (mine === attempt) await finish('We could not reconnect you. Press Start to talk again.');
+}
+
+function stopTimers() {
+  if (tutorTimer) clearTimeout(tutorTimer);
+  if (pingTimer) clearTimeout(pingTimer);
+  tutorTimer = null;
+  pingTimer = null;
+  lastAnswer.clear();
+  departed = null;
+}
+
 async function finish(message) {
   attempt++;
   const current = room;
   room = null;
-  if (tutorTimer) clearTimeout(tutorTimer);
-  tutorTimer = null;
+  stopTimers();
   if (current && current.state !== ConnectionState.Disconnected) await current.disconnect();
   microphone?.stop();
   microphone = null;
   ui.audio.replaceChildren();
   ui.captions.replaceChildren();
+  ui.playAudio.hidden = true;
   captionItems.clear();
   show('join');
   say(message || '');
 }
 
 ui.form.addEventListener('submit', start);
-ui.leave.addEventListener('click', () => finish('Goodbye! Press Start to talk again.'));
+ui.leave.addEventListener('click', () => {
+  forgetVisit(); // Leave means done: a reload afterwards starts a new visit
+  finish('Goodbye! Press Start to talk again.');
+});
+ui.playAudio.addEventListener('click', () => {
+  room?.startAudio().then(() => {
+    ui.playAudio.hidden = true;
+  });
+});
 show('join');
+if (savedVisit()) rejoin(); // reloaded mid-visit: back to it
