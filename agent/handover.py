@@ -74,6 +74,15 @@ class HandoverRoom(Protocol):
 
     async def wait_until_left(self, identity: str) -> None: ...
 
+    def left_on_purpose(self, identity: str) -> bool:
+        """Whether `identity` left the room themselves (a Leave, or their page unloading),
+        rather than losing their connection."""
+        ...
+
+    def on_connection_lost(self, callback: Callable[[], None]) -> None:
+        """Call `callback` when this participant's own connection to the room breaks."""
+        ...
+
 
 def new_handover_id() -> str:
     return uuid.uuid4().hex[:16]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 
 from livekit import rtc
 
@@ -13,12 +14,26 @@ class LiveKitHandoverRoom:
     def __init__(self, room: rtc.Room) -> None:
         self._room = room
         self._changed = asyncio.Event()
+        self._left_on_purpose: dict[str, bool] = {}
         room.on("participant_connected", self._on_change)
-        room.on("participant_disconnected", self._on_change)
+        room.on("participant_disconnected", self._on_departure)
         room.on("disconnected", self._on_change)
 
     def _on_change(self, *_: object) -> None:
         self._changed.set()
+
+    def _on_departure(self, participant: rtc.RemoteParticipant) -> None:
+        reason = participant.disconnect_reason
+        self._left_on_purpose[participant.identity] = (
+            reason == rtc.DisconnectReason.CLIENT_INITIATED
+        )
+        self._changed.set()
+
+    def left_on_purpose(self, identity: str) -> bool:
+        return self._left_on_purpose.get(identity, False)
+
+    def on_connection_lost(self, callback: Callable[[], None]) -> None:
+        self._room.on("reconnecting", lambda *_: callback())
 
     @property
     def local_identity(self) -> str:

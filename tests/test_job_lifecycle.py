@@ -8,13 +8,16 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 import pytest
 from livekit.agents import CloseReason
 
 from agent.dispatch_metadata import dispatch_metadata
+from agent.records import RecordsStore
 from agent.routing import ANNOUNCEMENTS
+from agent.workers import runner
 from tests.fakes.cluster import ENGLISH_WORKER, ORCHESTRATOR_WORKER, Cluster, Job
 from tests.fakes.llm import Reply, call, say
 from tests.fakes.room import MemoryRoom, RoomHub
@@ -177,3 +180,40 @@ async def test_a_conversation_where_nothing_goes_wrong_logs_no_warning(
             await asyncio.wait_for(back.ended.wait(), WAIT)
     noisy = [f"{r.name}: {r.getMessage()}" for r in caplog.records if r.levelno >= logging.WARNING]
     assert noisy == []
+
+
+async def test_a_student_whose_connection_is_lost_leaves_the_room_for_them_to_come_back_to(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Only a student who left themselves takes the room (and its dispatches) with them:
+    one whose connection dropped is waited for (and the same tutor goes on if they come
+    back), then the job ends and leaves the room for their page to rejoin."""
+    monkeypatch.setattr(runner, "STUDENT_RETURN_TIMEOUT", 0.5)
+    async with lesson({"orchestrator": [say("Still here!")]}) as (cluster, job, _student):
+        await cluster.hub.leave(STUDENT, on_purpose=False)
+        await cluster.hub.join(STUDENT, student=True)  # back: the same tutor goes on
+        assert job.session is not None
+        await job.session.run(user_input="Are you still there?")
+        await cluster.said(job, "Still here!")
+        await cluster.hub.leave(STUDENT, on_purpose=False)
+        await asyncio.wait_for(job.ended.wait(), WAIT)
+        assert job.end_reason == "student's connection lost"
+        assert cluster.rooms_closed == []
+
+
+async def test_a_job_that_loses_its_own_connection_leaves_the_session_to_another(
+    tmp_path: Path,
+) -> None:
+    """Its server node was lost: the job leaves without ending the session (a resumed
+    tutor continues it) and without closing the room."""
+    store = RecordsStore(f"sqlite+aiosqlite:///{tmp_path / 'records.db'}")
+    try:
+        async with lesson({}, records=store) as (cluster, job, _student):
+            job.room.lose_connection()
+            await asyncio.wait_for(job.ended.wait(), WAIT)
+            assert job.end_reason == "lost the connection to the room"
+            assert cluster.rooms_closed == []
+        doc = await store.export("s-1")
+    finally:
+        await store.aclose()
+    assert doc is not None and doc["session"]["ended_at"] is None  # still the student's

@@ -31,11 +31,23 @@ def livekit_config() -> dict[str, Any]:
 
 def test_compose_runs_exactly_the_server_and_both_named_workers(compose: dict) -> None:
     services = compose["services"]
-    assert set(services) == {"livekit", "orchestrator", "english", "web", "proxy"}
+    by_profile = {name: tuple(service.get("profiles", ())) for name, service in services.items()}
+    assert by_profile == {
+        "livekit": (),
+        "orchestrator": (),
+        "english": (),
+        "web": (),
+        "proxy": ("tls",),
+        "livekit-b": ("cluster",),
+        "redis": ("cluster",),
+        "postgres": ("cluster",),
+    }
     for name, path in WORKERS.items():
         command = services[name]["command"]
         assert command[-2:] == ["start", path]
-        assert services[name]["environment"]["LIVEKIT_URL"] == "ws://livekit:7880"
+        # the server's own address unless the cluster profile points them at its balancer
+        url = services[name]["environment"]["LIVEKIT_URL"]
+        assert url == "${WORKER_LIVEKIT_URL:-ws://livekit:7880}"
     # the worker modules register under the names the dispatches use
     defaults = Settings.model_fields
     assert defaults["orchestrator_agent_name"].default == "learning-orchestrator"
@@ -59,7 +71,7 @@ def test_compose_serves_the_web_app_on_8080_and_https_only_in_the_tls_profile(
     proxy = services["proxy"]
     assert proxy["profiles"] == ["tls"] and "443:443" in proxy["ports"]
     caddyfile = (REPO / "deploy" / "Caddyfile").read_text()
-    assert "reverse_proxy @livekit livekit:7880" in caddyfile
+    assert "reverse_proxy {$LIVEKIT_UPSTREAMS:livekit:7880}" in caddyfile
     assert "/rtc" in caddyfile and "reverse_proxy web:8080" in caddyfile
     assert "--node-ip" in services["livekit"]["command"]
 
@@ -116,8 +128,13 @@ def test_worker_services_scale_without_shared_fixed_ports(compose: dict) -> None
     assert load_settings(worker_http_port=0).worker_http_port == 0
 
 
-def test_no_redis_without_multi_node(compose: dict, livekit_config: dict) -> None:
-    assert "redis" not in compose["services"] and "redis" not in livekit_config
+def test_no_redis_without_the_cluster_profile(compose: dict, livekit_config: dict) -> None:
+    assert compose["services"]["redis"]["profiles"] == ["cluster"]
+    assert "redis" not in livekit_config
+    # the first node is on its own unless .env names the cluster's Redis
+    assert compose["services"]["livekit"]["environment"]["REDIS_HOST"] == (
+        "${LIVEKIT_REDIS_HOST:-}"
+    )
 
 
 def test_docker_compose_accepts_the_file(tmp_path: Path) -> None:
@@ -170,3 +187,58 @@ def test_env_example_documents_every_setting_with_a_placeholder() -> None:
             assert lines[i - 1].startswith("#"), f"{line} has no comment"
     secret = next(line for line in lines if line.startswith("OPENAI_API_KEY="))
     assert not secret.split("=", 1)[1].startswith("sk-")
+
+
+CLUSTER_ENV = {
+    "LIVEKIT_REDIS_HOST": "redis:6379",
+    "LIVEKIT_UPSTREAMS": "livekit:7880 livekit-b:7880",
+    "WORKER_NETWORK_MODE": "service:proxy",
+    "WORKER_LIVEKIT_URL": "ws://127.0.0.1:7880",
+    "WEB_LIVEKIT_URL": "ws://proxy:7880",
+    "POSTGRES_PASSWORD": "a-long-random-password-000",
+    "RECORDS_URL": "postgresql+asyncpg://tutor:a-long-random-password-000@postgres/tutor",
+}
+
+
+def test_the_cluster_profile_puts_two_nodes_on_redis_behind_the_health_checked_proxy(
+    tmp_path: Path,
+) -> None:
+    """What `docker compose --profile tls --profile cluster config` makes of the file with
+    the cluster settings README gives: the same Redis for both nodes, media ports apart,
+    the workers and the web service on the proxy's balancer (which outlives a node), and
+    the records in PostgreSQL."""
+    binary = shutil.which("docker-compose")
+    if binary is None:
+        if os.environ.get("CI"):
+            pytest.fail("docker-compose is missing: .ci/run installs it")
+        pytest.skip("docker-compose is not installed here (CI installs it)")
+    for name in ("docker-compose.yml", "livekit.yaml"):
+        shutil.copy(REPO / name, tmp_path / name)
+    env_file = (REPO / ".env.example").read_text()
+    env_file += "".join(f"{name}={value}\n" for name, value in CLUSTER_ENV.items())
+    (tmp_path / ".env").write_text(env_file)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LIVEKIT_")}
+    proc = subprocess.run(
+        [binary, "--profile", "tls", "--profile", "cluster", "config"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 0, proc.stderr
+    services = yaml.safe_load(proc.stdout)["services"]
+    for node in ("livekit", "livekit-b"):
+        assert services[node]["environment"]["REDIS_HOST"] == "redis:6379"
+    media = [
+        {int(p["published"]) for p in services[node]["ports"] if p.get("protocol") == "udp"}
+        for node in ("livekit", "livekit-b")
+    ]
+    assert media[0] and media[1] and not media[0] & media[1]  # each node's own ICE ports
+    assert services["proxy"]["environment"]["LIVEKIT_UPSTREAMS"] == "livekit:7880 livekit-b:7880"
+    for worker in WORKERS:
+        assert services[worker]["network_mode"] == "service:proxy"
+        assert services[worker]["environment"]["LIVEKIT_URL"] == "ws://127.0.0.1:7880"
+    assert services["web"]["environment"]["LIVEKIT_URL"] == "ws://proxy:7880"
+    caddyfile = (REPO / "deploy" / "Caddyfile").read_text()
+    assert "health_uri /" in caddyfile and ":{$LIVEKIT_BALANCER_PORT:7880}" in caddyfile

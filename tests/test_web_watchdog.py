@@ -14,6 +14,7 @@ import httpx
 import pytest
 from livekit.api import LiveKitAPI
 from livekit.protocol.agent import JobStatus
+from livekit.protocol.agent_dispatch import AgentDispatch
 from livekit.protocol.models import ParticipantInfo
 from prometheus_client import REGISTRY
 from sqlalchemy import select, update
@@ -23,7 +24,7 @@ from agent.dispatch_metadata import parse_dispatch_metadata
 from agent.records import RecordsStore
 from agent.records.schema import VisitRow
 from agent.records.store import utc_now
-from agent.web.watchdog import SummonPolicy, TutorStatus, find_visit, summon_tutor
+from agent.web.watchdog import SummonPolicy, TutorStatus, Visit, find_visit, summon_tutor
 from tests.fakes.twirp import DEFAULT_SECRET, TwirpDispatchServer
 from tests.support.databases import RecordsDatabase
 from tests.support.web import Site, open_site, sign_in, unused_port
@@ -215,23 +216,36 @@ async def test_an_unreachable_livekit_server_is_a_503_the_page_asks_again(
         assert utc_now() >= row.last_dispatch_at
 
 
+async def visit_and_api(stage: Stage) -> tuple[dict, Visit, LiveKitAPI]:
+    """A student joined, their visit, and the LiveKit API client the watchdog uses."""
+    async with httpx.AsyncClient(base_url=stage.url) as client:
+        joined = await stage.join(client)
+    visit = await find_visit(stage.store, joined["room"], joined["identity"])
+    assert visit is not None
+    return joined, visit, LiveKitAPI(stage.livekit.url, "devkey", DEFAULT_SECRET, failover=False)
+
+
+async def running_job(
+    dispatcher: Dispatcher, stage: Stage, room: str, identity: str
+) -> AgentDispatch:
+    """The orchestrator's dispatch into `room`, with a job the server says `identity` runs."""
+    await dispatcher.dispatch(agent_name=AGENT, room=room, metadata="the token's")
+    [served] = stage.livekit.dispatches(room)
+    job = served.state.jobs.add()
+    job.state.status = JobStatus.JS_RUNNING
+    job.state.participant_identity = identity
+    return served
+
+
 async def test_a_tutor_the_page_lost_is_removed_and_replaced_at_once(stage: Stage) -> None:
     """A killed worker leaves its participant in the room (~20 s) and its job "running"
     for good: on the page's word, that tutor (and nothing else) is removed with its
     dispatch, and the orchestrator comes again for the same session, without waiting."""
-    async with httpx.AsyncClient(base_url=stage.url) as client:
-        joined = await stage.join(client)
+    joined, visit, lk = await visit_and_api(stage)
     room = joined["room"]
-    visit = await find_visit(stage.store, room, joined["identity"])
-    assert visit is not None
-    lk = LiveKitAPI(stage.livekit.url, "devkey", DEFAULT_SECRET, failover=False)
     try:
         dispatcher = Dispatcher(lk)
-        await dispatcher.dispatch(agent_name=AGENT, room=room, metadata="the token's")
-        [served] = stage.livekit.dispatches(room)
-        job = served.state.jobs.add()
-        job.state.status = JobStatus.JS_RUNNING
-        job.state.participant_identity = "agent-AJ_dead"
+        served = await running_job(dispatcher, stage, room, "agent-AJ_dead")
         stage.livekit.participants[room] = [
             ParticipantInfo(identity="agent-AJ_dead", kind=ParticipantInfo.Kind.AGENT),
             ParticipantInfo(identity=joined["identity"], kind=ParticipantInfo.Kind.STANDARD),
@@ -260,19 +274,11 @@ async def test_a_tutor_the_page_lost_is_removed_and_replaced_at_once(stage: Stag
 async def test_a_tutor_that_left_with_its_job_still_running_is_replaced(stage: Stage) -> None:
     """A worker killed whole: its job process left the room, but the server still counts
     the job as running. On the page's word its dispatch goes, and a tutor comes again."""
-    async with httpx.AsyncClient(base_url=stage.url) as client:
-        joined = await stage.join(client)
+    joined, visit, lk = await visit_and_api(stage)
     room = joined["room"]
-    visit = await find_visit(stage.store, room, joined["identity"])
-    assert visit is not None
-    lk = LiveKitAPI(stage.livekit.url, "devkey", DEFAULT_SECRET, failover=False)
     try:
         dispatcher = Dispatcher(lk)
-        await dispatcher.dispatch(agent_name=AGENT, room=room, metadata="the token's")
-        [served] = stage.livekit.dispatches(room)
-        job = served.state.jobs.add()
-        job.state.status = JobStatus.JS_RUNNING
-        job.state.participant_identity = "agent-AJ_gone"
+        served = await running_job(dispatcher, stage, room, "agent-AJ_gone")
         policy = SummonPolicy(AGENT, min_interval=timedelta(seconds=8), max_dispatches=3)
         later = visit.last_dispatch_at + timedelta(seconds=30)
         assert await summon_tutor(lk, dispatcher, stage.store, visit, policy, now=later) == (

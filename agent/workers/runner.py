@@ -62,6 +62,8 @@ class JobDeps:
 
 
 CLOSE_ROOM_TIMEOUT = 2.0
+# a student whose connection was lost is waited for this long before the job ends
+STUDENT_RETURN_TIMEOUT = 20.0
 
 
 async def _served_already(deps: JobDeps) -> str:
@@ -202,6 +204,12 @@ async def run_tutor_job(
     )
     if deps.handover_room is not None and plan.student:
         watcher = spawn(_until_student_leaves(deps.handover_room, plan.student, finish_job))
+    if deps.handover_room is not None:
+        # this job's own connection broke (its server node was lost): it cannot know what
+        # the student heard since, so it leaves the session to a tutor that resumes it
+        deps.handover_room.on_connection_lost(
+            lambda: spawn(end_job("lost the connection to the room"))
+        )
     await start_tutor(
         kind=kind,
         plan=plan,
@@ -283,10 +291,21 @@ def spawn(coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
 async def _until_student_leaves(
     room: HandoverRoom, student: str, finish_job: Callable[..., Awaitable[None]]
 ) -> None:
-    """End the job once the student, having been in the room, is gone."""
+    """End the job once the student, having been in the room, is gone. A student who left
+    themselves takes the room with them. One whose connection was lost is waited for: back
+    within `STUDENT_RETURN_TIMEOUT`, the same tutor goes on; else the job ends and leaves
+    the room for their page to rejoin, where a tutor resumes the session."""
     await room.wait_until_present(student)
-    await room.wait_until_left(student)
-    await finish_job("student left", student_left=True)
+    while True:
+        await room.wait_until_left(student)
+        if room.left_on_purpose(student):
+            await finish_job("student left", student_left=True)
+            return
+        try:  # a lost connection often comes back (LiveKit's reconnection, the page's)
+            await asyncio.wait_for(room.wait_until_present(student), STUDENT_RETURN_TIMEOUT)
+        except TimeoutError:
+            await finish_job("student's connection lost")
+            return
 
 
 async def _close_room(close_room: Callable[[], Awaitable[Any]]) -> None:

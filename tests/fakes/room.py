@@ -32,6 +32,7 @@ class RoomHub:
     # each participant's attributes, and every change in order: (identity, what was set)
     attributes: dict[str, dict[str, str]] = field(default_factory=dict)
     attribute_changes: list[tuple[str, dict[str, str]]] = field(default_factory=list)
+    left_on_purpose: dict[str, bool] = field(default_factory=dict)
     _present: dict[str, MemoryRoom] = field(default_factory=dict)
     _changed: asyncio.Condition = field(default_factory=asyncio.Condition)
 
@@ -44,7 +45,9 @@ class RoomHub:
         await self._notify()
         return view
 
-    async def leave(self, identity: str) -> None:
+    async def leave(self, identity: str, *, on_purpose: bool = True) -> None:
+        """`identity` leaves; `on_purpose=False`: their connection was lost instead."""
+        self.left_on_purpose[identity] = on_purpose
         if self._present.pop(identity, None) is not None:
             if self.is_speaking(identity):
                 self._record(identity, "cut")  # left in the middle of speaking
@@ -120,6 +123,7 @@ class MemoryRoom:
         self.hub = hub
         self._identity = identity
         self._rpc: dict[str, RpcHandler] = {}
+        self._connection_lost: list[Callable[[], None]] = []
 
     @property
     def local_identity(self) -> str:
@@ -159,6 +163,17 @@ class MemoryRoom:
     async def wait_until_left(self, identity: str) -> None:
         async with self.hub._changed:
             await self.hub._changed.wait_for(lambda: not self.is_present(identity))
+
+    def left_on_purpose(self, identity: str) -> bool:
+        return self.hub.left_on_purpose.get(identity, False)
+
+    def on_connection_lost(self, callback: Callable[[], None]) -> None:
+        self._connection_lost.append(callback)
+
+    def lose_connection(self) -> None:
+        """This participant's own connection to the room breaks (a lost server node)."""
+        for callback in self._connection_lost:
+            callback()
 
     async def leave(self) -> None:
         await self.hub.leave(self._identity)

@@ -173,6 +173,8 @@ def caddy_serving(tmp_path: Path) -> Iterator[tuple[str, Path]]:
         "XDG_DATA_HOME": str(tmp_path / "data"),
         "SCHOOL_HOST": "localhost",
         "TLS_MODE": "internal",
+        # the in-compose LiveKit balancer's port: any free one here
+        "LIVEKIT_BALANCER_PORT": str(unused_port()),
     }
     log = (tmp_path / "caddy.log").open("w")
     process = subprocess.Popen(

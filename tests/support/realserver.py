@@ -333,7 +333,7 @@ WORKER_MODULES = {
 }
 
 
-def stack_env(server: LiveKitServer, models: ModelFake, run_dir: Path) -> dict[str, str]:
+def stack_env(server: LiveKitServer | Cluster, models: ModelFake, run_dir: Path) -> dict[str, str]:
     """The environment compose would give every service (its `.env`), pointed at this run."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("LIVEKIT_", "OPENAI_"))}
     env.update(
@@ -548,14 +548,20 @@ async def worker_holding(server_api: api.LiveKitAPI, room: str, workers: list[Pr
 # --- two LiveKit nodes behind one URL (the compose profile "cluster") ---
 
 
+# name, signalling port, ICE/UDP range: two nodes on one host
+NODES = (("node-a", 7890, (51000, 51099)), ("node-b", 7900, (52000, 52099)))
+
+
 @dataclass
 class Cluster:
     """Redis, two LiveKit nodes sharing it, and Caddy in front of both (one URL)."""
 
     redis: Process
+    redis_address: str
     nodes: list[LiveKitServer]
     balancer: Process
     port: int  # the one URL's port
+    log_dir: Path
 
     @property
     def url(self) -> str:
@@ -566,10 +572,20 @@ class Cluster:
         return f"http://127.0.0.1:{self.port}"
 
     def node_holding(self, room: str) -> LiveKitServer:
-        """The node the room's sessions run on (it logs each one it starts)."""
-        holding = [n for n in self.nodes if f'"room": "{room}"' in n.process.text()]
+        """The node the room's sessions run on (it logs each one it starts; the node a
+        signal or an API call came in through logs the room too, but starts no session)."""
+        started = re.compile(rf'starting RTC session\s+\{{"room": "{re.escape(room)}"')
+        holding = [n for n in self.nodes if started.search(n.process.text())]
         assert len(holding) == 1, [n.process.name for n in holding]
         return holding[0]
+
+    async def restart(self, node: LiveKitServer) -> None:
+        """Start a killed node again, as it was (same name, ports and Redis)."""
+        name, port, udp = next(spec for spec in NODES if spec[0] == node.process.name)
+        again = await start_livekit(
+            self.log_dir, name=name, port=port, udp=udp, redis=self.redis_address
+        )
+        self.nodes[self.nodes.index(node)] = again
 
     async def stop(self) -> None:
         for process in (self.balancer, *(n.process for n in self.nodes), self.redis):
@@ -607,8 +623,8 @@ async def start_cluster(log_dir: Path) -> Cluster:
     await redis.wait_for_line(r"Ready to accept connections")
     address = f"127.0.0.1:{redis_port}"
     nodes = [
-        await start_livekit(log_dir, name="node-a", port=7890, udp=(51000, 51099), redis=address),
-        await start_livekit(log_dir, name="node-b", port=7900, udp=(52000, 52099), redis=address),
+        await start_livekit(log_dir, name=name, port=port, udp=udp, redis=address)
+        for name, port, udp in NODES
     ]
     port = free_port()
     config = log_dir / "balancer.caddyfile"
@@ -622,6 +638,6 @@ async def start_cluster(log_dir: Path) -> Cluster:
         dict(os.environ) | {"HOME": str(log_dir)},
         log_dir,
     )
-    cluster = Cluster(redis, nodes, balancer, port)
+    cluster = Cluster(redis, address, nodes, balancer, port, log_dir)
     await wait_until_answering(cluster.http_url, balancer, 30)
     return cluster
