@@ -21,8 +21,14 @@ from agent.records.schema import (
     VisitRow,
 )
 
-# children first: nothing relies on the database cascading
-SESSION_TABLES: tuple[type[Any], ...] = (AlertRow, FlagRow, HandoffRow, TurnRow)
+# every table that holds a child's data, with the column naming the session; children
+# first: nothing relies on the database cascading
+SESSION_KEYED: tuple[tuple[type[Any], Any], ...] = (
+    *((row, row.session_id) for row in (AlertRow, FlagRow, HandoffRow, TurnRow)),
+    (SessionRow, SessionRow.id),
+    (VisitRow, VisitRow.session_id),
+    (TranscriptViewRow, TranscriptViewRow.session_id),
+)
 
 
 async def delete_sessions(conn: AsyncConnection, session_ids: Sequence[str]) -> dict[str, int]:
@@ -30,12 +36,7 @@ async def delete_sessions(conn: AsyncConnection, session_ids: Sequence[str]) -> 
     data (the visits and the adults' views of the transcript included); rows per table."""
     ids = list(session_ids)
     deleted: dict[str, int] = {}
-    for row, column in (
-        *((row, row.session_id) for row in SESSION_TABLES),
-        (SessionRow, SessionRow.id),
-        (VisitRow, VisitRow.session_id),
-        (TranscriptViewRow, TranscriptViewRow.session_id),
-    ):
+    for row, column in SESSION_KEYED:
         result = await conn.execute(delete(row).where(column.in_(ids)))
         deleted[row.__tablename__] = result.rowcount or 0
     return deleted

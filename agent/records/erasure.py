@@ -11,13 +11,12 @@ from __future__ import annotations
 import logging
 import unicodedata
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Any
 
 from sqlalchemy import delete, func, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from agent.records.deletion import SESSION_TABLES, audit, delete_sessions
+from agent.records.deletion import SESSION_KEYED, audit, delete_sessions
 from agent.records.schema import (
     AuditRow,
     ClassRow,
@@ -25,7 +24,7 @@ from agent.records.schema import (
     TranscriptViewRow,
     VisitRow,
 )
-from agent.records.store import RecordsStore, utc_now
+from agent.records.store import RecordsStore, iso, utc_now
 
 logger = logging.getLogger("tutor.records")
 
@@ -122,8 +121,7 @@ async def count(conn: AsyncConnection, found: Found) -> dict[str, int]:
     """How many rows of each table an erasure of `found` deletes."""
     ids = found.session_ids
     counts: dict[str, int] = {}
-    for row in (*SESSION_TABLES, SessionRow, VisitRow, TranscriptViewRow):
-        column = row.id if row is SessionRow else row.session_id
+    for row, column in SESSION_KEYED:
         counts[row.__tablename__] = (
             await conn.execute(select(func.count()).select_from(row).where(column.in_(ids)))
         ).scalar() or 0
@@ -153,15 +151,7 @@ async def erase(
             await conn.execute(delete(VisitRow).where(VisitRow.class_id == found.class_id))
             await conn.execute(delete(ClassRow).where(ClassRow.id == found.class_id))
             deleted[ClassRow.__tablename__] = 1
-        await audit(
-            conn,
-            at=utc_now(),
-            actor=actor,
-            action="delete",
-            target=scope.audit_target(),
-            rows=deleted,
-            reason=reason,
-        )
+        await _audit(conn, "delete", scope, deleted, actor=actor, reason=reason)
         return deleted
 
     deleted = await store.write_waiting(work)
@@ -199,14 +189,14 @@ async def export_student(
     document = {
         "format": STUDENT_EXPORT_FORMAT,
         "scope": scope.describe(),
-        "exported_at": _iso(utc_now()),
+        "exported_at": iso(utc_now()),
         "visits": [
             {
                 "session_id": v.session_id,
                 "class_code": v.code,
                 "student_name": v.student_name,
                 "identity": v.identity,
-                "joined_at": _iso(v.created_at),
+                "joined_at": iso(v.created_at),
                 "tutor_dispatches": v.dispatches,
                 "no_tutor_came": v.gave_up_at is not None,
             }
@@ -214,7 +204,7 @@ async def export_student(
         ],
         "sessions": sessions,
         "transcript_views": [
-            {"session_id": v.session_id, "by": v.username, "at": _iso(v.at)} for v in views
+            {"session_id": v.session_id, "by": v.username, "at": iso(v.at)} for v in views
         ],
     }
     rows = {
@@ -232,18 +222,29 @@ async def note_export(
 ) -> None:
     """Write an export of `scope` (`rows` per table handed out) to the audit log."""
 
-    async def write(conn: AsyncConnection) -> None:
-        await audit(
-            conn,
-            at=utc_now(),
-            actor=actor,
-            action="export",
-            target=scope.audit_target(),
-            rows=rows,
-            reason=reason,
-        )
+    await store.write_waiting(
+        lambda conn: _audit(conn, "export", scope, rows, actor=actor, reason=reason)
+    )
 
-    await store.write_waiting(write)
+
+async def _audit(
+    conn: AsyncConnection,
+    action: str,
+    scope: Scope,
+    rows: dict[str, int],
+    *,
+    actor: str,
+    reason: str,
+) -> None:
+    await audit(
+        conn,
+        at=utc_now(),
+        actor=actor,
+        action=action,
+        target=scope.audit_target(),
+        rows=rows,
+        reason=reason,
+    )
 
 
 async def audit_log(store: RecordsStore, *, limit: int = 50) -> list[AuditRow]:
@@ -252,7 +253,3 @@ async def audit_log(store: RecordsStore, *, limit: int = 50) -> list[AuditRow]:
     async with store.engine.connect() as conn:
         query = select(AuditRow).order_by(AuditRow.at.desc(), AuditRow.id.desc()).limit(limit)
         return list((await conn.execute(query)).all())  # type: ignore[arg-type]
-
-
-def _iso(value: datetime | None) -> str | None:
-    return None if value is None else value.isoformat(timespec="milliseconds") + "Z"

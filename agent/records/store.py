@@ -337,6 +337,12 @@ class RecordsStore:
             for row in rows
         ]
 
+    async def turns(self, session_id: str) -> list[TurnRow]:
+        """The session's turns in the order they were said (none for an unknown session)."""
+        await self.ensure_schema()
+        async with self.engine.connect() as conn:
+            return await _rows(conn, TurnRow, session_id, TurnRow.at, TurnRow.id)
+
     async def export(self, session_id: str) -> dict[str, Any] | None:
         """The whole session as one JSON-ready document, or None if it is unknown."""
         await self.ensure_schema()
@@ -358,15 +364,15 @@ class RecordsStore:
                 "id": session.id,
                 "student": session.student,
                 "room": session.room,
-                "started_at": _iso(session.started_at),
-                "ended_at": _iso(session.ended_at),
+                "started_at": iso(session.started_at),
+                "ended_at": iso(session.ended_at),
                 "end_reason": session.end_reason,
             },
             "turns": [
                 {
                     "sequence": number,
                     "item_id": t.item_id,
-                    "at": _iso(t.at),
+                    "at": iso(t.at),
                     "speaker": t.speaker,
                     "role": "student" if t.speaker == "student" else "tutor",
                     "worker": t.worker,
@@ -385,8 +391,8 @@ class RecordsStore:
                     "outcome": h.outcome,
                     "question": h.question,
                     "worker": h.worker,
-                    "requested_at": _iso(h.requested_at),
-                    "completed_at": _iso(h.completed_at),
+                    "requested_at": iso(h.requested_at),
+                    "completed_at": iso(h.completed_at),
                     "ready_after_s": h.ready_after_s,
                     "silence_gap_s": h.silence_gap_s,
                 }
@@ -395,7 +401,7 @@ class RecordsStore:
             "flags": [
                 {
                     "id": f.flag_id,
-                    "at": _iso(f.at),
+                    "at": iso(f.at),
                     "speaker": f.speaker,
                     "tier": f.tier,
                     "categories": f.categories,
@@ -414,8 +420,8 @@ class RecordsStore:
                     "tier": a.tier,
                     "status": a.status,
                     "attempts": a.attempts,
-                    "created_at": _iso(a.created_at),
-                    "delivered_at": _iso(a.delivered_at),
+                    "created_at": iso(a.created_at),
+                    "delivered_at": iso(a.delivered_at),
                     "last_error": a.last_error,
                 }
                 for a in alerts
@@ -541,7 +547,8 @@ async def _rows(conn: AsyncConnection, row: type[Any], session_id: str, *order: 
     return list((await conn.execute(query)).all())
 
 
-def _iso(value: datetime | None) -> str | None:
+def iso(value: datetime | None) -> str | None:
+    """A stored (naive UTC) time as the exports write it."""
     return None if value is None else value.isoformat(timespec="milliseconds") + "Z"
 
 

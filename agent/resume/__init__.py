@@ -27,7 +27,6 @@ READ_TIMEOUT = 3.0  # the student waits for this: past it, the job starts afresh
 class Resumption:
     """What the records say about the session a job continues."""
 
-    session_id: str
     conversation: Transfer  # (role, text) turns, oldest first, within a handover's bound
     last_tutor: TutorKind | None  # who spoke last (had the floor)
 
@@ -48,7 +47,7 @@ async def find_resumption(
     the records cannot be read in time (then the job starts afresh: a greeting heard twice
     is better than a silent room)."""
     try:
-        doc = await asyncio.wait_for(store.export(session_id), timeout)
+        turns = await asyncio.wait_for(store.turns(session_id), timeout)
     except Exception as exc:
         logger.warning(
             "cannot read the session's records to resume it: %s",
@@ -56,16 +55,16 @@ async def find_resumption(
             extra={"session_id": session_id},
         )
         return None
-    if doc is None or not doc["turns"]:
+    if not turns:
         return None
     history = llm.ChatContext.empty()
     last_tutor: TutorKind | None = None
-    for turn in doc["turns"]:
-        if turn["synthetic"]:  # a question we passed on: the student's own words are there
+    for turn in turns:
+        if turn.synthetic:  # a question we passed on: the student's own words are there
             continue
-        role = "user" if turn["role"] == "student" else "assistant"
+        role = "user" if turn.speaker == "student" else "assistant"
         if role == "assistant":
-            last_tutor = turn["speaker"] or last_tutor
-        if turn["text"]:
-            history.add_message(role=role, content=turn["text"])
-    return Resumption(session_id, Transfer.from_history("resume", history), last_tutor)
+            last_tutor = turn.speaker or last_tutor
+        if turn.text:
+            history.add_message(role=role, content=turn.text)
+    return Resumption(Transfer.from_history("resume", history), last_tutor)

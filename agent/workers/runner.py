@@ -106,7 +106,7 @@ async def run_tutor_job(
     kind = job_tutor(plan, kind, deps, userdata)
     if resumption is not None:
         userdata.greeted = True
-        kind = resumption.tutor(kind, hosted_here=hosted_here(deps))
+        kind = resumption.tutor(kind, hosted_here=_hosted_here(deps))
     session = create_session(userdata, **deps.session_models)
     if deps.records is not None:
         userdata.recorder = SessionRecorder(deps.records, userdata, worker=deps.worker)
@@ -236,7 +236,8 @@ async def _resumption(plan: JobPlan, deps: JobDeps) -> Resumption | None:
     return await find_resumption(deps.records.store, plan.session_id)
 
 
-def hosted_here(deps: JobDeps) -> list[TutorKind]:
+def _hosted_here(deps: JobDeps) -> list[TutorKind]:
+    """The tutors this job can start itself (not those hosted by another worker)."""
     return [kind for kind in deps.tutor_models if kind not in deps.workers]
 
 
@@ -268,7 +269,7 @@ def job_tutor(
     wanted = plan.tutor
     if wanted is None or wanted == default:
         return default
-    if wanted in deps.tutor_models and wanted not in deps.workers:
+    if wanted in _hosted_here(deps):
         return wanted
     logger.warning(
         "the dispatch names a tutor this worker does not host; starting its default",
