@@ -5,7 +5,14 @@ from __future__ import annotations
 from functools import lru_cache
 from typing import Literal, TypeVar
 
-from pydantic import Field, SecretStr, ValidationError, ValidationInfo, field_validator
+from pydantic import (
+    Field,
+    SecretStr,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 from pydantic_core import PydanticCustomError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -75,11 +82,25 @@ class TurnSettings(BaseSettings):
     endpointing_mode: Literal["fixed", "dynamic"] = "fixed"
     min_endpointing_delay: float = Field(default=0.3, ge=0)
     max_endpointing_delay: float = Field(default=2.5, gt=0)
+    # the local voice activity detector: silero (the plugin), native (the framework's own
+    # `inference.VAD`, the same model in native code), none (no local VAD: the streaming
+    # transcription's server VAD ends turns and starts interruptions; needs TURN_DETECTOR=stt
+    # and STT_STREAMING=true)
+    vad_engine: Literal["silero", "native", "none"] = "silero"
     vad_min_silence_duration: float = Field(default=0.55, gt=0)
     vad_activation_threshold: float = Field(default=0.5, gt=0, lt=1)
     stt_streaming: bool = False
     preemptive_generation: bool = True
     preemptive_tts: bool = False
+
+    @model_validator(mode="after")
+    def _turns_without_a_vad(self) -> TurnSettings:
+        if self.vad_engine == "none" and (self.turn_detector != "stt" or not self.stt_streaming):
+            raise ValueError(
+                "VAD_ENGINE=none needs TURN_DETECTOR=stt and STT_STREAMING=true: without a "
+                "local VAD only the streaming transcription can tell when the student stops"
+            )
+        return self
 
 
 class Settings(LiveKitSettings, RecordsSettings, TurnSettings):
@@ -128,6 +149,9 @@ class Settings(LiveKitSettings, RecordsSettings, TurnSettings):
     # job processes kept warm for a class arriving at once (0: the capacity, at most 8)
     worker_capacity: int = Field(default=0, ge=0)
     worker_sessions_per_core: int = Field(default=4, ge=1)
+    # the share of its CPUs at which a worker with sessions takes no new student (used that
+    # much without a break for 10 s: they are falling behind real time); 1: never
+    worker_cpu_limit: float = Field(default=0.9, gt=0, le=1)
     num_idle_processes: int = Field(default=0, ge=0)
     drain_timeout: int = Field(default=600, ge=0)
     job_memory_limit_mb: float = Field(default=0, ge=0)

@@ -973,6 +973,10 @@ def loadavg() -> str:
 
 
 def main(argv: list[str]) -> int:
+    if "--real-server" in argv:
+        from bench import capacity_realserver
+
+        return capacity_realserver.main(argv)
     opts = parse_options(argv)
     logging.basicConfig(level=logging.WARNING, handlers=[_errors_only()])
     cpus = sorted(os.sched_getaffinity(0))

@@ -45,6 +45,7 @@ from tests.support.student import join
 from tests.test_web_browser import CHROMIUM, CHROMIUM_FLAGS, FAKE_MICROPHONE, build_student_script
 
 CASES = ("blip", "reload", "lost worker", "lost node")
+VERBOSE = False  # --verbose: the page's console and requests after each loss, to stderr
 # on every load of the page: when (wall clock, as `time.time()` here) a caption first
 # showed each watched text, kept in `window.firstSeen`
 WATCH = """
@@ -115,6 +116,10 @@ async def page_trial(stack: Stack, browser_of: Any, case: str) -> tuple[float, b
     watched = json.dumps([FIFTY_SIX, WELCOME_BACK])
     await context.add_init_script(f"const WATCHED = {watched};\n{WATCH}")
     page, joined = await open_page(context, stack.url, await class_code(stack.env))
+    timeline: list[str] = []
+    if VERBOSE:
+        page.on("console", lambda m: timeline.append(f"{time.time():.3f} console {m.text[:160]}"))
+        page.on("request", lambda r: timeline.append(f"{time.time():.3f} request {r.url[:100]}"))
     try:
         await caption(page, FIFTY_SIX)
         holder, node = None, None
@@ -129,7 +134,15 @@ async def page_trial(stack: Stack, browser_of: Any, case: str) -> tuple[float, b
             node = stack.server.node_holding(joined["room"])
             lost_at = time.time()
             node.process.kill()
-        back = await caption(page, WELCOME_BACK)
+        try:
+            back = await caption(page, WELCOME_BACK)
+        finally:
+            if VERBOSE:
+                print(f"--- {case}: lost at {lost_at:.3f}", file=sys.stderr)
+                after = [t for t in timeline if float(t.split()[0]) >= lost_at - 1]
+                print("\n".join(after), file=sys.stderr)
+        if VERBOSE:
+            print(f"--- back {back - lost_at:.2f} s", file=sys.stderr)
         # what was killed is replaced for the next trial, once this one is timed
         if holder is not None:
             stack.workers.remove(holder)
@@ -273,7 +286,10 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--quick", action="store_true", help="CI size: one trial")
     parser.add_argument("--only", choices=CASES[1:], help="only this case (and the blip)")
     parser.add_argument("--no-append", action="store_true", help="do not write BENCHMARKS.md")
+    parser.add_argument("--verbose", action="store_true", help="print each loss's timeline")
     args = parser.parse_args(argv)
+    global VERBOSE
+    VERBOSE = args.verbose
     if problem := realserver.realserver_problem():
         print(f"bench resume: {problem}", file=sys.stderr)
         return 2

@@ -21,8 +21,9 @@ from agent.records.store import utc_now
 from agent.routing import ANNOUNCEMENTS
 from agent.safety.alerts import DeliveryConfig, deliver_due
 from agent.safety.guard import SafetyGuard
-from agent.safety.lines import REDIRECT_LINE, SORRY_LINE, line_for
+from agent.safety.lines import ONE_MOMENT_LINE, REDIRECT_LINE, SORRY_LINE, line_for
 from agent.safety.moderation import Moderator
+from agent.telemetry import metrics
 from tests.fakes.audio import MARK_BASE, PacedTTS, PlaybackLog, RealtimeAudioOutput
 from tests.fakes.cluster import ENGLISH_WORKER, ORCHESTRATOR_WORKER, Cluster, Job
 from tests.fakes.llm import Reply, call, say
@@ -225,6 +226,55 @@ async def test_moderation_down_fails_closed_and_open_only_when_the_operator_says
         "A generated answer."
     ]
     assert any("MODERATION_FAIL_MODE=open" in r.getMessage() for r in caplog.records)
+
+
+def retries(verdict: str) -> float:
+    return metrics.MODERATION_RETRIES.labels("student", verdict)._value.get()
+
+
+async def test_a_check_that_times_out_is_tried_again_while_the_child_hears_one_moment() -> None:
+    async with FakeOpenAI(moderate=moderate) as moderation:
+        guard = SafetyGuard(moderator_for(moderation, timeout=0.3))
+        cleared = retries("clean")
+        async with tutoring(
+            {"orchestrator": [say("A fraction is part of a whole.")]}, safety=guard
+        ) as t:
+            moderation.moderation_delays.append(2.0)  # the student's check: past the timeout
+            result = await t.turn("What is a fraction?")
+        await guard.moderator.aclose()
+        checked = [body["input"] for body in moderation.bodies("/v1/moderations")]
+    said = [e.item.text_content for e in result.events if e.type == "message"]
+    assert said == [f"{ONE_MOMENT_LINE} A fraction is part of a whole."]
+    assert checked.count("What is a fraction?") == 2  # once more, not over and over
+    assert retries("clean") == cleared + 1
+
+
+async def test_a_check_that_times_out_twice_fails_closed_after_one_moment() -> None:
+    async with FakeOpenAI(moderate=moderate) as moderation:
+        guard = SafetyGuard(moderator_for(moderation, timeout=0.3))
+        failed = retries("failed")
+        async with tutoring({"orchestrator": [say("A generated answer.")]}, safety=guard) as t:
+            moderation.moderation_delays.extend([2.0, 2.0])
+            result = await t.turn("What is a fraction?")
+        await guard.moderator.aclose()
+    said = [e.item.text_content for e in result.events if e.type == "message"]
+    assert said == [f"{ONE_MOMENT_LINE} {SORRY_LINE}"]
+    assert retries("failed") == failed + 1
+
+
+async def test_a_tutor_sentence_whose_check_times_out_is_spoken_once_cleared() -> None:
+    async with FakeOpenAI(moderate=moderate) as moderation:
+        guard = SafetyGuard(moderator_for(moderation, timeout=0.3))
+        async with tutoring(
+            {"orchestrator": [say("Halves are fractions too.")]}, safety=guard
+        ) as t:
+            moderation.moderation_delays.extend([0.0, 2.0])  # the student's, then the sentence's
+            result = await t.turn("What is a fraction?")
+        await guard.moderator.aclose()
+        checked = [body["input"] for body in moderation.bodies("/v1/moderations")]
+    said = [e.item.text_content for e in result.events if e.type == "message"]
+    assert said == [f"{ONE_MOMENT_LINE} Halves are fractions too."]
+    assert checked.count("Halves are fractions too.") == 2
 
 
 async def test_a_receiver_that_refuses_for_a_while_gets_the_alert_exactly_once_by_id(

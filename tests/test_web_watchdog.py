@@ -271,6 +271,31 @@ async def test_a_tutor_the_page_lost_is_removed_and_replaced_at_once(stage: Stag
     }
 
 
+async def test_a_lost_tutor_still_listed_after_its_removal_is_replaced_all_the_same(
+    stage: Stage,
+) -> None:
+    """The server may list a participant a moment after removing it: the tutor the page
+    lost is not taken for a tutor present, and the orchestrator is sent."""
+    joined, visit, lk = await visit_and_api(stage)
+    room = joined["room"]
+    try:
+        dispatcher = Dispatcher(lk)
+        await running_job(dispatcher, stage, room, "agent-AJ_dead")
+        stage.livekit.participants[room] = [
+            ParticipantInfo(identity="agent-AJ_dead", kind=ParticipantInfo.Kind.AGENT)
+        ]
+        stage.livekit.linger = True
+        policy = SummonPolicy(AGENT, min_interval=timedelta(seconds=8), max_dispatches=3)
+        soon = visit.last_dispatch_at + timedelta(seconds=1)
+        status = await summon_tutor(
+            lk, dispatcher, stage.store, visit, policy, lost=["agent-AJ_dead"], now=soon
+        )
+    finally:
+        await lk.aclose()
+    assert stage.livekit.removed == [(room, "agent-AJ_dead")]
+    assert status is TutorStatus.DISPATCHED
+
+
 async def test_a_tutor_that_left_with_its_job_still_running_is_replaced(stage: Stage) -> None:
     """A worker killed whole: its job process left the room, but the server still counts
     the job as running. On the page's word its dispatch goes, and a tutor comes again."""

@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -134,6 +135,37 @@ async def test_turn_settings_reach_the_session_and_the_vad() -> None:
     assert "turn_detection" not in turn_handling(load_settings())
 
 
+async def test_the_vad_engine_setting_picks_the_local_vad_or_none() -> None:
+    from livekit.agents import inference
+    from livekit.plugins import silero
+
+    from agent.settings import SettingsError
+    from agent.tutors.roster import roster_for
+    from agent.workers.roster_worker import WorkerPlan, session_models
+    from agent.workers.turns import load_vad
+
+    assert isinstance(load_vad(load_settings()), silero.VAD)  # the default
+    assert isinstance(load_vad(load_settings(vad_engine="native")), inference.VAD)
+    with pytest.raises(SettingsError, match="VAD_ENGINE=none needs TURN_DETECTOR=stt"):
+        load_settings(vad_engine="none")
+    settings = load_settings(vad_engine="none", turn_detector="stt", stt_streaming=True)
+    assert load_vad(settings) is None
+    plan = WorkerPlan(settings, roster_for(settings), "learning-orchestrator")
+    userdata = {
+        "vad": None,
+        "stt": None,
+        "tutor_models": pipeline_tutor_models(settings, plan.roster),
+    }
+    models = session_models(userdata, plan)
+    assert models["vad"] is None  # said: left out, the framework would load a VAD of its own
+    from agent.session import create_session
+    from agent.state import SessionUserdata
+
+    assert create_session(SessionUserdata(), vad=models["vad"]).vad is None
+    assert models["turn_handling"]["turn_detection"] == "stt"
+    assert models["stt"].capabilities.streaming is True
+
+
 def test_admission_follows_the_configured_capacity_not_the_machines_cpu() -> None:
     from types import SimpleNamespace
 
@@ -154,6 +186,50 @@ def test_admission_follows_the_configured_capacity_not_the_machines_cpu() -> Non
     # defaults: a measured number of sessions per core, a warm pool for a class
     default = server_options(load_settings(), "learning-orchestrator")
     assert default["num_idle_processes"] == min(8, 4 * (os.cpu_count() or 1))
+
+
+def test_a_worker_whose_cpus_are_spent_sheds_new_students_until_they_are_not() -> None:
+    from types import SimpleNamespace
+
+    from agent.telemetry import metrics
+    from agent.workers.process import capacity_load
+
+    share = [0.99]
+    load = capacity_load(10, cpu_limit=0.9, cpu_share=lambda: share[0])
+    # no session yet: its own start (warm processes loading) turns nobody away
+    assert load(SimpleNamespace(active_jobs=[])) == 0.0  # type: ignore[arg-type]
+    share[0] = 0.5
+    server = SimpleNamespace(active_jobs=[object()] * 2)
+    overloads = metrics.WORKER_OVERLOADS._value.get()
+    assert load(server) == 0.2  # type: ignore[arg-type]
+    share[0] = 0.95  # two sessions, but the core is spent (a heavy class, other work)
+    assert load(server) == 1.0  # type: ignore[arg-type]
+    assert metrics.WORKER_OVERLOADED._value.get() == 1
+    assert load(server) == 1.0  # type: ignore[arg-type]
+    assert metrics.WORKER_OVERLOADS._value.get() == overloads + 1  # counted once per episode
+    share[0] = 0.6
+    assert load(server) == 0.2  # type: ignore[arg-type]
+    assert metrics.WORKER_OVERLOADED._value.get() == 0
+    # the production load function measures the worker's own processes
+    options = server_options(load_settings(worker_capacity=4), "learning-orchestrator")
+    assert options["load_fnc"](SimpleNamespace(active_jobs=[])) == 0.0
+
+
+def test_the_cpu_share_counts_the_job_processes_under_the_worker() -> None:
+    from agent.workers.cpus import TreeCpuShare
+
+    spin = "import time\nend = time.monotonic() + 5\nwhile time.monotonic() < end: pass"
+    meter = TreeCpuShare(usable=1.0, interval=0.1, samples=3)
+    child = subprocess.Popen([sys.executable, "-c", spin])
+    try:
+        meter.share()  # starts sampling
+        deadline = time.monotonic() + 10
+        while meter.share() < 0.3 and time.monotonic() < deadline and child.poll() is None:
+            time.sleep(0.1)
+        assert meter.share() >= 0.3  # a spinning job process is most of a CPU
+    finally:
+        child.kill()
+        child.wait()
 
 
 async def test_replicas_sharing_a_network_get_their_own_health_port_and_check(

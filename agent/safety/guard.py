@@ -4,8 +4,10 @@ Pipeline tutors (`moderated_reply`, the tutor's `llm_node`): the student's turn 
 concurrently with the tutor's model, and every sentence of the reply is checked before it is
 released; its audio is synthesised meanwhile (`AudioPrefetch`) and played only once it is
 cleared. A flagged student turn gets a fixed line instead of the model's reply; a flagged
-sentence is replaced by the redirect line and the rest of the reply is dropped; a failed
-check says the sorry line (fail closed) unless the operator chose fail open.
+sentence is replaced by the redirect line and the rest of the reply is dropped; a check
+that timed out (a busy moment) is tried once more while the child hears "one moment", and
+a check that failed for good says the sorry line (fail closed) unless the operator chose
+fail open.
 
 Realtime tutors speak audio directly: their input transcription and output transcript are
 checked as they stream (`SafetyGuard.attach`, `moderated_transcript`); on a flag the speech
@@ -18,7 +20,7 @@ import asyncio
 import contextlib
 import logging
 import re
-from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator, Awaitable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -27,8 +29,8 @@ from livekit.agents import Agent, AgentSession, ConversationItemAddedEvent, llm
 from livekit.agents.voice import ModelSettings
 
 from agent.safety.alerts import flag_and_alerts
-from agent.safety.lines import SORRY_LINE, line_for
-from agent.safety.moderation import Moderator, Verdict
+from agent.safety.lines import ONE_MOMENT_LINE, SORRY_LINE, line_for
+from agent.safety.moderation import Direction, Moderator, Verdict
 from agent.state import is_synthetic_turn
 
 if TYPE_CHECKING:
@@ -38,6 +40,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger("tutor.safety")
 
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
+HOLD = ONE_MOMENT_LINE + " "  # said while a timed-out check is tried again
 MIN_SENTENCE_CHARS = 12  # "Yes." waits for more text rather than costing a check of its own
 
 
@@ -80,6 +83,11 @@ class SafetyGuard:
             task = asyncio.create_task(self.moderator.check(text, direction="student"))
             self._student_checks[message.id] = task
         return task
+
+    def worth_retrying(self, verdict: Verdict) -> bool:
+        """A check that failed in a way a second try may not (a timeout on a busy moment):
+        tried once more before failing closed. Failing open needs no second try."""
+        return verdict.failed and verdict.transient and not self.fail_open
 
     def line_after(self, verdict: Verdict) -> str | None:
         """The fixed line to say instead of generated text, or None to go on."""
@@ -293,36 +301,65 @@ async def moderated_reply(
     if prefetch is not None:
         prefetch.discard()
     cleared_student = False
+    holding = False  # "one moment" said in this reply already
 
-    async def student_line() -> str | None:
-        """Wait for the student's verdict (normally in already): the line to say instead."""
+    async def patiently(
+        pending: Awaitable[Verdict], text: str, direction: Direction
+    ) -> AsyncIterator[str | Verdict]:
+        """The verdict of `pending`; a check that failed transiently (timed out on a busy
+        moment) is tried once more, the hold line said meanwhile (once per reply)."""
+        nonlocal holding
+        verdict = await pending
+        if guard.worth_retrying(verdict):
+            if not holding:
+                holding = True
+                yield HOLD
+            verdict = await guard.moderator.check(text, direction=direction, retry=True)
+        yield verdict
+
+    async def student_lines() -> AsyncIterator[str]:
+        """For the student's turn (its verdict normally in already): the hold line while a
+        check is retried, then the line to say instead of the reply, if any."""
         if student_check is None or student is None:
-            return None
-        verdict = await student_check
+            return
+        verdict = Verdict(failed=True)
+        async for item in patiently(student_check, student.text_content or "", "student"):
+            if isinstance(item, Verdict):
+                verdict = item
+            else:
+                yield item
         line = guard.line_after(verdict)
         if line is not None and verdict.tier is not None:
             action = "safeguarding_response" if verdict.tier == "urgent" else "redirected"
             guard.flag(session, speaker="student", text=student.text_content or "",
                        verdict=verdict, action=action, item_id=student.id)  # fmt: skip
             await forget_items(tutor, {student.id})
-        return line
+        if line is not None:
+            yield line
 
-    async def sentence_line(text: str) -> str | None:
-        """Check one sentence, synthesising it meanwhile: None once it may be spoken."""
+    async def sentence_lines(text: str) -> AsyncIterator[str]:
+        """Check one sentence, synthesising it meanwhile: the hold line while a check is
+        retried, then the line to say instead of it, if any."""
         audio = prefetch.start(tutor, text, model_settings) if prefetch is not None else None
-        verdict = await guard.moderator.check(text, direction="tutor")
+        verdict = Verdict(failed=True)
+        check = guard.moderator.check(text, direction="tutor")
+        async for item in patiently(check, text, "tutor"):
+            if isinstance(item, Verdict):
+                verdict = item
+            else:
+                yield item
         line = guard.line_after(verdict)
         if line is None:
             if audio is not None and prefetch is not None:
                 prefetch.release(text, audio)
-            return None
+            return
         if audio is not None:
             audio.cancel()
         if verdict.tier is not None:
             guard.flag(session, speaker=tutor.kind, text=text, verdict=verdict,
                        action="replaced_with_redirect")  # fmt: skip
-            return line_for("concern")
-        return line
+            line = line_for("concern")
+        yield line
 
     buffer = ""
     async with contextlib.aclosing(
@@ -330,27 +367,32 @@ async def moderated_reply(
     ) as stream:
         async for chunk in stream:
             if not cleared_student:
-                if (line := await student_line()) is not None:
+                async for line in student_lines():
                     yield line
-                    return
+                    if line != HOLD:
+                        return
                 cleared_student = True
             text, calls = _split_chunk(chunk)
             buffer += text
             sentences, buffer = split_sentences(buffer)
             for sentence in sentences:
-                if (line := await sentence_line(sentence)) is not None:
+                async for line in sentence_lines(sentence):
                     yield line
-                    return
+                    if line != HOLD:
+                        return
                 yield sentence + " "
             if calls is not None:
                 yield calls
-    if not cleared_student and (line := await student_line()) is not None:
-        yield line
-        return
-    if buffer.strip():
-        if (line := await sentence_line(buffer.strip())) is not None:
+    if not cleared_student:
+        async for line in student_lines():
             yield line
-            return
+            if line != HOLD:
+                return
+    if buffer.strip():
+        async for line in sentence_lines(buffer.strip()):
+            yield line
+            if line != HOLD:
+                return
         yield buffer.strip()
 
 
@@ -392,6 +434,8 @@ async def moderated_transcript(
 
 async def _realtime_sentence_ok(tutor: Tutor, guard: SafetyGuard, sentence: str) -> bool:
     verdict = await guard.moderator.check(sentence, direction="tutor")
+    if guard.worth_retrying(verdict):  # the realtime voice waits on it; no line to hold
+        verdict = await guard.moderator.check(sentence, direction="tutor", retry=True)
     if guard.line_after(verdict) is None:
         return True
     guard._spawn(guard.cut_realtime_output(tutor.session, tutor, sentence, verdict))

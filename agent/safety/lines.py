@@ -17,6 +17,9 @@ SAFEGUARDING_LINE = (
 # moderation could not check the turn (fail closed): nothing generated is said
 SORRY_LINE = "Sorry, could you say that again?"
 
+# the first check timed out (an overloaded moment): said while it is tried once more
+ONE_MOMENT_LINE = "One moment, please."
+
 
 def line_for(tier: Tier, helpline: str = "") -> str:
     """What the child hears after a flagged turn of this tier (`helpline`: the school's own
@@ -29,4 +32,6 @@ def line_for(tier: Tier, helpline: str = "") -> str:
 def is_fixed_line(text: str) -> bool:
     """One of the lines above (the safeguarding line may end with the school's helpline)."""
     text = text.strip()
-    return text in (REDIRECT_LINE, SORRY_LINE) or text.startswith(SAFEGUARDING_LINE)
+    return text in (REDIRECT_LINE, SORRY_LINE, ONE_MOMENT_LINE) or text.startswith(
+        SAFEGUARDING_LINE
+    )

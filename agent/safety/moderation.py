@@ -3,8 +3,9 @@
 Tiers: *urgent* when a category an operator marked urgent (self-harm, sexual content
 involving minors, threats) scores at least the urgent threshold; *concern* when the endpoint
 flags the text or any category scores at least the concern threshold; else clean. A failed
-or timed-out check is its own verdict (`failed`): what happens then is the fail mode's
-decision, not this module's.
+or timed-out check is its own verdict (`failed`, and `transient` when it ran out of
+time, which a second try on a less busy moment may not); what happens then is the
+guard's and the fail mode's decision, not this module's.
 """
 
 from __future__ import annotations
@@ -56,6 +57,7 @@ class Verdict:
     categories: list[str] = field(default_factory=list)  # the categories over the threshold
     scores: dict[str, float] = field(default_factory=dict)
     failed: bool = False  # the check itself failed or timed out
+    transient: bool = False  # it timed out: a second try may succeed
     seconds: float = 0.0
 
     @property
@@ -82,7 +84,9 @@ class Moderator:
     async def aclose(self) -> None:
         await self.client.close()
 
-    async def check(self, text: str, *, direction: Direction) -> Verdict:
+    async def check(self, text: str, *, direction: Direction, retry: bool = False) -> Verdict:
+        """One check of `text`; `retry`: the second try after a transient failure (its
+        outcome is counted in `tutor_moderation_retries_total`)."""
         started = time.monotonic()
         try:
             async with asyncio.timeout(self.timeout):
@@ -104,8 +108,18 @@ class Moderator:
             logger.warning(
                 "moderation check failed: %s", type(exc).__name__, extra={"direction": direction}
             )
-            verdict = Verdict(failed=True, seconds=time.monotonic() - started)
+            verdict = Verdict(
+                failed=True, transient=is_transient(exc), seconds=time.monotonic() - started
+            )
         outcome = "failed" if verdict.failed else (verdict.tier or "clean")
         metrics.MODERATION_VERDICTS.labels(direction, outcome).inc()
+        if retry:
+            metrics.MODERATION_RETRIES.labels(direction, outcome).inc()
         metrics.MODERATION_LATENCY.labels(direction).observe(verdict.seconds)
         return verdict
+
+
+def is_transient(exc: BaseException) -> bool:
+    """A check that ran out of time (ours or the client's): on a busy moment a second try
+    may not; an endpoint that refuses or is down fails the same way again at once."""
+    return isinstance(exc, TimeoutError | openai.APITimeoutError)

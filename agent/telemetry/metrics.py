@@ -52,6 +52,21 @@ MODERATION_VERDICTS = Counter(
     "Moderation checks by direction (student, tutor) and verdict (clean, concern, urgent, failed)",
     ["direction", "verdict"],
 )
+WORKER_OVERLOADED = Gauge(
+    "tutor_worker_overloaded",
+    "1 while the worker refuses new students because its processes use WORKER_CPU_LIMIT of "
+    "its CPUs",
+    multiprocess_mode="liveall",
+)
+WORKER_OVERLOADS = Counter(
+    "tutor_worker_overloads_total", "Times the worker became overloaded and shed new students"
+)
+MODERATION_RETRIES = Counter(
+    "tutor_moderation_retries_total",
+    "Second tries of a moderation check whose first timed out or met an overloaded endpoint, "
+    "by direction and the second try's verdict (failed: the turn was withheld)",
+    ["direction", "verdict"],
+)
 MODERATION_LATENCY = Histogram(
     "tutor_moderation_seconds",
     "Time a moderation check took",

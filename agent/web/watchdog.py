@@ -97,9 +97,14 @@ async def find_visit(store: RecordsStore, room: str, identity: str) -> Visit | N
     )
 
 
-async def tutor_in_room(lk: LiveKitAPI, room: str) -> bool:
+async def tutor_in_room(lk: LiveKitAPI, room: str, ignoring: Collection[str] = ()) -> bool:
+    """An agent in `room`, but those of `ignoring` (just removed: the server may list them
+    a moment longer)."""
     answer = await lk.room.list_participants(ListParticipantsRequest(room=room))
-    return any(p.kind == ParticipantInfo.Kind.AGENT for p in answer.participants)
+    return any(
+        p.kind == ParticipantInfo.Kind.AGENT and p.identity not in ignoring
+        for p in answer.participants
+    )
 
 
 async def job_waiting(lk: LiveKitAPI, room: str, agent_name: str) -> bool:
@@ -199,7 +204,7 @@ async def summon_tutor(
             "a tutor stopped answering: removed, dispatching again",
             extra={"session": visit.session_id, "room": visit.room, "tutors": cleared},
         )
-    if await tutor_in_room(lk, visit.room):
+    if await tutor_in_room(lk, visit.room, ignoring=cleared):
         return TutorStatus.PRESENT
     if visit.gave_up_at is not None:
         return TutorStatus.GAVE_UP

@@ -1,12 +1,19 @@
 """How many CPUs this worker may really use: its affinity (`taskset`, a pinned container)
 and its cgroup's CPU quota (what `docker compose` `cpus:` and Kubernetes limits set), not
-the host's core count, which a worker in a 1-CPU container would otherwise admit for."""
+the host's core count, which a worker in a 1-CPU container would otherwise admit for; and
+how much of them the worker's processes are using (`TreeCpuShare`), so that a worker whose
+CPUs are spent refuses new students before its sessions go silent."""
 
 from __future__ import annotations
 
 import logging
 import os
+import threading
+import time
+from collections import deque
 from pathlib import Path
+
+import psutil
 
 logger = logging.getLogger("tutor.worker")
 
@@ -73,3 +80,48 @@ def _quota_in(folder: Path) -> float | None:
     except (OSError, ValueError, ZeroDivisionError) as exc:
         logger.warning("unreadable CPU quota in %s: %s", folder, type(exc).__name__)
     return None
+
+
+class TreeCpuShare:
+    """How much of its usable CPUs this worker's processes (itself and every job process)
+    have been using without a break: the least busy `interval` of the last `samples` (10 s),
+    sampled on a thread of its own. A burst (a class's sessions starting, warm processes
+    loading) is not an overload; CPUs spent for that long, every half second, are."""
+
+    def __init__(self, usable: float, interval: float = 0.5, samples: int = 20) -> None:
+        self.usable = usable
+        self.interval = interval
+        self._samples: deque[float] = deque(maxlen=samples)
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+
+    def share(self) -> float:
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._run, daemon=True, name="tutor-cpu-share")
+            self._thread.start()
+        with self._lock:
+            full = len(self._samples) == self._samples.maxlen
+            return min(self._samples) if full else 0.0
+
+    def _run(self) -> None:
+        before, at = tree_cpu_seconds(), time.monotonic()
+        while True:
+            time.sleep(self.interval)
+            now, seconds = time.monotonic(), tree_cpu_seconds()
+            used = max(0.0, seconds - before) / max(1e-6, now - at) / self.usable
+            before, at = seconds, now
+            with self._lock:
+                self._samples.append(used)
+
+
+def tree_cpu_seconds(pid: int | None = None) -> float:
+    """CPU seconds (user and system) of a process and every process under it, now."""
+    root = psutil.Process(pid)
+    total = 0.0
+    for process in [root, *root.children(recursive=True)]:
+        try:
+            times = process.cpu_times()
+        except psutil.Error:  # ended between the listing and the reading
+            continue
+        total += times.user + times.system
+    return total

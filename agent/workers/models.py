@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+import httpx2
 import openai as openai_sdk
 from livekit.plugins import openai
 
@@ -19,6 +20,7 @@ from agent.dispatch import Dispatcher, DispatchPolicy
 from agent.settings import Settings
 from agent.state import TutorKind, TutorModels
 from agent.tutors.roster import Roster, roster_for
+from agent.workers.tls import model_http_client
 
 OPENAI_BASE_URL = "https://api.openai.com/v1"
 
@@ -59,14 +61,38 @@ def _azure(settings: Settings, point: Endpoint, deployment: str) -> dict[str, An
     return options
 
 
-def chat_llm(settings: Settings, model: str) -> openai.LLM:
+# what the plugins give the clients they build themselves
+PLUGIN_TIMEOUT = httpx2.Timeout(connect=15.0, read=5.0, write=5.0, pool=5.0)
+PLUGIN_LIMITS = httpx2.Limits(
+    max_connections=50, max_keepalive_connections=50, keepalive_expiry=120
+)
+
+
+def plugin_client(point: Endpoint) -> openai_sdk.AsyncOpenAI:
+    """An `openai` client for a plugin (as the plugin would build it: no retries, its
+    timeouts and pool) on the process's shared TLS context; one serves every tutor."""
+    return openai_sdk.AsyncOpenAI(
+        api_key=point.api_key,
+        base_url=point.base_url,
+        max_retries=0,
+        http_client=model_http_client(
+            timeout=PLUGIN_TIMEOUT, limits=PLUGIN_LIMITS, follow_redirects=True
+        ),
+    )
+
+
+def chat_llm(
+    settings: Settings, model: str, client: openai_sdk.AsyncOpenAI | None = None
+) -> openai.LLM:
     point = endpoint(settings, "llm")
     if point.azure:
         return openai.LLM.with_azure(model=model, **_azure(settings, point, model))
-    return openai.LLM(model=model, api_key=point.api_key, base_url=point.base_url)
+    return openai.LLM(model=model, client=client or plugin_client(point))
 
 
-def voice_tts(settings: Settings, voice: str) -> openai.TTS:
+def voice_tts(
+    settings: Settings, voice: str, client: openai_sdk.AsyncOpenAI | None = None
+) -> openai.TTS:
     point = endpoint(settings, "tts")
     options: dict[str, Any] = {
         "model": settings.tts_model,
@@ -75,7 +101,7 @@ def voice_tts(settings: Settings, voice: str) -> openai.TTS:
     }
     if point.azure:
         return openai.TTS.with_azure(**options, **_azure(settings, point, settings.tts_model))
-    return openai.TTS(**options, api_key=point.api_key, base_url=point.base_url)
+    return openai.TTS(**options, client=client or plugin_client(point))
 
 
 def pipeline_tutor_models(
@@ -85,10 +111,14 @@ def pipeline_tutor_models(
     share the session's STT): its own, or, for a tutor of a realtime worker, the fallback it
     runs on when that worker cannot be reached."""
     roster = roster or roster_for(settings)
+    llm_point, tts_point = endpoint(settings, "llm"), endpoint(settings, "tts")
+    # one client per role for every tutor (its connection pool shared too)
+    llm_client = None if llm_point.azure else plugin_client(llm_point)
+    tts_client = None if tts_point.azure else plugin_client(tts_point)
     return {
         kind: TutorModels(
-            llm=chat_llm(settings, roster.pipeline_model(kind)),
-            tts=voice_tts(settings, spec.voice),
+            llm=chat_llm(settings, roster.pipeline_model(kind), llm_client),
+            tts=voice_tts(settings, spec.voice, tts_client),
         )
         for kind, spec in roster.tutors.items()
     }
@@ -106,6 +136,7 @@ def session_stt(settings: Settings) -> openai.STT:
         model=settings.stt_model,
         api_key=point.api_key,
         base_url=point.base_url,
+        client=plugin_client(point),
         use_realtime=settings.stt_streaming,  # stream while the child speaks
     )
 
@@ -143,7 +174,9 @@ def moderation_client(settings: Settings) -> openai_sdk.AsyncOpenAI:
             api_key=point.api_key,
             api_version=settings.azure_openai_api_version or None,
         )
-    return openai_sdk.AsyncOpenAI(api_key=point.api_key, base_url=point.base_url)
+    return openai_sdk.AsyncOpenAI(
+        api_key=point.api_key, base_url=point.base_url, http_client=model_http_client()
+    )
 
 
 def dispatcher_for(settings: Settings) -> Dispatcher:

@@ -24,10 +24,11 @@ from agent.records import RecordsStore, RecordWriter
 from agent.safety.alerts import deliver_forever, delivery_config
 from agent.safety.moderation import Moderator, Policy
 from agent.settings import Settings
+from agent.telemetry import metrics
 from agent.telemetry.tracing import configure_tracing
 from agent.tutors.lines import LineCache, handoff_lines, set_line_cache, warm_lines
 from agent.tutors.roster import roster_for
-from agent.workers.cpus import usable_cpus
+from agent.workers.cpus import TreeCpuShare, usable_cpus
 from agent.workers.health import port_file
 from agent.workers.models import moderation_client, voice_tts
 from agent.workers.warmup import warm_records_models
@@ -50,6 +51,8 @@ PRELOAD_MODULES = [
     "alembic.runtime.migration",
     # the connection pool of the OpenAI clients imports these on its first request
     "anyio._backends._asyncio",
+    # the TLS contexts every job's model clients share, built once here
+    "agent.workers.tls",
 ]
 
 
@@ -62,12 +65,35 @@ def capacity(settings: Settings, cpus: float | None = None) -> int:
     return max(1, int(settings.worker_sessions_per_core * usable))
 
 
-def capacity_load(sessions: int) -> Callable[[AgentServer], float]:
+def capacity_load(
+    sessions: int, cpu_limit: float = 1.0, cpu_share: Callable[[], float] | None = None
+) -> Callable[[AgentServer], float]:
     """The load the worker reports: its running jobs over its capacity, so the server stops
-    sending jobs exactly at capacity, whatever else runs on the machine."""
+    sending jobs exactly at capacity, whatever else runs on the machine; and full (1.0)
+    while it has sessions and its processes have used `cpu_limit` or more of its CPUs over
+    the last seconds (`cpu_share`): its sessions are falling behind real time, so new
+    students go elsewhere first. A worker with no session is never refused for its CPU
+    (its own start, warm processes loading, is not a reason to turn a class away)."""
+    overloaded = False
 
     def load(server: AgentServer) -> float:
-        return min(1.0, len(server.active_jobs) / sessions)
+        nonlocal overloaded
+        jobs = len(server.active_jobs)
+        share = cpu_share() if cpu_share is not None and jobs else 0.0
+        if (share >= cpu_limit) != overloaded:
+            overloaded = not overloaded
+            metrics.WORKER_OVERLOADED.set(int(overloaded))
+            if overloaded:
+                metrics.WORKER_OVERLOADS.inc()
+                logger.warning(
+                    "worker overloaded: its processes used %.0f%% of its CPUs with %d "
+                    "sessions; new students go to other workers",
+                    share * 100,
+                    jobs,
+                )
+        if overloaded:
+            return 1.0
+        return min(1.0, jobs / sessions)
 
     return load
 
@@ -79,7 +105,9 @@ def server_options(settings: Settings, worker: str) -> dict[str, Any]:
     options: dict[str, Any] = {
         "port": settings.worker_http_port,
         "preload_modules": PRELOAD_MODULES,
-        "load_fnc": capacity_load(sessions),
+        "load_fnc": capacity_load(
+            sessions, settings.worker_cpu_limit, TreeCpuShare(usable_cpus()).share
+        ),
         "load_threshold": 1.0,  # unavailable once every session slot is taken
         "num_idle_processes": settings.num_idle_processes or min(sessions, 8),
         "drain_timeout": settings.drain_timeout,

@@ -18,7 +18,7 @@ from agent.tutors.roster import Roster
 from agent.workers.models import pipeline_tutor_models, realtime_tutor_models, session_stt
 from agent.workers.process import job_moderator, job_writer, prewarm_process
 from agent.workers.runner import serve_room_job
-from agent.workers.turns import turn_handling, vad_options
+from agent.workers.turns import load_vad, turn_handling
 from agent.workers.warmup import warm_http_clients, warm_realtime_types
 
 TUTOR_MODELS_KEY = "tutor_models"
@@ -58,9 +58,7 @@ def prewarm_worker(proc: JobProcess, plan: WorkerPlan) -> None:
     would otherwise do on its loop (`agent.workers.warmup`)."""
     settings, roster = plan.settings, plan.roster
     if plan.pipeline:
-        from livekit.plugins import silero  # only pipeline workers load the VAD
-
-        proc.userdata["vad"] = silero.VAD.load(**vad_options(settings))
+        proc.userdata["vad"] = load_vad(settings)
         # every tutor: its own, and a realtime worker's tutor for when it cannot be reached
         proc.userdata[TUTOR_MODELS_KEY] = pipeline_tutor_models(settings, roster)
         # streaming transcription keeps loop-bound state: it is built in the job instead
@@ -84,7 +82,7 @@ def session_models(userdata: dict[str, Any], plan: WorkerPlan) -> dict[str, Any]
         return {"tts": own.tts}
     return {
         "stt": userdata["stt"] or session_stt(plan.settings),
-        "vad": userdata["vad"],
+        "vad": userdata["vad"],  # None opts out: left out, the framework loads a VAD of its own
         "llm": own.llm,
         "tts": own.tts,
         "turn_handling": turn_handling(plan.settings),

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from livekit.agents import vad
 from livekit.agents.voice.turn import TurnHandlingOptions
 
 from agent.settings import TurnSettings
@@ -39,3 +40,16 @@ def vad_options(settings: TurnSettings) -> dict[str, float]:
         "min_silence_duration": settings.vad_min_silence_duration,
         "activation_threshold": settings.vad_activation_threshold,
     }
+
+
+def load_vad(settings: TurnSettings) -> vad.VAD | None:
+    """The pipeline's local VAD (`VAD_ENGINE`), loaded once per job process; None: none."""
+    if settings.vad_engine == "none":
+        return None
+    if settings.vad_engine == "native":
+        from livekit.agents import inference
+
+        return inference.VAD(**vad_options(settings))
+    from livekit.plugins import silero  # only pipeline workers load the VAD
+
+    return silero.VAD.load(**vad_options(settings))

@@ -16,20 +16,17 @@ logger = logging.getLogger("tutor.worker")
 def warm_http_clients() -> None:
     """The OpenAI clients' first request: anyio's asyncio backend (imported lazily by the
     connection pool), the models page type the LLM plugin's own prewarm lists, and the TLS
-    context every job's shared aiohttp session is built with (the realtime websocket's)."""
+    contexts (`agent.workers.tls`)."""
     import anyio._backends._asyncio
     import anyio._core._synchronization  # noqa: F401
     import openai.lib.streaming.chat  # noqa: F401  (the chat stream's first chunk)
-    from livekit.agents.utils import http_context
     from openai.pagination import AsyncPage
     from openai.types import Model
 
+    from agent.workers.tls import build_contexts
+
     AsyncPage[Model]  # builds the generic model once
-    try:
-        # the framework caches the context per process; this builds it here, not in a job
-        http_context._create_ssl_context()
-    except AttributeError:  # a framework without it builds the context its own way
-        logger.debug("no shared TLS context to build at prewarm")
+    build_contexts()  # inherited from the forkserver, where it was built: a no-op there
 
 
 def warm_realtime_types() -> None:

@@ -27,6 +27,7 @@ import itertools
 import json
 import time
 import wave
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from types import TracebackType
@@ -152,6 +153,8 @@ class FakeOpenAI:
         self.tts_ttfb = tts_ttfb
         self.tts_seconds_per_char = tts_seconds_per_char
         self.moderation_delay = moderation_delay
+        # one delay per coming moderation request, before `moderation_delay` applies again
+        self.moderation_delays: deque[float] = deque()
         self.requests: list[Recorded] = []
         self.problems: list[str] = []
         self.down = False  # answer every request with 503 (an outage)
@@ -338,8 +341,9 @@ class FakeOpenAI:
         if not isinstance(texts, list) or not body.get("model"):
             self._problem("moderation without input or model", body)
             return _error(400, "invalid_request_error", "expected input and model")
-        if self.moderation_delay:
-            await asyncio.sleep(self.moderation_delay)
+        delay = self.moderation_delays.popleft() if self.moderation_delays else 0.0
+        if delay or self.moderation_delay:
+            await asyncio.sleep(delay or self.moderation_delay)
         results = []
         for text in texts:
             scores = {name: 0.0001 for name in MODERATION_CATEGORIES} | self.moderate(str(text))

@@ -106,6 +106,8 @@ class TwirpDispatchServer:
         self.delete_calls = 0
         self.participants: dict[str, list[ParticipantInfo]] = {}
         self.removed: list[tuple[str, str]] = []  # (room, identity) RemoveParticipant took
+        # a removed participant is still listed (as a server may, a moment after removing)
+        self.linger = False
         self.url = ""
         self._verifier = TokenVerifier(api_key, api_secret)
         self._rooms: dict[str, list[AgentDispatch]] = {}
@@ -218,7 +220,8 @@ class TwirpDispatchServer:
         present = self.participants.get(req.room, [])
         if not any(p.identity == req.identity for p in present):
             raise TwirpFailure(404, "not_found", "participant not found")
-        self.participants[req.room] = [p for p in present if p.identity != req.identity]
+        if not self.linger:
+            self.participants[req.room] = [p for p in present if p.identity != req.identity]
         self.removed.append((req.room, req.identity))
         return protobuf_response(RemoveParticipantResponse())
 

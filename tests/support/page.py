@@ -26,7 +26,7 @@ async def class_code(env: dict[str, str]) -> str:
 
 
 async def open_page(
-    opener: Browser | BrowserContext, url: str, code: str
+    opener: Browser | BrowserContext, url: str, code: str, name: str = "Maya"
 ) -> tuple[Page, dict[str, Any]]:
     """The student page (a phone's size), joined with `code`; returns it and the service's
     answer (room, identity, token, resume key)."""
@@ -37,7 +37,7 @@ async def open_page(
         await page.set_viewport_size(PHONE)
     await page.goto(url + "/")
     await page.get_by_label("Class code").fill(code)
-    await page.get_by_label("Your first name").fill("Maya")
+    await page.get_by_label("Your first name").fill(name)
     async with page.expect_response("**/api/token") as answer:
         await page.get_by_role("button", name="Start").click()
     return page, await (await answer.value).json()

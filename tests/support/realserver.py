@@ -352,14 +352,22 @@ def stack_env(server: LiveKitServer | Cluster, models: ModelFake, run_dir: Path)
 
 
 async def start_worker(
-    worker: str, env: dict[str, str], log_dir: Path, *, name: str | None = None
+    worker: str,
+    env: dict[str, str],
+    log_dir: Path,
+    *,
+    name: str | None = None,
+    cpus: str | None = None,
 ) -> Process:
     """`python -m livekit.agents start agent/workers/<worker>.py`, as compose runs it;
-    returns once the worker has registered with the server."""
+    returns once the worker has registered with the server. `cpus`: pinned there with
+    `taskset -c` (its job processes with it)."""
     # a temp directory of its own, as in a container (its health port file); short, for the
     # forkserver's socket path
     tmp = tempfile.mkdtemp(prefix="vt-")
     argv = [sys.executable, "-m", "livekit.agents", "start", WORKER_MODULES[worker]]
+    if cpus is not None:
+        argv = ["taskset", "-c", cpus, *argv]
     process = spawn(name or worker, argv, env | {"TMPDIR": tmp}, log_dir)
     await process.wait_for_line(r"registered worker")
     return process

@@ -21,24 +21,31 @@ import {
 
 const CONNECT_TIMEOUT_MS = 15000;
 const VISIT_KEY = 'tutor.visit';
-const REJOIN_DELAYS_S = [0, 1, 2, 4, 8];
 const PING_METHOD = 'tutor.ping';
 const PING_EVERY_MS = 500;
 // a tutor that has answered no ping for this long is lost (its worker died): a live one
 // answers within milliseconds, so this is about a stalled worker's worst, not a network's
 const LOST_AFTER_MS = 1500;
+// a tutor that has not answered yet is still arriving (its job starting, our data channel
+// to it opening): given longer, so a healthy tutor is never reported in its first seconds
+const ARRIVING_MS = 6000;
 // the callee not answering at all; any other RPC error means it is there to refuse
 const UNANSWERED = new Set([RpcError.ErrorCode.CONNECTION_TIMEOUT, RpcError.ErrorCode.RESPONSE_TIMEOUT]);
 // LiveKit keeps a lost server node's rooms on it until the node has been silent ~5 s, and a
-// join sent there meanwhile waits on the dead node: short tries, evenly spaced, get past
-// that sooner than the SDK's widening ones (~11 s to a tutor), and still catch a blip at once
+// join sent there meanwhile hangs until the signal timeout: short tries (a 1.5 s signal
+// timeout, 300 ms apart) get past that window soonest, and still catch a blip at once
 const RECONNECT = {
   nextRetryDelayInMs: ({ retryCount }) => {
     if (retryCount >= 40) return null;
-    return [0, 300][retryCount] ?? 1000;
+    return retryCount === 0 ? 0 : 300;
   },
 };
-const CONNECT_OPTIONS = { websocketTimeout: 3000 };
+// the signal timeout of a first join: a quick try, then one for a slow network (the SDK
+// keeps the timeout that worked for its reconnections)
+const FIRST_JOIN_TIMEOUTS_MS = [1500, 8000];
+// a rejoin's tries, [delay, signal timeout] in ms: quick ones past a lost node's ~5 s, then
+// patient ones for a slow network
+const REJOIN_TRIES = [[0, 1500], [300, 1500], [300, 1500], [300, 1500], [1000, 8000], [2000, 8000], [4000, 8000]];
 // why the call ended, when coming back is not what the student wants
 const FINAL = new Set([
   DisconnectReason.CLIENT_INITIATED,
@@ -78,6 +85,7 @@ let pingTimer = null;
 let attempt = 0; // bumped by every finish: a Start that was left behind says nothing
 const captionItems = new Map(); // segment id -> <li>
 const lastAnswer = new Map(); // tutor identity -> when it last answered a ping (or joined)
+const answered = new Set(); // tutors that have answered a ping on this connection
 let departed = null; // { identity, at }: the last tutor left and none came after it
 
 // the visit this tab can come back to (gone with the tab; never shared with another)
@@ -215,6 +223,7 @@ function keepPinging(current, joined) {
     const now = Date.now();
     if (current.state !== ConnectionState.Connected) {
       lastAnswer.clear(); // our own connection is the one in question
+      answered.clear();
     } else {
       const present = tutors();
       for (const tutor of present) if (!lastAnswer.has(tutor.identity)) lastAnswer.set(tutor.identity, now);
@@ -222,7 +231,9 @@ function keepPinging(current, joined) {
         if (!present.some((p) => p.identity === identity)) lastAnswer.delete(identity);
       }
       present.forEach((tutor) => ping(current, tutor.identity));
-      let lost = present.filter((p) => now - lastAnswer.get(p.identity) > LOST_AFTER_MS).map((p) => p.identity);
+      const silentFor = (identity) => now - lastAnswer.get(identity);
+      const patience = (identity) => (answered.has(identity) ? LOST_AFTER_MS : ARRIVING_MS);
+      let lost = present.filter((p) => silentFor(p.identity) > patience(p.identity)).map((p) => p.identity);
       if (present.length > 0) departed = null;
       else if (departed && now - departed.at > PING_EVERY_MS) lost = [departed.identity];
       if (lost.length > 0 && lost.length >= present.length) {
@@ -231,6 +242,12 @@ function keepPinging(current, joined) {
         say('Your tutor is coming back…');
         const answer = await askForTutor(joined.token, lost);
         if (room !== current) return;
+        if (answer.status === 'unknown') {
+          // the service cannot reach the room's server either: the node holding the room
+          // is gone while our signalling (relayed through a live node) has not noticed
+          rejoin();
+          return;
+        }
         if (answer.status === 'gave_up') say(answer.message);
         else waitForTutor(joined.tutor_timeout_s, joined.token);
       }
@@ -244,9 +261,14 @@ function ping(current, identity) {
   current.localParticipant
     .performRpc({ destinationIdentity: identity, method: PING_METHOD, payload: '', responseTimeout: LOST_AFTER_MS })
     .then(
-      () => lastAnswer.set(identity, Date.now()),
+      () => {
+        lastAnswer.set(identity, Date.now());
+        answered.add(identity);
+      },
       (error) => {
-        if (!UNANSWERED.has(error?.code)) lastAnswer.set(identity, Date.now());
+        if (UNANSWERED.has(error?.code)) return;
+        lastAnswer.set(identity, Date.now());
+        answered.add(identity);
       },
     );
 }
@@ -333,16 +355,24 @@ function wireRoom(current) {
 }
 
 // Join the room `joined` names with the open microphone, and keep the call going.
-async function connect(joined) {
+async function connect(joined, signalTimeouts = FIRST_JOIN_TIMEOUTS_MS) {
   saveVisit(joined);
   show('connecting');
   ui.tutorTitle.textContent = 'Connecting…';
   const current = new Room({ adaptiveStream: true, dynacast: true, reconnectPolicy: RECONNECT });
   room = current;
   wireRoom(current);
-  try {
-    await withTimeout(current.connect(joined.url, joined.token, CONNECT_OPTIONS), CONNECT_TIMEOUT_MS);
-  } catch {
+  let connected = false;
+  for (const websocketTimeout of signalTimeouts) {
+    try {
+      await withTimeout(current.connect(joined.url, joined.token, { websocketTimeout }), CONNECT_TIMEOUT_MS);
+      connected = true;
+      break;
+    } catch {
+      if (room !== current) break; // the student left meanwhile
+    }
+  }
+  if (!connected) {
     throw new Error('We cannot reach the tutoring server right now. Please try again in a minute, or tell your teacher.');
   }
   // without a tap on this page yet (it was reloaded) the browser may refuse to play: the
@@ -383,15 +413,15 @@ async function rejoin() {
   ui.audio.replaceChildren();
   show('connecting');
   say('Reconnecting…');
-  for (const delay of REJOIN_DELAYS_S) {
-    if (delay) await new Promise((resolve) => setTimeout(resolve, delay * 1000));
+  for (const [delay, signalTimeout] of REJOIN_TRIES) {
+    if (delay) await new Promise((resolve) => setTimeout(resolve, delay));
     if (mine !== attempt) return; // the student left meanwhile
     const saved = savedVisit();
     if (!saved) break;
     try {
       const joined = await requestToken({ resume: saved.resume });
       if (!microphone) microphone = await openMicrophone();
-      await connect(joined);
+      await connect(joined, [signalTimeout]);
       say('');
       return;
     } catch (error) {
@@ -416,6 +446,7 @@ function stopTimers() {
   tutorTimer = null;
   pingTimer = null;
   lastAnswer.clear();
+  answered.clear();
   departed = null;
 }
 
