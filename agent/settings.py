@@ -82,11 +82,11 @@ class TurnSettings(BaseSettings):
     endpointing_mode: Literal["fixed", "dynamic"] = "fixed"
     min_endpointing_delay: float = Field(default=0.3, ge=0)
     max_endpointing_delay: float = Field(default=2.5, gt=0)
-    # the local voice activity detector: silero (the plugin), native (the framework's own
-    # `inference.VAD`, the same model in native code), none (no local VAD: the streaming
-    # transcription's server VAD ends turns and starts interruptions; needs TURN_DETECTOR=stt
-    # and STT_STREAMING=true)
-    vad_engine: Literal["silero", "native", "none"] = "silero"
+    # the local voice activity detector: native (the framework's own `inference.VAD`, the
+    # Silero model in native code: the cheapest on the real server), silero (the plugin,
+    # onnxruntime), none (no local VAD: the streaming transcription's server VAD ends turns
+    # and starts interruptions; needs TURN_DETECTOR=stt and STT_STREAMING=true)
+    vad_engine: Literal["native", "silero", "none"] = "native"
     vad_min_silence_duration: float = Field(default=0.55, gt=0)
     vad_activation_threshold: float = Field(default=0.5, gt=0, lt=1)
     stt_streaming: bool = False
@@ -148,7 +148,7 @@ class Settings(LiveKitSettings, RecordsSettings, TurnSettings):
     # capacity: sessions a worker accepts (0: WORKER_SESSIONS_PER_CORE x the machine's cores),
     # job processes kept warm for a class arriving at once (0: the capacity, at most 8)
     worker_capacity: int = Field(default=0, ge=0)
-    worker_sessions_per_core: int = Field(default=4, ge=1)
+    worker_sessions_per_core: int = Field(default=6, ge=1)
     # the share of its CPUs at which a worker with sessions takes no new student (used that
     # much without a break for 10 s: they are falling behind real time); 1: never
     worker_cpu_limit: float = Field(default=0.9, gt=0, le=1)

@@ -14,6 +14,10 @@ from agent.tutors.roster import orchestrator_worker_name
 
 DEFAULT_TTL = timedelta(hours=2)
 MAX_TTL = timedelta(hours=24)
+# a room nobody is in closes this soon: after a lost server node, a join the student
+# abandoned can still be carried out by the server seconds later and make the room again
+# after the visit ended; it must not keep its tutor dispatch for the default 5 minutes
+EMPTY_ROOM_SECONDS = 20
 # conservative: what LiveKit accepts in room names and identities, and URLs need no escaping
 NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 
@@ -71,6 +75,8 @@ def student_token(
                 can_publish_data=True,
             )
         )
-        .with_room_config(api.RoomConfiguration(agents=[dispatch]))
+        .with_room_config(
+            api.RoomConfiguration(agents=[dispatch], empty_timeout=EMPTY_ROOM_SECONDS)
+        )
         .to_jwt()
     )

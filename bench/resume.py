@@ -276,8 +276,9 @@ A lost worker is found by the page: its tutor answers no `tutor.ping` for 1.5 s 
 keeps a dead worker's participant ~20 s and never reassigns its job), then the web service
 removes it and dispatches the orchestrator, which reads the records and welcomes the
 student back. A reload includes loading the page and connecting again. A lost node is left
-out of room placement once its stats in Redis are 5 s old; until then the server retries
-the page's join."""
+out of room placement 2-5 s after it dies (its stats in Redis 5 s old); a join meanwhile
+hangs there, so the page tries with a 1.5 s signal timeout, 300 ms apart, and rejoins at
+once when the web service cannot reach the room's node either."""
 
 
 def main(argv: list[str]) -> int:

@@ -62,6 +62,8 @@ def test_token_dispatches_the_orchestrator_with_session_and_student(
 
     [dispatch] = claims.room_config.agents
     assert dispatch.agent_name == "learning-orchestrator"
+    # a room made again by a join the student abandoned (a lost node) does not linger
+    assert claims.room_config.empty_timeout == 20
     fields = parse_dispatch_metadata(dispatch.metadata)
     assert set(fields) == {"session", "student"}
     assert fields["student"] == "kid-7" and fields["session"]

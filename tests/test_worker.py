@@ -144,8 +144,8 @@ async def test_the_vad_engine_setting_picks_the_local_vad_or_none() -> None:
     from agent.workers.roster_worker import WorkerPlan, session_models
     from agent.workers.turns import load_vad
 
-    assert isinstance(load_vad(load_settings()), silero.VAD)  # the default
-    assert isinstance(load_vad(load_settings(vad_engine="native")), inference.VAD)
+    assert isinstance(load_vad(load_settings()), inference.VAD)  # the default: native
+    assert isinstance(load_vad(load_settings(vad_engine="silero")), silero.VAD)
     with pytest.raises(SettingsError, match="VAD_ENGINE=none needs TURN_DETECTOR=stt"):
         load_settings(vad_engine="none")
     settings = load_settings(vad_engine="none", turn_detector="stt", stt_streaming=True)
@@ -185,7 +185,9 @@ def test_admission_follows_the_configured_capacity_not_the_machines_cpu() -> Non
     assert busy[3:] == [1.0, 1.0]  # at capacity: the server sends the job elsewhere
     # defaults: a measured number of sessions per core, a warm pool for a class
     default = server_options(load_settings(), "learning-orchestrator")
-    assert default["num_idle_processes"] == min(8, 4 * (os.cpu_count() or 1))
+    from agent.workers.cpus import usable_cpus
+
+    assert default["num_idle_processes"] == min(8, max(1, int(6 * usable_cpus())))
 
 
 def test_a_worker_whose_cpus_are_spent_sheds_new_students_until_they_are_not() -> None:
