@@ -307,6 +307,11 @@ def summary(levels: list[Level], busy: Level | None) -> str:
             f"first audio p50 {fmt(busy.first_audio())} s.\n\n"
         )
         body += table(HEADERS, level_rows([busy], single))
+    problems = Counter(s.problem for lv in [*levels, *([busy] if busy else [])] for s in lv.seats)
+    problems.pop("", None)
+    if problems:
+        body += "\n\nWhat a student missed:"
+        body += "".join(f"\n- {n} x {text[:160]}" for text, n in problems.most_common(5))
     return body
 
 

@@ -134,8 +134,6 @@ def session_stt(settings: Settings) -> openai.STT:
         )
     return openai.STT(
         model=settings.stt_model,
-        api_key=point.api_key,
-        base_url=point.base_url,
         client=plugin_client(point),
         use_realtime=settings.stt_streaming,  # stream while the child speaks
     )

@@ -101,13 +101,14 @@ def capacity_load(
 def server_options(settings: Settings, worker: str) -> dict[str, Any]:
     """`AgentServer` keyword arguments: health port, preloads, capacity and admission, warm
     pool, drain, memory guard and, if asked for, Prometheus."""
-    sessions = capacity(settings)
+    usable = usable_cpus()
+    sessions = capacity(settings, usable)
+    # WORKER_CPU_LIMIT=1: only the session count limits the worker (nothing to measure)
+    cpu_share = TreeCpuShare(usable).share if settings.worker_cpu_limit < 1 else None
     options: dict[str, Any] = {
         "port": settings.worker_http_port,
         "preload_modules": PRELOAD_MODULES,
-        "load_fnc": capacity_load(
-            sessions, settings.worker_cpu_limit, TreeCpuShare(usable_cpus()).share
-        ),
+        "load_fnc": capacity_load(sessions, settings.worker_cpu_limit, cpu_share),
         "load_threshold": 1.0,  # unavailable once every session slot is taken
         "num_idle_processes": settings.num_idle_processes or min(sessions, 8),
         "drain_timeout": settings.drain_timeout,

@@ -2,31 +2,25 @@
 
 Each item here was seen holding a job's loop for 100-400 ms on the real server (the
 framework's loop monitor names them): lazy imports, the first build of a pydantic model,
-the shared TLS context, the records models' mapper set-up. Doing them once per job process,
-before a job is assigned, costs nothing a student waits for.
+the records models' mapper set-up (the TLS contexts: `agent.workers.tls`, in the
+forkserver). Doing them once per job process, before a job is assigned, costs nothing a
+student waits for.
 """
 
 from __future__ import annotations
 
-import logging
-
-logger = logging.getLogger("tutor.worker")
-
 
 def warm_http_clients() -> None:
     """The OpenAI clients' first request: anyio's asyncio backend (imported lazily by the
-    connection pool), the models page type the LLM plugin's own prewarm lists, and the TLS
-    contexts (`agent.workers.tls`)."""
+    connection pool) and the models page type the LLM plugin's own prewarm lists. The TLS
+    contexts are built when `agent.workers.tls` is imported (in the forkserver)."""
     import anyio._backends._asyncio
     import anyio._core._synchronization  # noqa: F401
     import openai.lib.streaming.chat  # noqa: F401  (the chat stream's first chunk)
     from openai.pagination import AsyncPage
     from openai.types import Model
 
-    from agent.workers.tls import build_contexts
-
     AsyncPage[Model]  # builds the generic model once
-    build_contexts()  # inherited from the forkserver, where it was built: a no-op there
 
 
 def warm_realtime_types() -> None:
