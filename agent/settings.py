@@ -146,7 +146,7 @@ class Settings(LiveKitSettings, RecordsSettings, TurnSettings):
     english_voice: str = ""
 
     # capacity: sessions a worker accepts (0: WORKER_SESSIONS_PER_CORE x the machine's cores),
-    # job processes kept warm for a class arriving at once (0: the capacity, at most 8)
+    # job processes kept warm for a class arriving at once (0: one per session it admits)
     worker_capacity: int = Field(default=0, ge=0)
     worker_sessions_per_core: int = Field(default=6, ge=1)
     # the share of its CPUs at which a worker with sessions takes no new student (used that

@@ -13,10 +13,11 @@ what one student hears (a gap: longer than `GAP` s), the longest; the worker's l
 (ERROR, WARNING, the commonest warnings) and how busy its core was.
 
 It reports the largest N whose greeting and first audio p50 stay within 10% of one
-student's, with no extra gap and every answer heard. `--overload` then runs twice that many
-students at a worker with its own default capacity: each either has a tutor (within the
-one-student figures) or none came (the server was told the worker is full; the student's
-page says every tutor is busy): no room where a tutor came and went silent.
+student's (one student alone, run three times: the median), with no extra gap and every
+answer heard. `--overload` then runs twice that many students at a worker with its own
+default capacity: each either has a tutor (within the one-student figures) or none came (the
+server was told the worker is full; the student's page says every tutor is busy): no room
+where a tutor came and went silent.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ import itertools
 import os
 import re
 import secrets
+import statistics
 import sys
 import time
 from collections import Counter
@@ -39,10 +41,11 @@ from bench.capacity import busy_share, core_ticks
 from bench.report import percentile, report, table
 from tests.fakes.production import FIFTY_SIX, GREETING, SEVEN_EIGHTS
 from tests.support import realserver
-from tests.support.student import Student, join
+from tests.support.student import HEARD_FRAME, Student, join
 
 DEFAULT_LEVELS = (1, 4, 6, 8, 10, 12)
 QUICK_LEVELS = (1, 2)
+SINGLE_RUNS = 3  # one student alone, this many times: the baseline is their median
 TOLERANCE = 0.10  # within 10% of one student's figures
 GAP = 0.3  # a silence inside one tutor utterance longer than this is a gap
 QUIET = 1.5  # a tutor quiet this long has finished its utterance
@@ -69,8 +72,10 @@ class Level:
     capacity: int
     seats: list[Seat]
     core_busy: float
+    others_busy: float  # the other cores: the server, the model fake, the students
     errors: int
     warnings: Counter[str]
+    runs: int = 1  # the same class size run this many times (one student: the baseline)
 
     def greetings(self) -> list[float]:
         return [s.greeting for s in self.seats if s.greeting is not None]
@@ -98,7 +103,8 @@ class Level:
 def utterance_gaps(loud: list[float], start: float, end: float) -> list[float]:
     """Silences longer than GAP between consecutive loud frames heard in [start, end)."""
     times = [t for t in loud if start <= t < end]
-    return [b - a - 0.01 for a, b in itertools.pairwise(times) if b - a - 0.01 > GAP]
+    frame = HEARD_FRAME
+    return [b - a - frame for a, b in itertools.pairwise(times) if b - a - frame > GAP]
 
 
 def tutor_loud(student: Student) -> list[float]:
@@ -170,18 +176,24 @@ async def run_level(
         livekit_api_secret=realserver.API_SECRET,
     )
     try:
-        await wait_for_warm_pool(worker, min(admitted, 8))
+        await wait_for_warm_pool(worker, int(worker_env.get("NUM_IDLE_PROCESSES") or admitted))
         before = core_ticks(0)
+        others = sorted(os.sched_getaffinity(0))  # this process runs on every core but 0
+        others_before = [core_ticks(core) for core in others]
         go = asyncio.Event()
         tasks = [asyncio.create_task(one_student(url, settings, question, go)) for _ in range(n)]
         await asyncio.sleep(0)  # every student waits on the same moment
         go.set()
         seats = await asyncio.gather(*tasks)
         busy = busy_share(before, core_ticks(0))
+        others_busy = statistics.fmean(
+            busy_share(was, core_ticks(core))
+            for core, was in zip(others, others_before, strict=True)
+        )
     finally:
         await worker.stop()
     errors, warnings = log_counts(worker.text())
-    return Level(n, admitted, list(seats), busy, errors, warnings)
+    return Level(n, admitted, list(seats), busy, others_busy, errors, warnings)
 
 
 def default_capacity() -> int:
@@ -206,16 +218,16 @@ def within(level: Level, single: Level) -> list[str]:
     why = []
     base_greeting = percentile(single.greetings(), 50)
     base_first = percentile(single.first_audio(), 50)
-    if level.answered < level.students:
-        why.append(f"{level.answered}/{level.students} answered")
+    if level.answered < len(level.seats):
+        why.append(f"{level.answered}/{len(level.seats)} answered")
     if not level.greetings() or percentile(level.greetings(), 50) > base_greeting * (1 + TOLERANCE):
         why.append("greeting")
     if not level.first_audio() or percentile(level.first_audio(), 50) > base_first * (
         1 + TOLERANCE
     ):
         why.append("first audio")
-    base_gaps = len(single.gaps()) / max(1, single.students)
-    if len(level.gaps()) > base_gaps * level.students:
+    base_gaps = len(single.gaps()) / max(1, len(single.seats))
+    if len(level.gaps()) > base_gaps * len(level.seats):
         why.append("extra gaps")
     return why
 
@@ -227,21 +239,23 @@ def fmt(values: list[float], q: float = 50) -> str:
 
 
 def level_rows(levels: list[Level], single: Level) -> list[list[object]]:
-    base_gaps = len(single.gaps()) / max(1, single.students)
+    base_gaps = len(single.gaps()) / max(1, len(single.seats))
     rows: list[list[object]] = []
     for level in levels:
-        extra = max(0, round(len(level.gaps()) - base_gaps * level.students))
+        extra = max(0, round(len(level.gaps()) - base_gaps * len(level.seats)))
         warnings = sum(level.warnings.values())
         top = "; ".join(f"{count} x {text}" for text, count in level.warnings.most_common(2))
-        refused = level.students - level.tutored
+        refused = len(level.seats) - level.tutored
         rows.append(
             [
-                level.students,
+                f"{level.students}" + (f" ({level.runs} runs)" if level.runs > 1 else ""),
                 f"{fmt(level.greetings())} / {fmt(level.greetings(), 100)}",
                 f"{fmt(level.first_audio())} / {fmt(level.first_audio(), 100)}",
-                f"{level.answered}/{level.students}" + (f", {refused} no tutor" if refused else ""),
+                f"{level.answered}/{len(level.seats)}"
+                + (f", {refused} no tutor" if refused else ""),
                 f"{extra} ({max(level.gaps(), default=0.0):.2f} s)",
                 f"{level.core_busy:.0%}",
+                f"{level.others_busy:.0%}",
                 f"{level.errors} ERROR, {warnings} warnings" + (f" ({top})" if top else ""),
                 ", ".join(within(level, single)) or "✓",
             ]
@@ -256,13 +270,33 @@ HEADERS = [
     "answered",
     "extra gaps (longest silence)",
     "worker core busy",
+    "other cores busy",
     "worker log",
     "vs one student",
 ]
 
 
+def combined(runs: list[Level]) -> Level:
+    """One class size run several times, as one level (every seat, the mean busy shares)."""
+    first = runs[0]
+    return Level(
+        first.students,
+        first.capacity,
+        [seat for level in runs for seat in level.seats],
+        statistics.fmean(level.core_busy for level in runs),
+        statistics.fmean(level.others_busy for level in runs),
+        sum(level.errors for level in runs),
+        sum((level.warnings for level in runs), Counter[str]()),
+        runs=len(runs),
+    )
+
+
 async def run(
-    levels: tuple[int, ...], overload: bool, run_dir: Path, overrides: dict[str, str]
+    levels: tuple[int, ...],
+    overload: bool,
+    run_dir: Path,
+    overrides: dict[str, str],
+    single_runs: int = SINGLE_RUNS,
 ) -> tuple[list[Level], Level | None]:
     server = await realserver.start_livekit(run_dir)
     models = realserver.ModelFake()
@@ -276,7 +310,11 @@ async def run(
     busy: Level | None = None
     try:
         for n in levels:
-            level = await run_level(n, n, env, run_dir, server.url, question)
+            # the baseline every level is held to: one student's figures, from several runs
+            runs = single_runs if n == 1 else 1
+            level = combined(
+                [await run_level(n, n, env, run_dir, server.url, question) for _ in range(runs)]
+            )
             results.append(level)
             print(level_rows([level], results[0])[0], file=sys.stderr)
         if overload:
@@ -318,13 +356,16 @@ def summary(levels: list[Level], busy: Level | None) -> str:
 NOTES = """How to read it: a real LiveKit server (v1.9.12) in its network namespace; the
 orchestrator worker started as compose starts it (`python -m livekit.agents start`) under
 `taskset -c 0`, so it and its job processes share core 0; the server, the model fake and
-the students on core 1. Each level starts a fresh worker admitting that many students
+the students on core 1. One student alone is run three times (the median of the three is
+the baseline). Each level starts a fresh worker admitting that many students
 (`WORKER_CAPACITY`), waits for its warm processes, then every student joins at the same
 moment, hears the greeting, and once the tutor is quiet asks seven times eight
 (espeak-ng at real time) and hears the answer (the orchestrator hands over to Math, which
 answers). Gaps: silences over {gap} s inside one tutor utterance as a student heard it,
 counted beyond the one-student level's count per student. Worker core busy: core 0's share
-of busy time over the level, as /proc/stat counts it."""
+of busy time over the level, as /proc/stat counts it; other cores busy: the same for the
+cores of the server, the model fake and the students (near 100%, the students' own side was
+slowed too)."""
 
 
 def main(argv: list[str]) -> int:
@@ -368,7 +409,8 @@ def main(argv: list[str]) -> int:
     os.sched_setaffinity(0, set(cpus) - {0})  # this process and all it starts, but the worker
     with realserver.run_directory() as run_dir:
         print(f"logs: {run_dir}", file=sys.stderr)
-        results, busy = asyncio.run(run(levels, args.overload, run_dir, overrides))
+        single_runs = 1 if args.quick else SINGLE_RUNS
+        results, busy = asyncio.run(run(levels, args.overload, run_dir, overrides, single_runs))
     settings = ", ".join(args.set) or "the shipped defaults"
     report(
         f"Capacity on the real server: students at once on one worker core ({settings})",

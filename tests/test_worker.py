@@ -56,6 +56,38 @@ def test_metrics_are_off_by_default_and_served_by_the_framework_when_a_port_is_s
     assert server._preload_modules == PRELOAD_MODULES
 
 
+def test_the_forkserver_leaves_its_job_processes_no_first_time_work() -> None:
+    """Imported in the forkserver, the module builds what a job's first reply would: the
+    platform the model clients name (else `uname -p` in a subprocess) and the captions'
+    syllable patterns; a job process forked from it starts with both."""
+    import platform
+
+    from livekit.agents.tokenize import _basic_hyphenator
+    from openai._base_client import get_platform
+
+    from agent.workers import inherited
+
+    assert "agent.workers.inherited" in PRELOAD_MODULES
+    _basic_hyphenator._get_hyphenator.cache_clear()
+    platform._platform_cache.clear()  # type: ignore[attr-defined]
+    platform._uname_cache = None  # type: ignore[attr-defined]
+    inherited.build_inherited()
+    assert _basic_hyphenator._get_hyphenator.cache_info().currsize == 1
+    spawned: list[object] = []
+    real_popen = subprocess.Popen
+
+    def popen(*args: Any, **kwargs: Any) -> subprocess.Popen[Any]:
+        spawned.append(args)
+        return real_popen(*args, **kwargs)
+
+    subprocess.Popen = popen  # type: ignore[assignment,misc]
+    try:
+        get_platform()  # what the model clients' first request asks
+    finally:
+        subprocess.Popen = real_popen  # type: ignore[misc]
+    assert spawned == []  # no `uname -p`: the platform was known
+
+
 def test_the_workers_share_records_modules_through_their_forkserver() -> None:
     assert orchestrator.server._preload_modules == PRELOAD_MODULES
     for module in PRELOAD_MODULES:
@@ -187,7 +219,55 @@ def test_admission_follows_the_configured_capacity_not_the_machines_cpu() -> Non
     default = server_options(load_settings(), "learning-orchestrator")
     from agent.workers.cpus import usable_cpus
 
-    assert default["num_idle_processes"] == min(8, max(1, int(6 * usable_cpus())))
+    # a warm process per session the worker admits: a class at the bell finds one each
+    assert default["num_idle_processes"] == max(1, int(6 * usable_cpus()))
+
+
+def test_a_class_taking_the_warm_processes_starts_no_new_one_it_cannot_use() -> None:
+    from types import SimpleNamespace
+
+    from livekit.agents import utils
+
+    from agent.workers.process import warm_pool_follows_jobs
+
+    class Pool(utils.EventEmitter[str]):
+        """The framework pool's surface the worker steers: its processes and its target."""
+
+        def __init__(self, idle: int) -> None:
+            super().__init__()
+            self._default_num_idle_processes = idle
+            self.processes: list[SimpleNamespace] = []
+            self.target = idle
+
+        def set_target_idle_processes(self, n: int) -> None:
+            self.target = n
+
+    def take(pool: Pool, jobs: int) -> None:
+        proc = SimpleNamespace(running_job=None)
+        for _ in range(jobs):
+            pool.processes.append(SimpleNamespace(running_job=object()))
+            pool.emit("process_job_launched", proc)
+
+    server = AgentServer()
+    server._proc_pool = pool = Pool(idle=10)  # type: ignore[assignment]
+    warm_pool_follows_jobs(server, sessions=10)
+    server.emit("worker_started")
+    take(pool, 3)
+    assert pool.target == 7  # at once, not on the framework's next load tick
+    take(pool, 7)
+    assert pool.target == 0  # the whole class seated: nothing left to warm
+    pool.processes.pop()
+    pool.emit("process_closed", pool.processes[0])
+    assert pool.target == 1  # a student left: one process warm again for the next
+    # a smaller pool than the capacity is kept full while sessions are free
+    server = AgentServer()
+    server._proc_pool = small = Pool(idle=4)  # type: ignore[assignment]
+    warm_pool_follows_jobs(server, sessions=10)
+    server.emit("worker_started")
+    take(small, 5)
+    assert small.target == 4
+    take(small, 3)
+    assert small.target == 2
 
 
 def test_a_worker_whose_cpus_are_spent_sheds_new_students_until_they_are_not() -> None:

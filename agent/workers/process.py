@@ -53,6 +53,13 @@ PRELOAD_MODULES = [
     "anyio._backends._asyncio",
     # the TLS contexts every job's model clients share, built once here
     "agent.workers.tls",
+    # the platform the clients' headers name and the captions' syllable patterns
+    "agent.workers.inherited",
+    # imported on a job's loop otherwise (seen holding it 100-200 ms on a busy core): the
+    # clients' chat and audio resources, on their first request; the session's toolsets
+    "openai.resources.chat",
+    "openai.resources.audio",
+    "livekit.agents.llm.async_toolset",
 ]
 
 
@@ -98,10 +105,37 @@ def capacity_load(
     return load
 
 
-def server_options(settings: Settings, worker: str) -> dict[str, Any]:
+def warm_pool_size(settings: Settings, sessions: int) -> int:
+    """Job processes kept warm: the setting, else one per session the worker admits, so a
+    whole class arriving at the bell finds a process each (a cold one starts on the CPUs
+    the class is already greeting with)."""
+    return settings.num_idle_processes or sessions
+
+
+def warm_pool_follows_jobs(server: AgentServer, sessions: int) -> None:
+    """Keep no more processes warm than the sessions still free, from the moment a job
+    takes one. The framework lowers its pool's target only on its 0.5 s load tick, and its
+    pool tops itself up every 0.1 s: at the bell each taken process is replaced by a new one
+    (its prewarm on the core the class is being greeted on) that no student can use."""
+
+    def follow(_proc: object = None) -> None:
+        # the framework's pool exists once the server runs; no public handle on it
+        pool = server._proc_pool
+        free = max(0, sessions - len(server.active_jobs))
+        pool.set_target_idle_processes(min(pool._default_num_idle_processes, free))
+
+    def on_started() -> None:
+        server._proc_pool.on("process_job_launched", follow)
+        server._proc_pool.on("process_closed", follow)
+
+    server.on("worker_started", on_started)
+
+
+def server_options(settings: Settings, worker: str, usable: float | None = None) -> dict[str, Any]:
     """`AgentServer` keyword arguments: health port, preloads, capacity and admission, warm
-    pool, drain, memory guard and, if asked for, Prometheus."""
-    usable = usable_cpus()
+    pool, drain, memory guard and, if asked for, Prometheus. `usable`: the CPUs the worker
+    may use (read here if not given)."""
+    usable = usable_cpus() if usable is None else usable
     sessions = capacity(settings, usable)
     # WORKER_CPU_LIMIT=1: only the session count limits the worker (nothing to measure)
     cpu_share = TreeCpuShare(usable).share if settings.worker_cpu_limit < 1 else None
@@ -110,7 +144,7 @@ def server_options(settings: Settings, worker: str) -> dict[str, Any]:
         "preload_modules": PRELOAD_MODULES,
         "load_fnc": capacity_load(sessions, settings.worker_cpu_limit, cpu_share),
         "load_threshold": 1.0,  # unavailable once every session slot is taken
-        "num_idle_processes": settings.num_idle_processes or min(sessions, 8),
+        "num_idle_processes": warm_pool_size(settings, sessions),
         "drain_timeout": settings.drain_timeout,
         "job_memory_limit_mb": settings.job_memory_limit_mb,
     }
@@ -182,7 +216,9 @@ def worker_server(
 ) -> AgentServer:
     """A named worker's `AgentServer`: its options, its main-process maintenance (alerts,
     retention) and its published health port."""
-    server = AgentServer(setup_fnc=setup_fnc, **server_options(settings, worker))
+    usable = usable_cpus()
+    server = AgentServer(setup_fnc=setup_fnc, **server_options(settings, worker, usable))
+    warm_pool_follows_jobs(server, capacity(settings, usable))
     schedule_maintenance(server, settings)
     schedule_line_warmup(server, settings, worker)
     publish_health_port(server, worker)

@@ -123,6 +123,10 @@ async def run_tutor_job(
         start_options["room_options"] = room_options(
             plan.student, settings, input_sample_rate=deps.input_sample_rate
         )
+        # the framework would otherwise let anyone in the room drive the session over its
+        # session topic (read the tutor's instructions, send a turn that was never spoken,
+        # mute its captions) and stream every session event to the room
+        start_options["session_host"] = False
 
     leaving = False  # set once: this job is on its way out of the room
     watcher: asyncio.Task[None] | None = None  # ends the job when the student leaves
