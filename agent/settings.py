@@ -153,6 +153,10 @@ class Settings(LiveKitSettings, RecordsSettings, TurnSettings):
     # much without a break for 10 s: they are falling behind real time); 1: never
     worker_cpu_limit: float = Field(default=0.9, gt=0, le=1)
     num_idle_processes: int = Field(default=0, ge=0)
+    # where a worker runs its jobs: a process each (isolated: a crash or a memory limit
+    # ends one conversation), or a thread each in the worker's own process (one FFI runtime
+    # and one interpreter for all: half the CPU to start a job, one core per worker)
+    job_executor: Literal["process", "thread"] = "process"
     drain_timeout: int = Field(default=600, ge=0)
     job_memory_limit_mb: float = Field(default=0, ge=0)
 

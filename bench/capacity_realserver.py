@@ -52,6 +52,7 @@ QUIET = 1.5  # a tutor quiet this long has finished its utterance
 NO_TUTOR = 20.0  # a student with no tutor audio by then has no tutor (the page's busy wait)
 WARNING = re.compile(r'"level":\s*"WARNING"|\bWARNING\b')
 ERROR = re.compile(r'"level":\s*"(ERROR|CRITICAL)"|\b(ERROR|CRITICAL)\b')
+READY = re.compile(r"process initialized|job runner initialized")
 MESSAGE = re.compile(r'"message":\s*"([^"]{0,80})')
 
 
@@ -204,10 +205,10 @@ def default_capacity() -> int:
 
 
 async def wait_for_warm_pool(worker: realserver.Process, processes: int) -> None:
-    """Until the worker's warm job processes are ready (each logs its prewarm), so that a
-    level measures serving, not the worker's own start."""
+    """Until the worker's warm job processes (or threads, `JOB_EXECUTOR=thread`) are ready
+    (each logs its prewarm), so that a level measures serving, not the worker's own start."""
     deadline = time.monotonic() + 120
-    while worker.text().count("process initialized") < processes:
+    while len(READY.findall(worker.text())) < processes:
         if time.monotonic() > deadline:
             break  # measured anyway: the table says how the greeting suffered
         await asyncio.sleep(0.2)

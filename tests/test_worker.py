@@ -221,6 +221,12 @@ def test_admission_follows_the_configured_capacity_not_the_machines_cpu() -> Non
 
     # a warm process per session the worker admits: a class at the bell finds one each
     assert default["num_idle_processes"] == max(1, int(6 * usable_cpus()))
+    # jobs in processes of their own unless the operator chooses threads
+    from livekit.agents import JobExecutorType
+
+    assert AgentServer(**default)._job_executor_type == JobExecutorType.PROCESS
+    threaded = server_options(load_settings(job_executor="thread"), "learning-orchestrator")
+    assert AgentServer(**threaded)._job_executor_type == JobExecutorType.THREAD
 
 
 def test_a_class_taking_the_warm_processes_starts_no_new_one_it_cannot_use() -> None:

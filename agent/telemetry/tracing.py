@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 
 from livekit.agents.telemetry import set_tracer_provider
@@ -13,13 +14,15 @@ from opentelemetry.sdk.trace.export import BatchSpanProcessor
 logger = logging.getLogger("tutor.telemetry")
 
 
+@functools.cache
 def configure_tracing(
     endpoint: str, *, service: str, allow_pii: bool = False
 ) -> TracerProvider | None:
-    """Export the framework's spans and ours over OTLP/HTTP to `endpoint`; once per process.
+    """Export the framework's spans and ours over OTLP/HTTP to `endpoint`; once per process
+    (a worker running its jobs in threads prewarms each in the same process).
 
-    `allow_pii` False (the default) makes the framework strip conversation text from every
-    span before export: a child's words do not leave in traces unless an operator says so.
+        `allow_pii` False (the default) makes the framework strip conversation text from every
+        span before export: a child's words do not leave in traces unless an operator says so.
     """
     if not endpoint:
         return None

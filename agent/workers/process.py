@@ -18,7 +18,7 @@ from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
-from livekit.agents import AgentServer, JobContext, JobProcess
+from livekit.agents import AgentServer, JobContext, JobExecutorType, JobProcess
 
 from agent.records import RecordsStore, RecordWriter
 from agent.safety.alerts import deliver_forever, delivery_config
@@ -145,6 +145,7 @@ def server_options(settings: Settings, worker: str, usable: float | None = None)
         "load_fnc": capacity_load(sessions, settings.worker_cpu_limit, cpu_share),
         "load_threshold": 1.0,  # unavailable once every session slot is taken
         "num_idle_processes": warm_pool_size(settings, sessions),
+        "job_executor_type": JobExecutorType(settings.job_executor),
         "drain_timeout": settings.drain_timeout,
         "job_memory_limit_mb": settings.job_memory_limit_mb,
     }
