@@ -104,8 +104,8 @@ class Level:
 def utterance_gaps(loud: list[float], start: float, end: float) -> list[float]:
     """Silences longer than GAP between consecutive loud frames heard in [start, end)."""
     times = [t for t in loud if start <= t < end]
-    frame = HEARD_FRAME
-    return [b - a - frame for a, b in itertools.pairwise(times) if b - a - frame > GAP]
+    silences = (b - a - HEARD_FRAME for a, b in itertools.pairwise(times))
+    return [silence for silence in silences if silence > GAP]
 
 
 def tutor_loud(student: Student) -> list[float]:

@@ -21,8 +21,8 @@ def configure_tracing(
     """Export the framework's spans and ours over OTLP/HTTP to `endpoint`; once per process
     (a worker running its jobs in threads prewarms each in the same process).
 
-        `allow_pii` False (the default) makes the framework strip conversation text from every
-        span before export: a child's words do not leave in traces unless an operator says so.
+    `allow_pii` False (the default) makes the framework strip conversation text from every
+    span before export: a child's words do not leave in traces unless an operator says so.
     """
     if not endpoint:
         return None

@@ -118,7 +118,7 @@ def warm_pool_follows_jobs(server: AgentServer, sessions: int) -> None:
     pool tops itself up every 0.1 s: at the bell each taken process is replaced by a new one
     (its prewarm on the core the class is being greeted on) that no student can use."""
 
-    def follow(_proc: object = None) -> None:
+    def follow(_proc: object) -> None:
         # the framework's pool exists once the server runs; no public handle on it
         pool = server._proc_pool
         free = max(0, sessions - len(server.active_jobs))
