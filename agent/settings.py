@@ -155,7 +155,7 @@ class Settings(LiveKitSettings, RecordsSettings, TurnSettings):
     num_idle_processes: int = Field(default=0, ge=0)
     # where a worker runs its jobs: a process each (isolated: a crash or a memory limit
     # ends one conversation), or a thread each in the worker's own process (one FFI runtime
-    # and one interpreter for all: half the CPU to start a job, one core per worker)
+    # and one interpreter for all: half the CPU to start a job; it admits one core's sessions)
     job_executor: Literal["process", "thread"] = "process"
     drain_timeout: int = Field(default=600, ge=0)
     job_memory_limit_mb: float = Field(default=0, ge=0)

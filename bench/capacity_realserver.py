@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import itertools
+import json
 import os
 import re
 import secrets
@@ -298,7 +299,7 @@ async def run(
     run_dir: Path,
     overrides: dict[str, str],
     single_runs: int = SINGLE_RUNS,
-) -> tuple[list[Level], Level | None]:
+) -> tuple[list[Level], Level | None, dict[str, float]]:
     server = await realserver.start_livekit(run_dir)
     models = realserver.ModelFake()
     models.questions.default = SEVEN_EIGHTS  # a class asking the same
@@ -310,6 +311,7 @@ async def run(
     results: list[Level] = []
     busy: Level | None = None
     try:
+        floor = await connect_floor(server.url)
         for n in levels:
             # the baseline every level is held to: one student's figures, from several runs
             runs = single_runs if n == 1 else 1
@@ -325,16 +327,38 @@ async def run(
     finally:
         models.stop()
         await server.process.stop()
-    return results, busy
+    return results, busy, floor
 
 
-def summary(levels: list[Level], busy: Level | None) -> str:
+async def connect_floor(url: str) -> dict[str, float]:
+    """`bench.connect_cost` on the worker's core while nothing else runs there."""
+    child = await asyncio.create_subprocess_exec(
+        "taskset",
+        "-c",
+        "0",
+        sys.executable,
+        "-m",
+        "bench.connect_cost",
+        url,
+        realserver.API_KEY_ID,
+        realserver.API_SECRET,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.DEVNULL,
+    )
+    out, _ = await asyncio.wait_for(child.communicate(), timeout=120)
+    if child.returncode:
+        raise RuntimeError(f"bench.connect_cost exited {child.returncode}")
+    return json.loads(out.decode().strip().splitlines()[-1])
+
+
+def summary(levels: list[Level], busy: Level | None, floor: dict[str, float]) -> str:
     single = levels[0]
     held = max((lv.students for lv in levels if not within(lv, single)), default=0)
     body = (
         f"Largest class within 10% of one student's figures: **{held} students** on one "
         "worker core.\n\n"
     )
+    body += floor_sentence(floor, max(lv.students for lv in levels), single) + "\n\n"
     body += table(HEADERS, level_rows(levels, single))
     if busy is not None:
         body += (
@@ -352,6 +376,24 @@ def summary(levels: list[Level], busy: Level | None) -> str:
         body += "\n\nWhat a student missed:"
         body += "".join(f"\n- {n} x {text[:160]}" for text, n in problems.most_common(5))
     return body
+
+
+def floor_sentence(floor: dict[str, float], n: int, single: Level) -> str:
+    """The SDK's own cost of N tutors joining on one core, against the greeting's margin: the
+    middle student's tutor is in its room after at least N/2 joins, one more than a lone
+    student's wait for every join past the first."""
+    greeting = statistics.median(single.greetings()) if single.greetings() else 0.0
+    more = max(0, n // 2 - 1)
+    return (
+        f"The SDK's floor (`bench.connect_cost`, no product code): one `rtc.Room` connect and "
+        f"audio publish took {1000 * floor['first']:.0f} ms of CPU in a fresh process (a job "
+        f"in a process of its own) and {1000 * floor['warm']:.0f} ms with the runtime warm "
+        f"(a job in a thread). With {n} tutors joining at once on one core, the middle "
+        f"student's tutor waits for {more} joins more than a lone student's: "
+        f"{more * floor['first']:.2f} s / {more * floor['warm']:.2f} s before any session "
+        f"starts, against a margin of {TOLERANCE * greeting:.2f} s (10% of one student's "
+        "greeting)."
+    )
 
 
 NOTES = """How to read it: a real LiveKit server (v1.9.12) in its network namespace; the
@@ -411,11 +453,13 @@ def main(argv: list[str]) -> int:
     with realserver.run_directory() as run_dir:
         print(f"logs: {run_dir}", file=sys.stderr)
         single_runs = 1 if args.quick else SINGLE_RUNS
-        results, busy = asyncio.run(run(levels, args.overload, run_dir, overrides, single_runs))
+        results, busy, floor = asyncio.run(
+            run(levels, args.overload, run_dir, overrides, single_runs)
+        )
     settings = ", ".join(args.set) or "the shipped defaults"
     report(
         f"Capacity on the real server: students at once on one worker core ({settings})",
-        summary(results, busy),
+        summary(results, busy, floor),
         append=not args.no_append,
         notes=NOTES.format(gap=GAP),
     )

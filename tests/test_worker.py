@@ -229,6 +229,57 @@ def test_admission_follows_the_configured_capacity_not_the_machines_cpu() -> Non
     assert AgentServer(**threaded)._job_executor_type == JobExecutorType.THREAD
 
 
+THREAD_JOBS_CONNECT = """
+import gc, sys, threading
+from livekit.rtc._ffi_client import FfiClient
+from agent.settings import load_settings
+from agent.workers.process import PRELOAD_MODULES, worker_server
+
+worker_server(lambda proc: None, load_settings(job_executor=sys.argv[1]), "learning-orchestrator")
+print("created" if FfiClient._instance is not None else "none")
+print("preloaded" if all(name in sys.modules for name in PRELOAD_MODULES) else "on-demand")
+print("frozen" if gc.get_freeze_count() else "collected")
+if sys.argv[1] == "thread":
+    jobs = 10
+    at_once = threading.Barrier(jobs)
+    clients = []
+
+    def connect():  # what each job thread's Room.connect reaches first
+        at_once.wait()
+        clients.append(id(FfiClient.instance))
+
+    threads = [threading.Thread(target=connect) for _ in range(jobs)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    print(len(set(clients)))
+"""
+
+
+def test_jobs_in_threads_share_one_rtc_client_and_the_workers_preloads() -> None:
+    """livekit 1.1.21 creates its FFI client on first use without a lock: ten job threads
+    connecting at once made ten, and a job listening to a client that lost the race never
+    heard its own connect (on the real server the SDK then ended the whole worker). Each
+    worker in a fresh interpreter, as it starts."""
+
+    def start(executor: str) -> list[str]:
+        done = subprocess.run(
+            [sys.executable, "-c", THREAD_JOBS_CONNECT, executor],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=True,
+        )
+        return done.stdout.split()
+
+    # and what the forkserver imports for job processes, the worker imported for its threads
+    # (frozen: the collector's full passes leave the imports alone)
+    assert start("thread") == ["created", "preloaded", "frozen", "1"]
+    # jobs in processes: the worker's own process starts no runtime (its forks could not use it)
+    assert start("process")[0] == "none"
+
+
 def test_a_class_taking_the_warm_processes_starts_no_new_one_it_cannot_use() -> None:
     from types import SimpleNamespace
 
@@ -436,6 +487,21 @@ def test_a_worker_in_a_one_cpu_container_admits_one_cores_sessions(tmp_path: Pat
     assert capacity(settings, 1.5) == 6
     # no limit anywhere: the CPUs the process may run on
     assert usable_cpus(tmp_path / "none", tmp_path / "missing") == len(os.sched_getaffinity(0))
+
+
+def test_a_worker_running_its_jobs_in_threads_admits_one_cores_sessions() -> None:
+    """One interpreter runs every job's Python, one thread at a time: four cores give a
+    worker with threads no more room than one (more cores: more workers), and its CPU
+    guard counts one core as all of it."""
+    from agent.workers.process import capacity, job_cpus
+
+    threads = load_settings(worker_sessions_per_core=6, job_executor="thread")
+    processes = load_settings(worker_sessions_per_core=6, job_executor="process")
+    assert capacity(threads, 4.0) == 6 and capacity(processes, 4.0) == 24
+    assert capacity(threads, 0.5) == capacity(processes, 0.5) == 3  # a quota below a core
+    options = server_options(threads, "learning-orchestrator", 4.0)
+    assert options["num_idle_processes"] == 6  # a warm thread per session it admits
+    assert job_cpus(threads, 4.0) == 1.0 and job_cpus(processes, 4.0) == 4.0  # the CPU guard's
 
 
 def test_a_worker_pinned_to_one_core_admits_one_cores_sessions() -> None:

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
+import importlib
 import logging
 import tempfile
 import threading
@@ -64,12 +66,19 @@ PRELOAD_MODULES = [
 
 
 def capacity(settings: Settings, cpus: float | None = None) -> int:
-    """Sessions this worker accepts: the setting, else per core times the CPUs it may really
-    use (`usable_cpus`: affinity and cgroup quota), at least one."""
+    """Sessions this worker accepts: the setting, else per core times the CPUs its jobs can
+    use (`job_cpus` of `usable_cpus`: affinity and cgroup quota), at least one."""
     if settings.worker_capacity:
         return settings.worker_capacity
     usable = usable_cpus() if cpus is None else cpus
-    return max(1, int(settings.worker_sessions_per_core * usable))
+    return max(1, int(settings.worker_sessions_per_core * job_cpus(settings, usable)))
+
+
+def job_cpus(settings: Settings, usable: float) -> float:
+    """The CPUs a worker's jobs can keep busy: all it may use, with a process each; with
+    threads one interpreter runs every job's Python, one thread at a time: one core at most
+    (more cores: more workers)."""
+    return min(usable, 1.0) if settings.job_executor == "thread" else usable
 
 
 def capacity_load(
@@ -138,7 +147,8 @@ def server_options(settings: Settings, worker: str, usable: float | None = None)
     usable = usable_cpus() if usable is None else usable
     sessions = capacity(settings, usable)
     # WORKER_CPU_LIMIT=1: only the session count limits the worker (nothing to measure)
-    cpu_share = TreeCpuShare(usable).share if settings.worker_cpu_limit < 1 else None
+    busy_at = TreeCpuShare(job_cpus(settings, usable))
+    cpu_share = busy_at.share if settings.worker_cpu_limit < 1 else None
     options: dict[str, Any] = {
         "port": settings.worker_http_port,
         "preload_modules": PRELOAD_MODULES,
@@ -218,12 +228,37 @@ def worker_server(
     """A named worker's `AgentServer`: its options, its main-process maintenance (alerts,
     retention) and its published health port."""
     usable = usable_cpus()
+    if settings.job_executor == "thread":
+        prepare_job_threads()
     server = AgentServer(setup_fnc=setup_fnc, **server_options(settings, worker, usable))
     warm_pool_follows_jobs(server, capacity(settings, usable))
     schedule_maintenance(server, settings)
     schedule_line_warmup(server, settings, worker)
     publish_health_port(server, worker)
     return server
+
+
+def prepare_job_threads() -> None:
+    """Jobs in threads have no forkserver: the worker's own process does its work once, on
+    this thread, before any job thread exists.
+
+    - `PRELOAD_MODULES` and the framework's own warm-up (else the first jobs import them at
+      the bell, alembic among them), then frozen out of the collector's reach: one heap holds
+      every session, and a full collection that walked the imports too held every loop
+      200-270 ms at the bell.
+    - The one FFI client every job shares. livekit 1.1.21 creates it on first use without a
+      lock: ten job threads connecting at once made ten (at times a panic in the native
+      runtime). A job listening to a client that lost the race never hears its own connect,
+      and 15 s later the SDK ends the process over that room's unfinished handshake: every
+      student on the worker loses their tutor.
+    """
+    from livekit.rtc._ffi_client import FfiClient
+
+    for module in [*PRELOAD_MODULES, "livekit.agents.ipc._preload"]:
+        importlib.import_module(module)
+    FfiClient.instance  # noqa: B018  (created on first access)
+    gc.collect()
+    gc.freeze()
 
 
 def publish_health_port(server: AgentServer, worker: str) -> None:
