@@ -46,6 +46,9 @@ from tests.test_web_browser import screenshot
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 WAIT_MS = int(TURN * 1000)
+# a room the server made again after a lost node, for a lost job's attempt to resume: it
+# closes it itself about a minute later
+LEFTOVER_ROOM_TIMEOUT = 2 * TURN
 
 
 async def transcript(env: dict[str, str], session_id: str) -> list[tuple[str, str]]:
@@ -207,7 +210,13 @@ async def test_a_lost_server_node_is_survived_through_the_one_url(
         # over 60 s): a server-side leftover that speaks no word, left open in issue 22.
 
         await page.get_by_role("button", name="Leave").click()
-        await realserver.wait_until_empty(lk, joined["room"])
+        # The lost job's connection is relayed through the live node, which notices the lost
+        # one only seconds after the kill; the job's SDK then tries to resume once. If the
+        # student has left by then, the server makes the room again for that attempt (and
+        # refuses it: "could not restart participant"): nobody in it, no tutor sent to it,
+        # closed by the server about a minute later (seen in CI). So the room is waited on
+        # for that clean-up too.
+        await realserver.wait_until_empty(lk, joined["room"], timeout=LEFTOVER_ROOM_TIMEOUT)
         turns = await transcript(env, session_of(joined))
         assert turns[-1] == ("math", welcome_back(SEVEN_EIGHTS)), turns
         assert len(set(turns)) == len(turns), turns  # every turn once
