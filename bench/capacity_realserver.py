@@ -340,8 +340,6 @@ async def connect_floor(url: str) -> dict[str, float]:
         "-m",
         "bench.connect_cost",
         url,
-        realserver.API_KEY_ID,
-        realserver.API_SECRET,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.DEVNULL,
     )

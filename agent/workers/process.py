@@ -147,8 +147,9 @@ def server_options(settings: Settings, worker: str, usable: float | None = None)
     usable = usable_cpus() if usable is None else usable
     sessions = capacity(settings, usable)
     # WORKER_CPU_LIMIT=1: only the session count limits the worker (nothing to measure)
-    busy_at = TreeCpuShare(job_cpus(settings, usable))
-    cpu_share = busy_at.share if settings.worker_cpu_limit < 1 else None
+    cpu_share = (
+        TreeCpuShare(job_cpus(settings, usable)).share if settings.worker_cpu_limit < 1 else None
+    )
     options: dict[str, Any] = {
         "port": settings.worker_http_port,
         "preload_modules": PRELOAD_MODULES,

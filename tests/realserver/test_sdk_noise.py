@@ -6,12 +6,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import secrets
 import subprocess
 import threading
 
 import pytest
-from livekit import api, rtc
+from livekit import rtc
 
 from tests.support import realserver
 from tests.support.realserver import SDK_DATA_TRACK_ERROR, SDK_NOISE, LiveKitServer
@@ -42,13 +41,7 @@ async def test_a_bare_room_that_connects_logs_the_sdks_data_track_error(
     sdk.addHandler(seen)
     room = rtc.Room()
     try:
-        token = (
-            api.AccessToken(realserver.API_KEY_ID, realserver.API_SECRET)
-            .with_identity("bare")
-            .with_grants(api.VideoGrants(room_join=True, room=f"bare-{secrets.token_hex(4)}"))
-            .to_jwt()
-        )
-        await room.connect(livekit.url, token)
+        await room.connect(livekit.url, realserver.bare_token("bare", "bare"))
         logged = await asyncio.to_thread(seen.wanted.wait, 10.0)
     finally:
         await room.disconnect()

@@ -15,6 +15,7 @@ import contextlib
 import io
 import os
 import re
+import secrets
 import shutil
 import signal
 import socket
@@ -489,6 +490,17 @@ async def ask(student: Student, models: ModelFake, speech_dir: Path, question: s
     await student.wait_for(lambda: student.quiet_since(1.0), TURN, "a quiet moment")
     models.questions.expect(question)
     return await student.say(espeak_wav(question, speech_dir))
+
+
+def bare_token(prefix: str, identity: str) -> str:
+    """A join token for a fresh room named `prefix-…` and nothing else: no dispatch, no room
+    configuration (an SDK measured or observed alone)."""
+    return (
+        api.AccessToken(API_KEY_ID, API_SECRET)
+        .with_identity(identity)
+        .with_grants(api.VideoGrants(room_join=True, room=f"{prefix}-{secrets.token_hex(4)}"))
+        .to_jwt()
+    )
 
 
 async def room_state(server_api: api.LiveKitAPI, room: str) -> tuple[list[str], int]:
