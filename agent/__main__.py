@@ -17,11 +17,11 @@ import sys
 from collections.abc import Sequence
 from datetime import timedelta
 
+from agent.config.roster import RosterError
+from agent.config.settings import LiveKitSettings, SettingsError, load_settings
+from agent.dispatch.token import DEFAULT_TTL, TokenRequestError, check_name, student_token
 from agent.records import cli as records_cli
 from agent.safety import cli as alerts_cli
-from agent.settings import LiveKitSettings, SettingsError, load_settings
-from agent.token import DEFAULT_TTL, TokenRequestError, check_name, student_token
-from agent.tutors.roster import RosterError
 from agent.web import cli as web_cli
 
 PLAYGROUND_STEPS = """\

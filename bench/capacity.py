@@ -9,7 +9,7 @@ runs the orchestrator's job body (`run_tutor_job` with the session models the wo
 entrypoint passes: its STT, VAD, LLM, TTS and turn handling, so the framework's local
 end-of-turn model) with no room: a simulated student speaks a recorded question at
 real-time pace into the session and listens on a real-time sink (`bench/sim_audio.py`). The
-model clients talk HTTP to the wire-compatible OpenAI server (`tests/fakes/openai_server`)
+model clients talk HTTP to the wire-compatible OpenAI server (`harness/fakes/openai_server`)
 in the benchmark's own process.
 
 Cores: the job processes are pinned to one core (the last one this process may use), the
@@ -31,8 +31,6 @@ import inspect
 import json
 import logging
 import os
-import re
-import resource
 import statistics
 import sys
 import tempfile
@@ -43,12 +41,22 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from bench.report import percentile, report, table
+from harness import QUESTION_WAV as FIXTURE
+from harness.measure import (
+    CLOUD_ENV,
+    WarningCounter,
+    busy_share,
+    core_ticks,
+    cpu_seconds,
+    forkserver_context,
+    pin_process,
+    read_memory_kib,
+)
+from harness.report import percentile, report, table
 
 if TYPE_CHECKING:
     from livekit.agents import JobContext, JobProcess
 
-FIXTURE = Path(__file__).resolve().parent / "fixtures" / "question.wav"
 SOCKET_ENV = "BENCH_CAPACITY_SOCKET"  # where a job reports (a Unix socket of this process)
 CORE_ENV = "BENCH_CAPACITY_CORE"  # the core job processes pin themselves to ("" = none)
 
@@ -69,7 +77,7 @@ LEVEL_TIMEOUT = 300.0  # failure guard only: nothing waits for it to pass
 LOAD_SAMPLE_INTERVAL = 0.5  # as often as the worker asks its load function
 
 # the settings the orchestrator worker reads, pointed at the fakes (the model names are
-# the ones `tests.fakes.production.chat_script` scripts by)
+# the ones `harness.fakes.production.chat_script` scripts by)
 LOOPBACK_ENV = {
     "LIVEKIT_URL": "ws://127.0.0.1:7880",  # never connected to: the jobs have no room
     "LIVEKIT_API_KEY": "devkey",
@@ -110,38 +118,6 @@ class SessionResult:
     threads: int  # the process's threads at the end of the talk (native ones included)
 
 
-class _WarningCounter(logging.Handler):
-    """Warnings counted by message, numbers masked (`pid`: only those logged by `pid`)."""
-
-    def __init__(self, pid: int | None = None, level: int = logging.WARNING) -> None:
-        super().__init__(level=level)
-        self.counts: Counter[str] = Counter()
-        self._pid = pid
-
-    def emit(self, record: logging.LogRecord) -> None:
-        if self._pid is not None and record.process != self._pid:
-            return
-        lines = record.getMessage().strip().splitlines() or [""]
-        key = lines[0]
-        if record.exc_info and record.exc_info[1] is not None:
-            key += f" ({type(record.exc_info[1]).__name__}: {record.exc_info[1]})"
-        elif len(lines) > 1:  # a traceback forwarded as text: its last line names the error
-            key += f" ({lines[-1].strip()})"
-        self.counts[re.sub(r"\d+", "N", key)[:200]] += 1
-
-
-def pin_process(cpus: set[int]) -> None:
-    """Pin every thread of this process (threads started later inherit it)."""
-    for tid in os.listdir("/proc/self/task"):
-        with contextlib.suppress(ProcessLookupError, PermissionError):  # a thread just ended
-            os.sched_setaffinity(int(tid), cpus)
-
-
-def cpu_seconds() -> float:
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    return usage.ru_utime + usage.ru_stime
-
-
 def job_setup(proc: JobProcess) -> None:
     """The process pool's `setup_fnc`: pin to the job core, then the worker's own prewarm."""
     if core := os.environ.get(CORE_ENV):
@@ -174,11 +150,11 @@ class _Channel:
 async def job_entrypoint(ctx: JobContext) -> None:
     """The process pool's job entrypoint: the orchestrator's job body on simulated audio."""
     from agent.workers import orchestrator
+    from agent.workers.entry import TUTOR_MODELS_KEY, session_models
+    from agent.workers.job import JobDeps, run_tutor_job
     from agent.workers.models import dispatcher_for
-    from agent.workers.process import job_moderator, job_writer
-    from agent.workers.roster_worker import TUTOR_MODELS_KEY, session_models
-    from agent.workers.runner import JobDeps, run_tutor_job
-    from bench.sim_audio import RealtimeSink, SimStudent, load_clip
+    from agent.workers.server import job_moderator, job_writer
+    from harness.sim_audio import RealtimeSink, SimStudent, load_clip
 
     channel = _Channel(*await asyncio.open_unix_connection(os.environ[SOCKET_ENV]))
     await channel.send("hello", ctx.job.room.name)  # (a fake job's mock room is "console")
@@ -195,7 +171,7 @@ async def job_entrypoint(ctx: JobContext) -> None:
         answer_timeout=ANSWER_TIMEOUT,
     )
     heard: list[float] = []
-    warnings = _WarningCounter()
+    warnings = WarningCounter()
     start_warnings: Counter[str] = Counter()
 
     def on_playback(_: Any) -> None:
@@ -210,7 +186,7 @@ async def job_entrypoint(ctx: JobContext) -> None:
         session.input.audio = student
         session.output.audio = sink
 
-    # what the orchestrator's entrypoint passes (agent/workers/roster_worker.py), no room
+    # what the orchestrator's entrypoint passes (agent/workers/entry.py), no room
     dispatcher = dispatcher_for(settings)
     ctx.add_shutdown_callback(dispatcher.aclose)
     plan = orchestrator.plan
@@ -355,30 +331,6 @@ def breaks(level: LevelResult, single: LevelResult) -> list[str]:
     return reasons
 
 
-def read_memory_kib(pid: int) -> tuple[int, int]:
-    from bench.density import read_memory_kib as read
-
-    return read(pid)
-
-
-def core_ticks(core: int | None) -> tuple[int, int]:
-    """(busy, total) clock ticks of one core (None: all cores) since boot, /proc/stat."""
-    name = "cpu" if core is None else f"cpu{core}"
-    with open("/proc/stat") as f:
-        for line in f:
-            fields = line.split()
-            if fields[0] == name:
-                ticks = [int(x) for x in fields[1:9]]
-                idle = ticks[3] + ticks[4]  # idle + iowait
-                return sum(ticks) - idle, sum(ticks)
-    raise LookupError(name)
-
-
-def busy_share(before: tuple[int, int], after: tuple[int, int]) -> float:
-    total = after[1] - before[1]
-    return (after[0] - before[0]) / total if total else 0.0
-
-
 @dataclass
 class Frameworks:
     """The framework's defaults (read from the installed livekit-agents) and the project's."""
@@ -400,8 +352,8 @@ def framework_defaults() -> Frameworks:
     from livekit.agents import AgentServer, WorkerOptions
     from livekit.agents.worker import ServerEnvOption
 
-    from agent.settings import load_settings
-    from agent.workers.process import capacity, server_options
+    from agent.config.settings import load_settings
+    from agent.workers.server import capacity, server_options
 
     params = inspect.signature(AgentServer.__init__).parameters
     options = WorkerOptions(entrypoint_fnc=job_entrypoint)
@@ -451,7 +403,7 @@ def job_info(n: int, i: int, worker: str) -> Any:
     from livekit.agents.job import JobAcceptArguments, RunningJobInfo
     from livekit.protocol import agent, models
 
-    from agent.dispatch_metadata import dispatch_metadata
+    from agent.dispatch.metadata import dispatch_metadata
 
     room = f"capacity-{n}-{i}"
     job = agent.Job(
@@ -478,7 +430,7 @@ async def run_level(
     from livekit.agents import JobExecutorType
     from livekit.agents.ipc.proc_pool import ProcPool
 
-    pool_warnings = _WarningCounter(pid=os.getpid())  # the pool's own, not the jobs' logs
+    pool_warnings = WarningCounter(pid=os.getpid())  # the pool's own, not the jobs' logs
     logging.getLogger().addHandler(pool_warnings)
     started = time.monotonic()
     pool = ProcPool(
@@ -828,7 +780,7 @@ class Options:
 
 
 def project_input_rate() -> int:
-    from agent.settings import Settings
+    from agent.config.settings import Settings
 
     return int(Settings.model_fields["audio_input_sample_rate"].default)
 
@@ -887,9 +839,8 @@ def parse_options(argv: list[str]) -> Options:
 def configure_environment(fake_url: str, workdir: Path, job_core: int | None) -> str:
     """The orchestrator worker's settings, pointed at the fakes (inherited by the
     forkserver, hence by every job process). Returns the records URL."""
-    from bench.density import CLOUD_ENV
-    from tests.fakes.openai_server import API_KEY
-    from tests.fakes.production import MODELS
+    from harness.fakes.openai_server import API_KEY
+    from harness.fakes.production import MODELS
 
     records_url = f"sqlite+aiosqlite:///{workdir / 'tutor.db'}"
     env = {
@@ -925,9 +876,8 @@ async def migrate(url: str) -> None:
 
 
 async def run_levels(opts: Options, workdir: Path, job_core: int | None) -> Outcome:
-    from bench.density import forkserver_context
-    from tests.fakes.openai_server import FakeOpenAI
-    from tests.fakes.production import SEVEN_EIGHTS, chat_script
+    from harness.fakes.openai_server import FakeOpenAI
+    from harness.fakes.production import SEVEN_EIGHTS, chat_script
 
     fake = FakeOpenAI(
         chat=chat_script,
@@ -944,7 +894,7 @@ async def run_levels(opts: Options, workdir: Path, job_core: int | None) -> Outc
         mp_ctx = forkserver_context()
         hub = Hub(os.environ[SOCKET_ENV])
         await hub.start()
-        errors = _WarningCounter(level=logging.ERROR)
+        errors = WarningCounter(level=logging.ERROR)
         logging.getLogger().addHandler(errors)
         levels: list[LevelResult] = []
         held = broke = None

@@ -36,13 +36,13 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from agent.settings import LiveKitSettings
-from agent.token import student_token
-from bench.capacity import busy_share, core_ticks
-from bench.report import percentile, report, table
-from tests.fakes.production import FIFTY_SIX, GREETING, SEVEN_EIGHTS
-from tests.support import realserver
-from tests.support.student import HEARD_FRAME, Student, join
+from agent.config.settings import LiveKitSettings
+from agent.dispatch.token import student_token
+from harness import realserver
+from harness.fakes.production import FIFTY_SIX, GREETING, SEVEN_EIGHTS
+from harness.measure import busy_share, core_ticks
+from harness.report import percentile, report, table
+from harness.student import HEARD_FRAME, Student, join
 
 DEFAULT_LEVELS = (1, 4, 6, 8, 10, 12)
 QUICK_LEVELS = (1, 2)
@@ -200,7 +200,7 @@ async def run_level(
 
 def default_capacity() -> int:
     """What a worker pinned to one core admits by default (`WORKER_SESSIONS_PER_CORE`)."""
-    from agent.settings import Settings
+    from agent.config.settings import Settings
 
     return int(Settings.model_fields["worker_sessions_per_core"].default)
 

@@ -14,20 +14,15 @@ from __future__ import annotations
 
 import asyncio
 import json
-import resource
 import statistics
 import sys
 
 from livekit import rtc
 
-from tests.support.realserver import bare_token
+from harness.measure import cpu_seconds
+from harness.realserver import bare_token
 
 ROOMS = 9
-
-
-def cpu_seconds() -> float:
-    used = resource.getrusage(resource.RUSAGE_SELF)
-    return used.ru_utime + used.ru_stime
 
 
 async def join_once(url: str) -> float:

@@ -18,7 +18,7 @@ import os
 import time
 from typing import Any
 
-from bench.report import percentile, report, table
+from harness.report import percentile, report, table
 
 LLM_TTFT, TTS_TTFB = 0.3, 0.15
 
@@ -33,18 +33,18 @@ LOOPBACK_ENV = {
 
 
 async def one_crossing(prepared: bool) -> float:
-    from agent.dispatch_metadata import dispatch_metadata
-    from agent.tutors.base import Tutor, _silent_until
-    from bench.sim_audio import RealtimeSink
-    from tests.fakes.cluster import ENGLISH_WORKER, ORCHESTRATOR_WORKER, Cluster
-    from tests.fakes.openai_server import FakeOpenAI
-    from tests.fakes.production import (
+    from agent.conversation.tutor import Tutor, _silent_until
+    from agent.dispatch.metadata import dispatch_metadata
+    from harness.fakes.cluster import ENGLISH_WORKER, ORCHESTRATOR_WORKER, Cluster
+    from harness.fakes.openai_server import FakeOpenAI
+    from harness.fakes.production import (
         chat_script,
         production_models,
         realtime_script,
         settings_for,
     )
-    from tests.fakes.room import RoomHub
+    from harness.fakes.room import RoomHub
+    from harness.sim_audio import RealtimeSink
 
     original = Tutor._hold_until_floor
     if not prepared:  # the earlier design: hold the speech queue for every tutor

@@ -5,7 +5,7 @@ that preloads what the worker's forkserver preloads (the registered plugins and
 `livekit.agents.ipc._preload`), so memory shared copy-on-write is shared here too. Each
 process loads the Silero VAD once (the worker's `setup_fnc`), then runs one `AgentSession`:
 
-- ours: `agent.session.create_session` with per-tutor models as the worker wires them,
+- ours: `agent.conversation.session.create_session` with per-tutor models as the worker wires them,
   started with the orchestrator tutor (which greets the student);
 - bare: a plain `AgentSession` and `Agent(instructions=...)` that greets via `generate_reply`;
 - records: ours, recording every turn through a `RecordWriter` into one SQLite file that all
@@ -24,9 +24,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
-import multiprocessing
 import os
-import resource
 import statistics
 import sys
 import tempfile
@@ -39,18 +37,24 @@ from multiprocessing.connection import Connection, wait
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from bench.report import percentile, report, table
+from harness import QUESTION_WAV as FIXTURE
+from harness.measure import (
+    cpu_seconds,
+    forkserver_context,
+    machine_busy_seconds,
+    read_memory_kib,
+)
+from harness.report import percentile, report, table
 
 if TYPE_CHECKING:
     from livekit.agents import Agent, AgentSession, stt, vad
 
-    from tests.fakes.audio import PacedTTS
-    from tests.fakes.llm import Reply, Request, ScriptedLLM
+    from harness.fakes.audio import PacedTTS
+    from harness.fakes.llm import Reply, Request, ScriptedLLM
 
 Variant = Literal["bare", "ours", "records"]
 VARIANTS: tuple[Variant, ...] = ("bare", "ours", "records")
 
-FIXTURE = Path(__file__).resolve().parent / "fixtures" / "question.wav"
 TRANSCRIPT = "What is seven times eight?"
 GREETING = "Hi! What would you like to learn today?"
 ANSWER = "Seven times eight is fifty-six."
@@ -63,9 +67,7 @@ QUICK_LEVELS = (2,)
 QUICK_SECONDS = 15.0  # the greeting and an answered question (11 s with the stagger) + margin
 
 # the worker's own warm-up, preloaded last in its forkserver (livekit.agents.worker)
-FRAMEWORK_PRELOAD = ("livekit.agents.ipc._preload", "livekit.agents.ipc._preload_freeze")
 # env that would switch the default turn detector or interruption model to the cloud
-CLOUD_ENV = ("LIVEKIT_DEV_MODE", "LIVEKIT_REMOTE_EOT_URL")
 STAGGER_SECONDS = 4.0  # about half a question-and-answer cycle
 CORES = os.cpu_count() or 1
 SETUP_TIMEOUT = 300.0  # failure guards only: nothing waits for them to pass
@@ -166,12 +168,7 @@ class LevelResult:
 # ------------------------------------------------------------------------ session process
 
 
-def cpu_seconds() -> float:
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    return usage.ru_utime + usage.ru_stime
-
-
-class _WarningCounter(logging.Handler):
+class WarningCounter(logging.Handler):
     """Counts warnings by message template; only errors are printed."""
 
     def __init__(self) -> None:
@@ -196,14 +193,14 @@ class BuiltSession:
 
 def tutor_reply(request: Request) -> Reply:
     """The script of every fake LLM: greet first, then answer the question."""
-    from tests.fakes.llm import say
+    from harness.fakes.llm import say
 
     return say(ANSWER if request.texts("user") else GREETING)
 
 
 def _models(spec: SessionSpec, name: str) -> tuple[ScriptedLLM, PacedTTS]:
-    from tests.fakes.audio import PacedTTS
-    from tests.fakes.llm import ScriptedLLM
+    from harness.fakes.audio import PacedTTS
+    from harness.fakes.llm import ScriptedLLM
 
     # 15 characters of speech a second, synthesised 4x faster than real time
     voice = PacedTTS(ttfb=0.15, seconds_per_char=1 / 15, speedup=4.0, name=name)
@@ -227,11 +224,11 @@ def build_bare(spec: SessionSpec, vad: vad.VAD, stt: stt.STT) -> BuiltSession:
 
 def build_ours(spec: SessionSpec, vad: vad.VAD, stt: stt.STT) -> BuiltSession:
     # the modules a job of the orchestrator worker loads (runner and model wiring included)
-    import agent.workers.runner  # noqa: F401
-    from agent.session import create_session
-    from agent.state import SessionUserdata, TutorModels
-    from agent.tutors import build_tutor
-    from agent.tutors.roster import default_roster
+    import agent.workers.job  # noqa: F401
+    from agent.config.roster import default_roster
+    from agent.conversation.routing import build_tutor
+    from agent.conversation.session import create_session
+    from agent.conversation.state import SessionUserdata, TutorModels
 
     tutor_models = {}
     for kind in default_roster().tutors:
@@ -291,9 +288,9 @@ def session_process(spec: SessionSpec, conn: Connection) -> None:
 async def _run_session(spec: SessionSpec, conn: Connection) -> None:
     from livekit.plugins import silero
 
-    from bench.sim_audio import FixedTranscriptSTT, RealtimeSink, SimStudent, load_clip
+    from harness.sim_audio import FixedTranscriptSTT, RealtimeSink, SimStudent, load_clip
 
-    warnings = _WarningCounter()
+    warnings = WarningCounter()
     logging.getLogger().addHandler(warnings)
     vad = silero.VAD.load()  # the worker's setup_fnc, once per process
     sink = RealtimeSink()
@@ -351,41 +348,6 @@ async def _run_session(spec: SessionSpec, conn: Connection) -> None:
 
 
 # ---------------------------------------------------------------------------- the parent
-
-
-def machine_busy_seconds() -> float:
-    """CPU time spent by all processes on all cores since boot (/proc/stat), in seconds."""
-    with open("/proc/stat") as f:
-        ticks = [int(x) for x in f.readline().split()[1:9]]
-    idle = ticks[3] + ticks[4]  # idle + iowait
-    return (sum(ticks) - idle) / os.sysconf("SC_CLK_TCK")
-
-
-def read_memory_kib(pid: int) -> tuple[int, int]:
-    """(PSS, USS) of a process in KiB, from /proc/<pid>/smaps_rollup."""
-    fields: dict[str, int] = {}
-    with open(f"/proc/{pid}/smaps_rollup") as f:
-        for line in f:
-            name, _, rest = line.partition(":")
-            if rest.strip().endswith("kB"):
-                fields[name] = int(rest.split()[0])
-    return fields["Pss"], fields["Private_Clean"] + fields["Private_Dirty"]
-
-
-def forkserver_context() -> multiprocessing.context.ForkServerContext:
-    """A forkserver preloading what the orchestrator worker's forkserver preloads (the
-    registered plugins, the worker's `preload_modules`, the framework's warm-up)."""
-    from livekit.agents import Plugin
-    from livekit.plugins import openai, silero  # noqa: F401  (registers them, as the worker does)
-
-    for name in CLOUD_ENV:  # production defaults: local end-of-turn model, no cloud models
-        os.environ.pop(name, None)
-    from agent.workers.process import PRELOAD_MODULES
-
-    ctx = multiprocessing.get_context("forkserver")
-    plugins = [p.package for p in Plugin.registered_plugins]
-    ctx.set_forkserver_preload([*dict.fromkeys([*plugins, *PRELOAD_MODULES]), *FRAMEWORK_PRELOAD])
-    return ctx
 
 
 def _collect(conns: Sequence[Connection], expected: str, timeout: float) -> list[Any]:

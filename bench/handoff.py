@@ -2,7 +2,7 @@
 
 In-session kinds run the real tutors in a real `AgentSession` with fake models of a fixed
 latency profile and an audio output that plays at real-time pace. Cross-worker kinds run the
-real handover protocol (`agent.handover`) on the in-memory room, with speech, model and job
+real handover protocol (`agent.handover.protocol`) on the in-memory room, with speech, model and job
 start latencies simulated from the same profile. Each kind is measured for the tutor and for
 the earlier prototype's pattern, in the same run.
 """
@@ -19,7 +19,11 @@ from pathlib import Path
 
 from livekit.agents import Agent, RunContext, function_tool
 
-from agent.handover import (
+from agent.conversation.lines import LineCache, set_line_cache
+from agent.conversation.routing import build_tutor
+from agent.conversation.session import create_session
+from agent.conversation.state import SessionUserdata, TutorKind, TutorModels
+from agent.handover.protocol import (
     Outcome,
     Transfer,
     declare_ready,
@@ -27,15 +31,11 @@ from agent.handover import (
     hand_over,
     wait_for_floor,
 )
-from agent.routing import ANNOUNCEMENTS
-from agent.session import create_session
-from agent.state import SessionUserdata, TutorKind, TutorModels
-from agent.tutors import build_tutor
-from agent.tutors.lines import LineCache, set_line_cache
-from bench.report import percentile, report, table
-from tests.fakes.audio import PacedTTS, PlaybackLog, RealtimeAudioOutput
-from tests.fakes.llm import Reply, ScriptedLLM, call, say
-from tests.fakes.room import MemoryRoom, RoomHub
+from harness.fakes.audio import PacedTTS, PlaybackLog, RealtimeAudioOutput
+from harness.fakes.llm import Reply, ScriptedLLM, call, say
+from harness.fakes.room import MemoryRoom, RoomHub
+from harness.report import percentile, report, table
+from harness.rosters import ANNOUNCEMENTS
 
 QUESTION = "What is seven times eight?"
 ANSWER = "Seven times eight is fifty-six."

@@ -16,10 +16,10 @@ import time
 
 import openai
 
-from bench.report import percentile, report, table
-from tests.fakes.audio import PacedTTS, PlaybackLog, RealtimeAudioOutput
-from tests.fakes.llm import ScriptedLLM, say
-from tests.fakes.openai_server import API_KEY, FakeOpenAI
+from harness.fakes.audio import PacedTTS, PlaybackLog, RealtimeAudioOutput
+from harness.fakes.llm import ScriptedLLM, say
+from harness.fakes.openai_server import API_KEY, FakeOpenAI
+from harness.report import percentile, report, table
 
 ANSWER = "Seven times eight is fifty-six. Can you tell me what seven times nine is?"
 LLM_TTFT = 0.3
@@ -29,11 +29,11 @@ MODERATION_LATENCY = 0.15
 
 
 async def turn_latencies(turns: int, moderation: FakeOpenAI | None) -> list[float]:
+    from agent.conversation.routing import build_tutor
+    from agent.conversation.session import create_session
+    from agent.conversation.state import SessionUserdata, TutorModels
     from agent.safety.guard import SafetyGuard
     from agent.safety.moderation import Moderator
-    from agent.session import create_session
-    from agent.state import SessionUserdata, TutorModels
-    from agent.tutors import build_tutor
 
     script = [say("Hi! What would you like to learn?")] + [say(ANSWER)] * turns
     model = ScriptedLLM(script, ttft=LLM_TTFT, chars_per_second=CHARS_PER_SECOND)

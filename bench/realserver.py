@@ -25,11 +25,11 @@ from pathlib import Path
 
 from livekit import api
 
-from agent.settings import LiveKitSettings
-from agent.token import student_token
-from bench.report import percentile, report, table
-from tests.fakes.openai_server import Recorded
-from tests.fakes.production import (
+from agent.config.settings import LiveKitSettings
+from agent.dispatch.token import student_token
+from harness import realserver
+from harness.fakes.openai_server import Recorded
+from harness.fakes.production import (
     FIFTY_SIX,
     GREETING,
     NAPOLEON,
@@ -38,9 +38,9 @@ from tests.fakes.production import (
     NOUN_ANSWER,
     SEVEN_EIGHTS,
 )
-from tests.support import realserver
-from tests.support.realserver import ModelFake
-from tests.support.student import Student, join
+from harness.realserver import ModelFake
+from harness.report import percentile, report, table
+from harness.student import Student, join
 
 QUESTIONS = (
     # question, the caption that answers it, the handovers on the way (caption before, after)

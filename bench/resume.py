@@ -32,17 +32,23 @@ from typing import Any
 from livekit import api
 from playwright.async_api import Browser, Page, async_playwright
 
+from agent.config.settings import LiveKitSettings
+from agent.dispatch.token import student_token
 from agent.records import RecordsStore
-from agent.settings import LiveKitSettings
-from agent.token import student_token
-from bench.report import percentile, report, table
-from tests.fakes.production import FIFTY_SIX, GREETING, SEVEN_EIGHTS, WELCOME_BACK
-from tests.fakes.tcp_proxy import TcpProxy
-from tests.support import realserver
-from tests.support.page import class_code, open_page
-from tests.support.realserver import ModelFake, Process, asked_once, session_of, worker_holding
-from tests.support.student import join
-from tests.test_web_browser import CHROMIUM, CHROMIUM_FLAGS, FAKE_MICROPHONE, build_student_script
+from harness import realserver
+from harness.fakes.production import FIFTY_SIX, GREETING, SEVEN_EIGHTS, WELCOME_BACK
+from harness.fakes.tcp_proxy import TcpProxy
+from harness.page import (
+    CHROMIUM,
+    CHROMIUM_FLAGS,
+    FAKE_MICROPHONE,
+    build_student_script,
+    class_code,
+    open_page,
+)
+from harness.realserver import ModelFake, Process, asked_once, session_of, worker_holding
+from harness.report import percentile, report, table
+from harness.student import join
 
 CASES = ("blip", "reload", "lost worker", "lost node")
 VERBOSE = False  # --verbose: the page's console and requests after each loss, to stderr

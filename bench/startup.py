@@ -18,7 +18,7 @@ import statistics
 import time
 from typing import Any
 
-from bench.report import report, table
+from harness.report import report, table
 
 THRESHOLD = 0.05  # the bound: no stall over 50 ms
 VARIANTS = ("models per job (before)", "models per process (prewarm)")
@@ -46,12 +46,12 @@ def _one_run(per_process: bool, url: str, out: Any) -> None:
     os.environ.setdefault("LIVEKIT_API_SECRET", "bench-secret-of-at-least-32-characters")
     from livekit.agents.testing import fake_job_context
 
-    from agent.dispatch_metadata import dispatch_metadata
-    from agent.settings import load_settings
+    from agent.config.settings import load_settings
+    from agent.dispatch.metadata import dispatch_metadata
+    from agent.workers.job import JobDeps, run_tutor_job
     from agent.workers.models import pipeline_tutor_models, session_stt
-    from agent.workers.runner import JobDeps, run_tutor_job
-    from tests.fakes.audio import PlaybackLog, RealtimeAudioOutput
-    from tests.fakes.openai_server import API_KEY
+    from harness.fakes.audio import PlaybackLog, RealtimeAudioOutput
+    from harness.fakes.openai_server import API_KEY
 
     settings = load_settings(openai_base_url=url, openai_api_key=API_KEY, records_url="")
     prebuilt = (pipeline_tutor_models(settings), session_stt(settings)) if per_process else None
@@ -89,11 +89,11 @@ def _one_run(per_process: bool, url: str, out: Any) -> None:
 
 
 async def _serve(runs: int) -> dict[str, list[tuple[float, int, float]]]:
-    from tests.fakes.llm import say
-    from tests.fakes.openai_server import FakeOpenAI
+    from harness.fakes.llm import say
+    from harness.fakes.openai_server import FakeOpenAI
 
     results: dict[str, list[tuple[float, int, float]]] = {v: [] for v in VARIANTS}
-    from bench.density import forkserver_context
+    from harness.measure import forkserver_context
 
     ctx = forkserver_context()  # what the worker's forkserver preloads, preloaded here too
     async with FakeOpenAI(chat=lambda call: say("Hi! What would you like to learn?")) as fake:

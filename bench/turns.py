@@ -3,7 +3,7 @@ often a child pausing mid-sentence is cut off, per turn-handling configuration.
 
 The real orchestrator session (real Silero VAD, the framework's real end-of-turn model, fake
 STT 0.2 s / LLM first token 0.3 s / TTS first byte 0.15 s) hears spoken turns made with
-espeak-ng (`bench/fixtures/turns/`, see `make_turns.sh`) at real-time pace: short and long
+espeak-ng (`harness/fixtures/turns/`, see `make_turns.sh`) at real-time pace: short and long
 complete questions, questions with one or two mid-sentence pauses of 0.6 to 1.5 s, and a
 trailing "um". Each configuration runs every clip; the framework's defaults and the
 project's chosen defaults (`agent/workers/turns.py`, from `Settings`) run side by side.
@@ -25,9 +25,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bench.report import percentile, report, table
+from harness import TURN_CLIPS as FIXTURES
+from harness.report import percentile, report, table
 
-FIXTURES = Path(__file__).resolve().parent / "fixtures" / "turns"
 STT_LATENCY, LLM_TTFT, TTS_TTFB = 0.2, 0.3, 0.15
 CONCURRENT = 3  # sessions at once (each clip is its own session)
 ANSWER = "Good question! Here is the answer."
@@ -95,7 +95,7 @@ CANDIDATES = (
 
 
 def project_defaults() -> Config:
-    from agent.settings import TurnSettings, load_settings
+    from agent.config.settings import TurnSettings, load_settings
     from agent.workers.turns import turn_handling
 
     settings = load_settings(TurnSettings)
@@ -110,12 +110,12 @@ def project_defaults() -> Config:
 async def run_clip(config: Config, path: Path, vad: Any) -> ClipResult:
     from livekit.agents import ConversationItemAddedEvent, llm
 
-    from agent.session import create_session
-    from agent.state import SessionUserdata, TutorModels
-    from agent.tutors import build_tutor
-    from bench.sim_audio import FixedTranscriptSTT, RealtimeSink, SimStudent, load_clip
-    from tests.fakes.audio import PacedTTS
-    from tests.fakes.llm import ScriptedLLM, say
+    from agent.conversation.routing import build_tutor
+    from agent.conversation.session import create_session
+    from agent.conversation.state import SessionUserdata, TutorModels
+    from harness.fakes.audio import PacedTTS
+    from harness.fakes.llm import ScriptedLLM, say
+    from harness.sim_audio import FixedTranscriptSTT, RealtimeSink, SimStudent, load_clip
 
     clip = load_clip(path, sample_rate=24_000)
     sink = RealtimeSink()
@@ -211,7 +211,7 @@ endpointing's maximum delay."""
 async def run(configs: list[Config], repeat: int) -> list[ConfigResult]:
     clips = sorted(FIXTURES.glob("*.wav"))
     if not clips:
-        raise SystemExit(f"no clips in {FIXTURES}: run bench/fixtures/make_turns.sh")
+        raise SystemExit(f"no clips in {FIXTURES}: run harness/fixtures/make_turns.sh")
     return [await run_config(config, clips, repeat) for config in configs]
 
 

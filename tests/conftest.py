@@ -70,8 +70,8 @@ def _guarded_getaddrinfo(host: Any, *args: Any, **kwargs: Any) -> Any:
 
 
 # imported after the placeholders: these modules read settings at import
-from tests.support import postgres  # noqa: E402
-from tests.support.databases import BACKENDS, RecordsDatabase, open_database  # noqa: E402
+from harness import postgres  # noqa: E402
+from harness.databases import BACKENDS, RecordsDatabase, open_database  # noqa: E402
 
 socket.socket.connect = _guarded_connect  # type: ignore[method-assign]
 socket.socket.connect_ex = _guarded_connect_ex  # type: ignore[method-assign]

@@ -88,13 +88,13 @@ async def test_the_worker_main_process_delivers_alerts_and_purges_old_records(
 
     from livekit.agents import AgentServer
 
+    from agent.config.settings import load_settings
     from agent.records import RecordsStore, SessionStarted
     from agent.records.store import utc_now
     from agent.safety.alerts import flag_and_alerts
     from agent.safety.moderation import Verdict
-    from agent.settings import load_settings
-    from agent.workers.process import schedule_maintenance
-    from tests.fakes.webhook import WebhookReceiver
+    from agent.workers.server import schedule_maintenance
+    from harness.fakes.webhook import WebhookReceiver
 
     url = f"sqlite+aiosqlite:///{tmp_path / 'tutor.db'}"
     store = RecordsStore(url)

@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 
 from agent.check import main as check
-from tests.fakes.openai_server import API_KEY, FakeOpenAI
-from tests.fakes.twirp import DEFAULT_SECRET, TwirpDispatchServer
+from harness.fakes.openai_server import API_KEY, FakeOpenAI
+from harness.fakes.twirp import DEFAULT_SECRET, TwirpDispatchServer
 
 REPO = Path(__file__).resolve().parent.parent
 

@@ -8,13 +8,13 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
-from agent.crossing import STAY_LINE
-from agent.dispatch_metadata import dispatch_metadata, parse_dispatch_metadata
-from agent.routing import ANNOUNCEMENTS
-from agent.tutors import EnglishAgent, HistoryAgent
-from tests.fakes.cluster import ENGLISH_WORKER, ORCHESTRATOR_WORKER, Cluster, Job
-from tests.fakes.llm import Reply, call, say
-from tests.fakes.room import RoomHub
+from agent.conversation.tutors import EnglishAgent, HistoryAgent
+from agent.dispatch.metadata import dispatch_metadata, parse_dispatch_metadata
+from agent.handover.outgoing import STAY_LINE
+from harness.fakes.cluster import ENGLISH_WORKER, ORCHESTRATOR_WORKER, Cluster, Job
+from harness.fakes.llm import Reply, call, say
+from harness.fakes.room import RoomHub
+from harness.rosters import ANNOUNCEMENTS
 
 NOUN = "What is a noun?"
 WAIT = 10.0

@@ -11,9 +11,9 @@ from unittest.mock import AsyncMock, MagicMock
 import pytest
 from livekit.api import AgentDispatch, CreateAgentDispatchRequest, TwirpError
 
-from agent.dispatch import Dispatcher, DispatchError, DispatchPolicy
+from agent.dispatch.client import Dispatcher, DispatchError, DispatchPolicy
 from agent.telemetry import metrics
-from tests.fakes.twirp import TwirpDispatchServer
+from harness.fakes.twirp import TwirpDispatchServer
 
 FAST = DispatchPolicy(attempt_timeout=0.3, max_attempts=3, backoff_base=0.01, backoff_max=0.05)
 AGENT = "learning-english"

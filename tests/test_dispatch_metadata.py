@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from agent.dispatch_metadata import (
+from agent.dispatch.metadata import (
     KNOWN_KEYS,
     MAX_METADATA_BYTES,
     MAX_QUESTION_CHARS,

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from livekit.agents.voice.run_result import RunResult
 
-from agent.routing import route_to_math
-from agent.session import create_session
-from agent.state import SessionUserdata, TutorModels
-from agent.tutors import HistoryAgent, MathAgent
-from tests.fakes.llm import ScriptedLLM, call, calls, say
-from tests.fakes.tutoring import tutoring
+from agent.conversation.session import create_session
+from agent.conversation.state import SessionUserdata, TutorModels
+from agent.conversation.tutors import HistoryAgent, MathAgent
+from harness.fakes.llm import ScriptedLLM, call, calls, say
+from harness.fakes.tutoring import tutoring
+from harness.rosters import shipped_route_tool
 
 QUESTION = "What is 7 times 8?"
 
@@ -23,7 +23,7 @@ async def test_route_to_the_active_tutor_is_refused_with_an_error_the_model_read
     userdata = SessionUserdata(tutor_models={"math": TutorModels(llm=fake)})
     async with create_session(userdata) as session:
         # a Math tutor that was (mis)configured with a route to itself
-        await session.start(MathAgent(llm=fake, tools=[route_to_math]))
+        await session.start(MathAgent(llm=fake, tools=[shipped_route_tool("route_to_math")]))
         result = await session.run(user_input=QUESTION)
 
         result.expect.next_event().is_function_call(name="route_to_math")

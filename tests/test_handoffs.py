@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import pytest
 
-from agent.routing import ANNOUNCEMENTS
-from agent.session import create_session
-from agent.state import SessionUserdata
-from agent.tutors import EnglishAgent, HistoryAgent, MathAgent, OrchestratorAgent
-from tests.fakes.audio import PacedTTS, PlaybackLog, RealtimeAudioOutput
-from tests.fakes.llm import UNSCRIPTED, ScriptedLLM, call, say
-from tests.fakes.tutoring import KINDS, tutoring
+from agent.conversation.session import create_session
+from agent.conversation.state import SessionUserdata
+from agent.conversation.tutors import EnglishAgent, HistoryAgent, MathAgent, OrchestratorAgent
+from harness.fakes.audio import PacedTTS, PlaybackLog, RealtimeAudioOutput
+from harness.fakes.llm import UNSCRIPTED, ScriptedLLM, call, say
+from harness.fakes.tutoring import KINDS, tutoring
+from harness.rosters import ANNOUNCEMENTS
 
 QUESTION = "What is 7 times 8?"
 

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 import pytest
 from livekit.agents import llm
 
-from agent.handover import (
+from agent.handover.protocol import (
     CONTEXT_RPC,
     FLOOR_RPC,
     MAX_TRANSFER_BYTES,
@@ -21,7 +21,7 @@ from agent.handover import (
     hand_over,
     wait_for_floor,
 )
-from tests.fakes.room import MemoryRoom, RoomHub
+from harness.fakes.room import MemoryRoom, RoomHub
 
 OUT, IN, HID = "tutor-orchestrator", "tutor-english", "h1"
 TIMEOUT = 2.0

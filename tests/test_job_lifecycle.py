@@ -14,13 +14,13 @@ from typing import Any
 import pytest
 from livekit.agents import CloseReason
 
-from agent.dispatch_metadata import dispatch_metadata
+from agent.dispatch.metadata import dispatch_metadata
 from agent.records import RecordsStore
-from agent.routing import ANNOUNCEMENTS
-from agent.workers import runner
-from tests.fakes.cluster import ENGLISH_WORKER, ORCHESTRATOR_WORKER, Cluster, Job
-from tests.fakes.llm import Reply, call, say
-from tests.fakes.room import MemoryRoom, RoomHub
+from agent.workers import job as runner
+from harness.fakes.cluster import ENGLISH_WORKER, ORCHESTRATOR_WORKER, Cluster, Job
+from harness.fakes.llm import Reply, call, say
+from harness.fakes.room import MemoryRoom, RoomHub
+from harness.rosters import ANNOUNCEMENTS
 
 WAIT = 10.0
 STUDENT = "kid-1"

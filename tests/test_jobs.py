@@ -7,13 +7,14 @@ import logging
 import pytest
 from livekit.plugins import openai
 
-from agent.settings import load_settings
-from agent.tutors import EnglishAgent, HistoryAgent, OrchestratorAgent
+from agent.config.roster import roster_for
+from agent.config.settings import load_settings
+from agent.conversation.tutors import EnglishAgent, HistoryAgent, OrchestratorAgent
 from agent.workers import english, orchestrator
-from agent.workers.models import english_realtime_models
-from tests.fakes.cluster import ENGLISH_WORKER, ORCHESTRATOR_WORKER, Cluster, Job
-from tests.fakes.llm import call, say
-from tests.fakes.room import RoomHub
+from agent.workers.models import realtime_tutor_models
+from harness.fakes.cluster import ENGLISH_WORKER, ORCHESTRATOR_WORKER, Cluster, Job
+from harness.fakes.llm import call, say
+from harness.fakes.room import RoomHub
 
 
 async def spoken(cluster: Cluster, job: Job, count: int = 1) -> list[str]:
@@ -88,7 +89,7 @@ async def test_garbage_metadata_starts_a_fresh_session_with_a_warning(
 
 def test_english_worker_builds_the_configured_realtime_model_offline() -> None:
     settings = load_settings(realtime_model="gpt-realtime-mini", english_voice="marin")
-    models = english_realtime_models(settings)
+    models = realtime_tutor_models(settings, roster_for(settings), "english")
 
     assert isinstance(models.llm, openai.realtime.RealtimeModel)
     assert models.llm.model == "gpt-realtime-mini"

@@ -6,10 +6,10 @@ from pathlib import Path
 
 from livekit import rtc
 
-from agent.routing import ANNOUNCEMENTS
-from agent.tutors.lines import LineCache, handoff_lines, warm_lines
-from agent.tutors.roster import default_roster
-from tests.fakes.audio import PacedTTS
+from agent.config.roster import default_roster
+from agent.conversation.lines import LineCache, handoff_lines, warm_lines
+from harness.fakes.audio import PacedTTS
+from harness.rosters import ANNOUNCEMENTS
 
 LINE = ANNOUNCEMENTS["math"]
 

@@ -8,12 +8,12 @@ import logging
 
 import pytest
 
-from agent.dispatch_metadata import dispatch_metadata
-from agent.presence import KIND_ATTRIBUTE, TITLE_ATTRIBUTE, wait_published
-from tests.fakes.cluster import ENGLISH_WORKER, ORCHESTRATOR_WORKER, Cluster
-from tests.fakes.llm import call, say
-from tests.fakes.room import RoomHub
-from tests.fakes.tutoring import tutoring
+from agent.conversation.presence import KIND_ATTRIBUTE, TITLE_ATTRIBUTE, wait_published
+from agent.dispatch.metadata import dispatch_metadata
+from harness.fakes.cluster import ENGLISH_WORKER, ORCHESTRATOR_WORKER, Cluster
+from harness.fakes.llm import call, say
+from harness.fakes.room import RoomHub
+from harness.fakes.tutoring import tutoring
 
 QUESTION = "What is 7 times 8?"
 NOUN = "What is a noun?"
@@ -114,7 +114,7 @@ async def test_a_publication_left_by_a_closed_loop_does_not_break_waiting_in_ano
     waiting for this loop's publications must neither wait on it nor touch its loop."""
     import asyncio
 
-    from agent.presence import publish_tutor, wait_published
+    from agent.conversation.presence import publish_tutor, wait_published
 
     class Stuck:
         async def set_attributes(self, attributes: dict[str, str]) -> None:

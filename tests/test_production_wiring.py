@@ -16,17 +16,15 @@ from livekit.agents import AgentSession, ConversationItemAddedEvent, llm
 from livekit.agents.testing import fake_job_context
 from livekit.plugins import silero
 
-from agent.dispatch_metadata import dispatch_metadata
-from agent.routing import ANNOUNCEMENTS
-from agent.settings import load_settings
-from agent.state import SessionUserdata, TutorModels
+from agent.config.settings import load_settings
+from agent.conversation.state import SessionUserdata, TutorModels
+from agent.dispatch.metadata import dispatch_metadata
+from agent.workers.job import JobDeps, run_tutor_job
 from agent.workers.models import pipeline_tutor_models, session_stt
-from agent.workers.runner import JobDeps, run_tutor_job
-from bench.density import FIXTURE as QUESTION_WAV
-from bench.sim_audio import RealtimeSink, SimStudent, load_clip
-from tests.fakes.cluster import ENGLISH_WORKER, ORCHESTRATOR_WORKER, Cluster
-from tests.fakes.openai_server import API_KEY, FakeOpenAI
-from tests.fakes.production import (
+from harness import QUESTION_WAV
+from harness.fakes.cluster import ENGLISH_WORKER, ORCHESTRATOR_WORKER, Cluster
+from harness.fakes.openai_server import API_KEY, FakeOpenAI
+from harness.fakes.production import (
     FIFTY_SIX,
     GREETING,
     NAPOLEON,
@@ -37,7 +35,9 @@ from tests.fakes.production import (
     realtime_script,
     settings_for,
 )
-from tests.fakes.room import RoomHub
+from harness.fakes.room import RoomHub
+from harness.rosters import ANNOUNCEMENTS
+from harness.sim_audio import RealtimeSink, SimStudent, load_clip
 
 WAIT = 30.0
 
@@ -263,7 +263,7 @@ async def test_the_english_tutor_prepares_its_answer_before_the_floor_is_free() 
     """With audio, the realtime model is asked while the outgoing tutor still speaks; its
     answer waits in the paused output and plays only once the outgoing tutor's line has
     played out (its word that the floor is free)."""
-    from bench.sim_audio import RealtimeSink
+    from harness.sim_audio import RealtimeSink
 
     async with FakeOpenAI(
         chat=chat_script, realtime=realtime_script, tts_seconds_per_char=0.03

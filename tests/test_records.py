@@ -12,13 +12,13 @@ from typing import Any
 
 import pytest
 
-from agent.dispatch_metadata import dispatch_metadata
+from agent.dispatch.metadata import dispatch_metadata
 from agent.records import RecordsStore, RecordWriter, SessionStarted, TurnRecord
-from agent.routing import ANNOUNCEMENTS
-from tests.fakes.cluster import ENGLISH_WORKER, ORCHESTRATOR_WORKER, Cluster, Job
-from tests.fakes.llm import Reply, call, say
-from tests.fakes.room import RoomHub
-from tests.support.databases import RecordsDatabase
+from harness.databases import RecordsDatabase
+from harness.fakes.cluster import ENGLISH_WORKER, ORCHESTRATOR_WORKER, Cluster, Job
+from harness.fakes.llm import Reply, call, say
+from harness.fakes.room import RoomHub
+from harness.rosters import ANNOUNCEMENTS
 
 WAIT = 10.0
 GREETING = "Hi! What would you like to learn?"
@@ -315,8 +315,8 @@ async def test_a_jobs_last_records_are_written_when_the_framework_shuts_it_down(
     every one (with the shutdown reason), writes what the job still holds."""
     from livekit.agents.testing import fake_job_context
 
-    from agent.settings import load_settings
-    from agent.workers.process import RECORDS_KEY, job_writer
+    from agent.config.settings import load_settings
+    from agent.workers.server import RECORDS_KEY, job_writer
 
     settings = load_settings(records_url=database.url)
     store = database.store()

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from agent.__main__ import main
 from agent.records import FlagRecord, HandoffRecord, SessionEnded, SessionStarted, TurnRecord
-from tests.support.databases import RecordsDatabase
+from harness.databases import RecordsDatabase
 
 REPO = Path(__file__).resolve().parent.parent
 T0 = 1_790_000_000.0  # 2026-09-21

@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 
-from agent.dispatch_metadata import dispatch_metadata
+from agent.dispatch.metadata import dispatch_metadata
 from agent.records import (
     RecordsStore,
     SessionEnded,
@@ -16,11 +16,11 @@ from agent.records import (
     SessionStarted,
     TurnRecord,
 )
-from agent.routing import ANNOUNCEMENTS
-from tests.fakes.cluster import ORCHESTRATOR_WORKER, Cluster
-from tests.fakes.llm import Reply, Request, call, say
-from tests.fakes.room import RoomHub
-from tests.support.databases import RecordsDatabase
+from harness.databases import RecordsDatabase
+from harness.fakes.cluster import ORCHESTRATOR_WORKER, Cluster
+from harness.fakes.llm import Reply, Request, call, say
+from harness.fakes.room import RoomHub
+from harness.rosters import ANNOUNCEMENTS
 
 WAIT = 10.0
 GREETING = "Hello! What would you like to learn today?"

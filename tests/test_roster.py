@@ -10,8 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from agent.settings import load_settings
-from agent.tutors.roster import (
+from agent.config.roster import (
     SHIPPED_ROSTER,
     RosterError,
     default_roster,
@@ -19,7 +18,8 @@ from agent.tutors.roster import (
     parse_roster,
     roster_for,
 )
-from tests.support.rosters import readme_example, write_roster
+from agent.config.settings import load_settings
+from harness.rosters import readme_example, write_roster
 
 REPO = Path(__file__).resolve().parent.parent
 SHIPPED = SHIPPED_ROSTER.read_text(encoding="utf-8")

@@ -15,23 +15,23 @@ import aiohttp
 import openai
 import pytest
 
-from agent.dispatch_metadata import dispatch_metadata
+from agent.dispatch.metadata import dispatch_metadata
 from agent.records import RecordsStore
 from agent.records.store import utc_now
-from agent.routing import ANNOUNCEMENTS
 from agent.safety.alerts import DeliveryConfig, deliver_due
 from agent.safety.guard import SafetyGuard
 from agent.safety.lines import ONE_MOMENT_LINE, REDIRECT_LINE, SORRY_LINE, line_for
 from agent.safety.moderation import Moderator
 from agent.telemetry import metrics
-from tests.fakes.audio import MARK_BASE, PacedTTS, PlaybackLog, RealtimeAudioOutput
-from tests.fakes.cluster import ENGLISH_WORKER, ORCHESTRATOR_WORKER, Cluster, Job
-from tests.fakes.llm import Reply, call, say
-from tests.fakes.openai_server import API_KEY, FakeOpenAI
-from tests.fakes.room import RoomHub
-from tests.fakes.tutoring import tutoring
-from tests.fakes.webhook import WebhookReceiver
-from tests.support.databases import RecordsDatabase
+from harness.databases import RecordsDatabase
+from harness.fakes.audio import MARK_BASE, PacedTTS, PlaybackLog, RealtimeAudioOutput
+from harness.fakes.cluster import ENGLISH_WORKER, ORCHESTRATOR_WORKER, Cluster, Job
+from harness.fakes.llm import Reply, call, say
+from harness.fakes.openai_server import API_KEY, FakeOpenAI
+from harness.fakes.room import RoomHub
+from harness.fakes.tutoring import tutoring
+from harness.fakes.webhook import WebhookReceiver
+from harness.rosters import ANNOUNCEMENTS
 
 WAIT = 10.0
 SECRET = "test-alert-secret-placeholder"
@@ -335,7 +335,7 @@ async def test_the_realtime_english_tutor_has_its_input_and_output_checked(
 ) -> None:
     """On the real RealtimeModel over the fake websocket: a flagged student turn cancels the
     model's response; a flagged sentence of the model is cut; both leave its context."""
-    from tests.fakes.production import chat_script, production_models, settings_for
+    from harness.fakes.production import chat_script, production_models, settings_for
 
     store = database.store()
     async with FakeOpenAI(

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from agent.settings import SettingsError, load_settings
+from agent.config.settings import SettingsError, load_settings
 
 REPO = Path(__file__).resolve().parent.parent
 REQUIRED = ("LIVEKIT_URL", "LIVEKIT_API_KEY", "LIVEKIT_API_SECRET", "OPENAI_API_KEY")

@@ -11,7 +11,7 @@ from collections.abc import AsyncIterator
 import pytest
 import pytest_asyncio
 
-from bench.soak import INVARIANTS, SoakConfig, SoakResult, run_soak
+from harness.soak import INVARIANTS, SoakConfig, SoakResult, run_soak
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 

@@ -12,8 +12,8 @@ from typing import Any
 import pytest
 import yaml
 
-from agent.settings import Settings, WebSettings, load_settings
-from tests.support.realserver import TESTED_SERVER
+from agent.config.settings import Settings, WebSettings, load_settings
+from harness.realserver import TESTED_SERVER
 
 REPO = Path(__file__).resolve().parent.parent
 WORKERS = {"orchestrator": "agent/workers/orchestrator.py", "english": "agent/workers/english.py"}

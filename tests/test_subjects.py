@@ -6,22 +6,22 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
-from agent.dispatch_metadata import dispatch_metadata, parse_dispatch_metadata
-from agent.routing import ANNOUNCEMENTS
-from agent.session import create_session
-from agent.settings import load_settings
-from agent.state import SessionUserdata
-from agent.tutors import Tutor, build_tutor
-from agent.tutors.roster import roster_for
+from agent.config.roster import roster_for
+from agent.config.settings import load_settings
+from agent.conversation.routing import build_tutor
+from agent.conversation.session import create_session
+from agent.conversation.state import SessionUserdata
+from agent.conversation.tutor import Tutor
+from agent.dispatch.metadata import dispatch_metadata, parse_dispatch_metadata
 from agent.workers.models import pipeline_tutor_models
-from tests.fakes.audio import PlaybackLog, RealtimeAudioOutput
-from tests.fakes.cluster import ORCHESTRATOR_WORKER, Cluster
-from tests.fakes.llm import Reply, call, say
-from tests.fakes.openai_server import ChatCall, FakeOpenAI
-from tests.fakes.production import GREETING, VOICES, settings_for
-from tests.fakes.room import RoomHub
-from tests.fakes.tutoring import tutoring
-from tests.support.rosters import readme_example, roster_with, write_roster
+from harness.fakes.audio import PlaybackLog, RealtimeAudioOutput
+from harness.fakes.cluster import ORCHESTRATOR_WORKER, Cluster
+from harness.fakes.llm import Reply, call, say
+from harness.fakes.openai_server import ChatCall, FakeOpenAI
+from harness.fakes.production import GREETING, VOICES, settings_for
+from harness.fakes.room import RoomHub
+from harness.fakes.tutoring import tutoring
+from harness.rosters import ANNOUNCEMENTS, readme_example, roster_with, write_roster
 
 SKY = "Why is the sky blue?"
 RAYLEIGH = "Sunlight bounces off the air, and blue light bounces the most."

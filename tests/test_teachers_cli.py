@@ -14,8 +14,8 @@ import httpx
 
 from agent.__main__ import main
 from agent.web.accounts import authenticate
-from tests.support.databases import RecordsDatabase
-from tests.support.web import SESSION_SECRET, unused_port
+from harness.databases import RecordsDatabase
+from harness.web import SESSION_SECRET, unused_port
 
 REPO = Path(__file__).resolve().parent.parent
 

@@ -13,12 +13,12 @@ from aiohttp import web
 from livekit.agents import telemetry
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
-from agent.dispatch_metadata import dispatch_metadata
+from agent.dispatch.metadata import dispatch_metadata
 from agent.telemetry.tracing import configure_tracing
-from tests.fakes.cluster import ENGLISH_WORKER, ORCHESTRATOR_WORKER, Cluster
-from tests.fakes.llm import call, say
-from tests.fakes.room import RoomHub
-from tests.support.databases import RecordsDatabase
+from harness.databases import RecordsDatabase
+from harness.fakes.cluster import ENGLISH_WORKER, ORCHESTRATOR_WORKER, Cluster
+from harness.fakes.llm import call, say
+from harness.fakes.room import RoomHub
 
 WAIT = 10.0
 QUESTION = "What is seven times eight, my friend?"

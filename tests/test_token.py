@@ -11,9 +11,9 @@ import pytest
 from livekit import api
 
 from agent.__main__ import main
-from agent.dispatch_metadata import parse_dispatch_metadata
-from agent.settings import LiveKitSettings, load_settings
-from agent.token import TokenRequestError, student_token
+from agent.config.settings import LiveKitSettings, load_settings
+from agent.dispatch.metadata import parse_dispatch_metadata
+from agent.dispatch.token import TokenRequestError, student_token
 
 
 @pytest.fixture

@@ -10,13 +10,13 @@ import pytest
 from livekit import api
 from starlette.routing import Route
 
-from agent.dispatch_metadata import parse_dispatch_metadata
+from agent.dispatch.metadata import parse_dispatch_metadata
 from agent.web.accounts import remove_teacher
 from agent.web.app import create_app
 from agent.web.classes import set_class_open
 from agent.web.teacher_data import views_of
-from tests.support.databases import RecordsDatabase
-from tests.support.web import Site, csrf_from, open_site, sign_in, web_settings
+from harness.databases import RecordsDatabase
+from harness.web import Site, csrf_from, open_site, sign_in, web_settings
 
 
 @pytest.fixture

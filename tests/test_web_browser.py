@@ -8,9 +8,6 @@ Each test saves screenshots of the pages it visits under `build/screenshots/` (o
 from __future__ import annotations
 
 import asyncio
-import os
-import shutil
-import subprocess
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -20,25 +17,18 @@ from playwright.async_api import Browser, Page, async_playwright, expect
 
 from agent.web.classes import set_class_open
 from agent.web.teacher_data import views_of
-from tests.support.databases import RecordsDatabase, open_database
-from tests.support.web import PASSWORD, REPO, Site, open_site, unused_port
-
-CHROMIUM = os.environ.get("CHROMIUM_PATH", "/usr/bin/chromium")
-CHROMIUM_FLAGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-]
-CHROMIUM_INSTALLED = Path(CHROMIUM).exists()
-FRONTEND = REPO / "agent" / "web" / "frontend"
-STUDENT_SCRIPT = REPO / "agent" / "web" / "static" / "student.js"
-FAKE_MICROPHONE = ["--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream"]
-PHONE = {"width": 390, "height": 844}
-SCREENSHOTS = Path(os.environ.get("SCREENSHOT_DIR", REPO / "build" / "screenshots"))
-# generous: a loaded CI machine; the pages themselves answer in well under a second
-WAIT_MS = 30_000
+from harness.databases import RecordsDatabase, open_database
+from harness.page import (
+    CHROMIUM,
+    CHROMIUM_FLAGS,
+    CHROMIUM_INSTALLED,
+    FAKE_MICROPHONE,
+    PHONE,
+    WAIT_MS,
+    build_student_script,
+    screenshot,
+)
+from harness.web import PASSWORD, Site, open_site, unused_port
 
 
 @pytest.fixture
@@ -72,16 +62,6 @@ class SilentServer:
         self._server.close()
 
 
-def build_student_script() -> Path:
-    """The page's script, built from the npm lock file if it is not built yet."""
-    if not STUDENT_SCRIPT.exists():
-        npm = shutil.which("npm")
-        assert npm, "Node's npm is needed to build the student page's script"
-        for step in (["ci", "--no-audit", "--no-fund"], ["run", "build"]):
-            subprocess.run([npm, *step], cwd=FRONTEND, check=True, timeout=600)
-    return STUDENT_SCRIPT
-
-
 @pytest.fixture(scope="session", autouse=True)
 def student_script() -> Path:
     return build_student_script()
@@ -101,11 +81,6 @@ async def browser() -> AsyncIterator[Browser]:
 def nowhere() -> str:
     """A LiveKit URL nothing listens on."""
     return f"ws://127.0.0.1:{unused_port()}"
-
-
-async def screenshot(page: Page, name: str) -> None:
-    # playwright creates the directory
-    await page.screenshot(path=SCREENSHOTS / f"{name}.png", full_page=True)
 
 
 async def join(page: Page, site: Site, code: str, name: str = "Maya") -> None:

@@ -14,12 +14,12 @@ import pytest
 from itsdangerous import TimestampSigner, URLSafeTimedSerializer
 from livekit import api
 
-from agent.dispatch_metadata import parse_dispatch_metadata
+from agent.dispatch.metadata import parse_dispatch_metadata
 from agent.records.erasure import Scope, erase
 from agent.web.classes import set_class_open
 from agent.web.rejoin import SALT
-from tests.support.databases import RecordsDatabase
-from tests.support.web import Site, open_site, sign_in
+from harness.databases import RecordsDatabase
+from harness.web import Site, open_site, sign_in
 
 
 @pytest.fixture

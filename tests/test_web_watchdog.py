@@ -19,15 +19,15 @@ from livekit.protocol.models import ParticipantInfo
 from prometheus_client import REGISTRY
 from sqlalchemy import select, update
 
-from agent.dispatch import Dispatcher
-from agent.dispatch_metadata import parse_dispatch_metadata
+from agent.dispatch.client import Dispatcher
+from agent.dispatch.metadata import parse_dispatch_metadata
 from agent.records import RecordsStore
 from agent.records.schema import VisitRow
 from agent.records.store import utc_now
 from agent.web.watchdog import SummonPolicy, TutorStatus, Visit, find_visit, summon_tutor
-from tests.fakes.twirp import DEFAULT_SECRET, TwirpDispatchServer
-from tests.support.databases import RecordsDatabase
-from tests.support.web import Site, open_site, sign_in, unused_port
+from harness.databases import RecordsDatabase
+from harness.fakes.twirp import DEFAULT_SECRET, TwirpDispatchServer
+from harness.web import Site, open_site, sign_in, unused_port
 
 AGENT = "learning-orchestrator"
 

@@ -16,11 +16,11 @@ import pytest
 from livekit.agents import AgentServer
 from livekit.plugins import openai
 
-from agent.settings import load_settings
+from agent.config.settings import load_settings
 from agent.workers import orchestrator
 from agent.workers.health import port_file
 from agent.workers.models import pipeline_tutor_models
-from agent.workers.process import PRELOAD_MODULES, publish_health_port, server_options
+from agent.workers.server import PRELOAD_MODULES, publish_health_port, server_options
 
 
 def test_server_registers_learning_orchestrator_for_explicit_dispatch() -> None:
@@ -97,7 +97,8 @@ def test_the_workers_share_records_modules_through_their_forkserver() -> None:
 def test_azure_settings_build_every_client_with_the_azure_constructors() -> None:
     import openai as openai_sdk
 
-    from agent.workers.models import english_realtime_models, moderation_client, session_stt
+    from agent.config.roster import roster_for
+    from agent.workers.models import moderation_client, realtime_tutor_models, session_stt
 
     settings = load_settings(
         azure_openai_endpoint="https://school.openai.azure.com",
@@ -109,7 +110,7 @@ def test_azure_settings_build_every_client_with_the_azure_constructors() -> None
     assert isinstance(models["math"].tts._client, openai_sdk.AsyncAzureOpenAI)
     assert isinstance(session_stt(settings)._client, openai_sdk.AsyncAzureOpenAI)
     assert isinstance(moderation_client(settings), openai_sdk.AsyncAzureOpenAI)
-    realtime = english_realtime_models(settings).llm
+    realtime = realtime_tutor_models(settings, roster_for(settings), "english").llm
     assert realtime._opts.is_azure and realtime._opts.azure_deployment == "gpt-realtime"
 
 
@@ -133,15 +134,15 @@ def test_prewarm_builds_the_model_clients_once_per_process_for_every_job() -> No
         realtime_proc.userdata["tutor_models"]["english"].llm, openai.realtime.RealtimeModel
     )
     # prewarm keeps fixed lines on disk for the process; other tests synthesise every time
-    from agent.tutors.lines import LineCache, line_cache, set_line_cache
+    from agent.conversation.lines import LineCache, line_cache, set_line_cache
 
     assert line_cache().directory is not None
     set_line_cache(LineCache(None, keep=False))
 
 
 async def test_turn_settings_reach_the_session_and_the_vad() -> None:
-    from agent.session import create_session
-    from agent.state import SessionUserdata
+    from agent.conversation.session import create_session
+    from agent.conversation.state import SessionUserdata
     from agent.workers.turns import turn_handling, vad_options
 
     settings = load_settings(
@@ -171,9 +172,9 @@ async def test_the_vad_engine_setting_picks_the_local_vad_or_none() -> None:
     from livekit.agents import inference
     from livekit.plugins import silero
 
-    from agent.settings import SettingsError
-    from agent.tutors.roster import roster_for
-    from agent.workers.roster_worker import WorkerPlan, session_models
+    from agent.config.roster import roster_for
+    from agent.config.settings import SettingsError
+    from agent.workers.entry import WorkerPlan, session_models
     from agent.workers.turns import load_vad
 
     assert isinstance(load_vad(load_settings()), inference.VAD)  # the default: native
@@ -190,8 +191,8 @@ async def test_the_vad_engine_setting_picks_the_local_vad_or_none() -> None:
     }
     models = session_models(userdata, plan)
     assert models["vad"] is None  # said: left out, the framework would load a VAD of its own
-    from agent.session import create_session
-    from agent.state import SessionUserdata
+    from agent.conversation.session import create_session
+    from agent.conversation.state import SessionUserdata
 
     assert create_session(SessionUserdata(), vad=models["vad"]).vad is None
     assert models["turn_handling"]["turn_detection"] == "stt"
@@ -201,7 +202,7 @@ async def test_the_vad_engine_setting_picks_the_local_vad_or_none() -> None:
 def test_admission_follows_the_configured_capacity_not_the_machines_cpu() -> None:
     from types import SimpleNamespace
 
-    from agent.workers.process import capacity_load
+    from agent.workers.server import capacity_load
 
     settings = load_settings(worker_capacity=3, num_idle_processes=5, drain_timeout=120)
     options = server_options(settings, "learning-orchestrator")
@@ -232,8 +233,8 @@ def test_admission_follows_the_configured_capacity_not_the_machines_cpu() -> Non
 THREAD_JOBS_CONNECT = """
 import gc, sys, threading
 from livekit.rtc._ffi_client import FfiClient
-from agent.settings import load_settings
-from agent.workers.process import PRELOAD_MODULES, worker_server
+from agent.config.settings import load_settings
+from agent.workers.server import PRELOAD_MODULES, worker_server
 
 worker_server(lambda proc: None, load_settings(job_executor=sys.argv[1]), "learning-orchestrator")
 print("created" if FfiClient._instance is not None else "none")
@@ -285,7 +286,7 @@ def test_a_class_taking_the_warm_processes_starts_no_new_one_it_cannot_use() -> 
 
     from livekit.agents import utils
 
-    from agent.workers.process import warm_pool_follows_jobs
+    from agent.workers.server import warm_pool_follows_jobs
 
     class Pool(utils.EventEmitter[str]):
         """The framework pool's surface the worker steers: its processes and its target."""
@@ -331,7 +332,7 @@ def test_a_worker_whose_cpus_are_spent_sheds_new_students_until_they_are_not() -
     from types import SimpleNamespace
 
     from agent.telemetry import metrics
-    from agent.workers.process import capacity_load
+    from agent.workers.server import capacity_load
 
     share = [0.99]
     load = capacity_load(10, cpu_limit=0.9, cpu_share=lambda: share[0])
@@ -424,7 +425,7 @@ async def _never_called(ctx: object) -> None:
 def test_the_session_listens_to_the_student_only_and_captions_follow_the_setting() -> None:
     from livekit.agents import NOT_GIVEN
 
-    from agent.workers.runner import room_options
+    from agent.workers.job import room_options
 
     synced = room_options("kid-7", load_settings())
     assert synced.participant_identity == "kid-7"
@@ -442,9 +443,9 @@ async def test_pipeline_workers_hear_the_student_at_the_set_rate_realtime_ones_a
 ) -> None:
     from types import SimpleNamespace
 
-    from agent.state import TutorModels
-    from agent.tutors.roster import roster_for
-    from agent.workers import roster_worker
+    from agent.config.roster import roster_for
+    from agent.conversation.state import TutorModels
+    from agent.workers import entry as roster_worker
 
     heard: dict[str, int | None] = {}
 
@@ -464,7 +465,7 @@ async def test_pipeline_workers_hear_the_student_at_the_set_rate_realtime_ones_a
 def test_a_worker_in_a_one_cpu_container_admits_one_cores_sessions(tmp_path: Path) -> None:
     """`docker compose` `cpus: 1` on a many-core host: cgroup v2 `cpu.max` says 1 CPU."""
     from agent.workers.cpus import usable_cpus
-    from agent.workers.process import capacity
+    from agent.workers.server import capacity
 
     root = tmp_path / "cgroup"
     (root / "worker.slice").mkdir(parents=True)
@@ -493,7 +494,7 @@ def test_a_worker_running_its_jobs_in_threads_admits_one_cores_sessions() -> Non
     """One interpreter runs every job's Python, one thread at a time: four cores give a
     worker with threads no more room than one (more cores: more workers), and its CPU
     guard counts one core as all of it."""
-    from agent.workers.process import capacity, job_cpus
+    from agent.workers.server import capacity, job_cpus
 
     threads = load_settings(worker_sessions_per_core=6, job_executor="thread")
     processes = load_settings(worker_sessions_per_core=6, job_executor="process")
@@ -507,7 +508,7 @@ def test_a_worker_running_its_jobs_in_threads_admits_one_cores_sessions() -> Non
 def test_a_worker_pinned_to_one_core_admits_one_cores_sessions() -> None:
     """`taskset -c 0`: the affinity, not the host's core count, sizes the worker."""
     code = (
-        "from agent.settings import load_settings; from agent.workers.process import capacity;"
+        "from agent.config.settings import load_settings; from agent.workers.server import capacity;"
         "print(capacity(load_settings(worker_sessions_per_core=4)))"
     )
     done = subprocess.run(

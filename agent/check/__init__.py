@@ -22,11 +22,11 @@ import yaml
 from livekit.api import LiveKitAPI, TwirpError
 from sqlalchemy import delete, insert
 
+from agent.config.roster import Roster, RosterError, roster_for
+from agent.config.settings import MODEL_ROLES, Settings, SettingsError, load_settings
+from agent.dispatch.token import NAME_PATTERN
 from agent.records.schema import SessionRow
 from agent.records.store import RecordsStore, utc_now
-from agent.settings import MODEL_ROLES, Settings, SettingsError, load_settings
-from agent.token import NAME_PATTERN
-from agent.tutors.roster import Roster, RosterError, roster_for
 from agent.workers.models import Endpoint, endpoint
 
 CHECK_TIMEOUT = 8.0

@@ -24,6 +24,7 @@ from collections.abc import Awaitable, Callable
 from datetime import datetime
 from typing import Any, TextIO
 
+from agent.config.settings import RecordsSettings, SettingsError, load_settings
 from agent.records.erasure import (
     NotFound,
     Scope,
@@ -34,7 +35,6 @@ from agent.records.erasure import (
     preview,
 )
 from agent.records.store import RecordsConfigError, RecordsStore, SessionSummary
-from agent.settings import RecordsSettings, SettingsError, load_settings
 
 EXIT_BAD_INPUT = 2
 EXIT_UNAVAILABLE = 1

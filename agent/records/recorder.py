@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from livekit.agents import AgentSession, CloseEvent, ConversationItemAddedEvent, llm
 
+from agent.conversation.state import is_synthetic_turn
 from agent.records.models import (
     HandoffGap,
     HandoffRecord,
@@ -18,11 +19,9 @@ from agent.records.models import (
     TurnRecord,
 )
 from agent.records.writer import RecordWriter
-from agent.state import is_synthetic_turn
 
 if TYPE_CHECKING:
-    from agent.state import SessionUserdata
-    from agent.telemetry.handoffs import HandoffNote
+    from agent.conversation.state import HandoffNote, SessionUserdata
 
 logger = logging.getLogger("tutor.records")
 

@@ -24,10 +24,10 @@ from typing import Any
 
 import aiohttp
 
+from agent.config.settings import Settings
 from agent.records.models import AlertRecord, FlagRecord, Record
 from agent.records.store import RecordsStore, utc_now
 from agent.safety.moderation import Tier, Verdict
-from agent.settings import Settings
 from agent.telemetry import metrics
 
 logger = logging.getLogger("tutor.alerts")

@@ -22,6 +22,7 @@ from aiohttp import web
 from pydantic import SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from agent.config.settings import Settings, SettingsError, load_settings
 from agent.records import RecordsStore, SessionEnded, SessionStarted, TurnRecord
 from agent.safety.alerts import (
     ALERT_ID_HEADER,
@@ -32,7 +33,6 @@ from agent.safety.alerts import (
     verify,
 )
 from agent.safety.moderation import Verdict
-from agent.settings import Settings, SettingsError, load_settings
 
 TEST_TEXT = "(a test alert: no child said this)"
 

@@ -24,18 +24,17 @@ from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator, Awaita
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from livekit import rtc
 from livekit.agents import Agent, AgentSession, ConversationItemAddedEvent, llm
 from livekit.agents.voice import ModelSettings
 
+from agent.conversation.lines import AudioPrefetch
+from agent.conversation.state import is_synthetic_turn
 from agent.safety.alerts import flag_and_alerts
 from agent.safety.lines import ONE_MOMENT_LINE, SORRY_LINE, line_for
 from agent.safety.moderation import Direction, Moderator, Verdict
-from agent.state import is_synthetic_turn
 
 if TYPE_CHECKING:
-    from agent.state import SessionUserdata
-    from agent.tutors.base import Tutor
+    from agent.conversation.state import SessionUserdata
 
 logger = logging.getLogger("tutor.safety")
 
@@ -58,11 +57,6 @@ def split_sentences(buffer: str) -> tuple[list[str], str]:
     if pending:
         rest = f"{pending} {rest}" if rest else f"{pending} "
     return sentences, rest
-
-
-def speech_key(text: str) -> str:
-    """Text as the TTS node may see it after the framework's markdown/emoji filters."""
-    return re.sub(r"[^0-9a-z]", "", text.lower())
 
 
 @dataclass
@@ -206,7 +200,7 @@ async def forget_items(agent: Agent, item_ids: set[str]) -> None:
     tutor's model nor a tutor it hands over to sees them again (the records keep them)."""
     if not item_ids:
         return
-    history = agent.session.history
+    history = agent.conversation.session.history
     history.items[:] = [item for item in history.items if item.id not in item_ids]
     kept = agent.chat_ctx.copy()
     kept.items[:] = [item for item in kept.items if item.id not in item_ids]
@@ -214,67 +208,6 @@ async def forget_items(agent: Agent, item_ids: set[str]) -> None:
 
 
 # ------------------------------------------------------------------ pipeline tutors' replies
-
-
-class Prefetched:
-    """The audio of one line, synthesised ahead of its turn to play (while it is checked,
-    or while the tutor before it still speaks)."""
-
-    def __init__(self, frames: AsyncIterable[rtc.AudioFrame]) -> None:
-        self._queue: asyncio.Queue[rtc.AudioFrame | None] = asyncio.Queue()
-        self._task = asyncio.create_task(self._pump(frames))
-
-    async def _pump(self, frames: AsyncIterable[rtc.AudioFrame]) -> None:
-        try:
-            async for frame in frames:
-                self._queue.put_nowait(frame)
-        finally:
-            self._queue.put_nowait(None)
-
-    async def frames(self) -> AsyncIterator[rtc.AudioFrame]:
-        while (frame := await self._queue.get()) is not None:
-            yield frame
-        await self._task  # re-raise a synthesis error
-
-    def cancel(self) -> None:
-        self._task.cancel()
-
-
-class AudioPrefetch:
-    """Sentences synthesised ahead of their release, for the tutor's TTS node to play."""
-
-    def __init__(self) -> None:
-        self._ready: dict[str, list[Prefetched]] = {}
-        self._all: list[Prefetched] = []
-
-    def start(self, tutor: Agent, text: str, model_settings: ModelSettings) -> Prefetched:
-        prefetched = Prefetched(Agent.default.tts_node(tutor, one_chunk(text), model_settings))
-        self._all.append(prefetched)
-        return prefetched
-
-    def release(self, text: str, prefetched: Prefetched) -> None:
-        self._ready.setdefault(speech_key(text), []).append(prefetched)
-
-    def take(self, text: str) -> Prefetched | None:
-        waiting = self._ready.get(speech_key(text))
-        if not waiting:
-            return None
-        prefetched = waiting.pop(0)
-        self._all.remove(prefetched)  # the TTS node plays it now: no longer ours to cancel
-        return prefetched
-
-    def discard(self) -> None:
-        """Cancel what a previous reply prefetched and never played (it was interrupted,
-        or nothing played it); audio already being played is left to finish."""
-        for prefetched in self._all:
-            prefetched.cancel()
-        self._all.clear()
-        self._ready.clear()
-
-
-async def one_chunk(text: str) -> AsyncIterator[str]:
-    """`text` as a text stream of one chunk (what a TTS node reads)."""
-    yield text
 
 
 def _latest_student_turn(chat_ctx: llm.ChatContext) -> llm.ChatMessage | None:
@@ -287,7 +220,7 @@ def _latest_student_turn(chat_ctx: llm.ChatContext) -> llm.ChatMessage | None:
 
 
 async def moderated_reply(
-    tutor: Tutor,
+    tutor: Agent,
     guard: SafetyGuard,
     chat_ctx: llm.ChatContext,
     tools: list[llm.Tool],
@@ -356,7 +289,7 @@ async def moderated_reply(
         if audio is not None:
             audio.cancel()
         if verdict.tier is not None:
-            guard.flag(session, speaker=tutor.kind, text=text, verdict=verdict,
+            guard.flag(session, speaker=getattr(tutor, "kind", ""), text=text, verdict=verdict,
                        action="replaced_with_redirect")  # fmt: skip
             line = line_for("concern")
         yield line
@@ -416,7 +349,7 @@ def _split_chunk(chunk: Any) -> tuple[str, llm.ChatChunk | None]:
 
 
 async def moderated_transcript(
-    tutor: Tutor, guard: SafetyGuard, text: AsyncIterable[Any]
+    tutor: Agent, guard: SafetyGuard, text: AsyncIterable[Any]
 ) -> AsyncGenerator[Any, None]:
     """A realtime tutor's transcript, released sentence by sentence once checked; a flagged
     sentence cuts the speech (see `SafetyGuard.cut_realtime_output`)."""
@@ -432,7 +365,7 @@ async def moderated_transcript(
         yield buffer.strip()
 
 
-async def _realtime_sentence_ok(tutor: Tutor, guard: SafetyGuard, sentence: str) -> bool:
+async def _realtime_sentence_ok(tutor: Agent, guard: SafetyGuard, sentence: str) -> bool:
     verdict = await guard.moderator.check(sentence, direction="tutor")
     if guard.worth_retrying(verdict):  # the realtime voice waits on it; no line to hold
         verdict = await guard.moderator.check(sentence, direction="tutor", retry=True)

@@ -2,32 +2,14 @@
 
 from __future__ import annotations
 
-import time
-import uuid
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING
 
 from livekit.agents.telemetry import tracer
 
 from agent.telemetry import metrics
 
 if TYPE_CHECKING:
-    from agent.state import SessionUserdata, TutorKind
-
-Mode = Literal["in_session", "cross_worker"]
-
-
-@dataclass(frozen=True)
-class HandoffNote:
-    """A handoff in progress: who hands whom to whom, since when, about what."""
-
-    from_tutor: TutorKind | Literal[""]
-    to_tutor: TutorKind
-    mode: Mode
-    question: str = ""
-    handoff_id: str = field(default_factory=lambda: uuid.uuid4().hex[:16])
-    requested_at: float = field(default_factory=time.time)
-
+    from agent.conversation.state import HandoffNote, SessionUserdata
 
 def handoff_finished(
     userdata: SessionUserdata,

@@ -24,11 +24,11 @@ from prometheus_client import make_asgi_app
 from pydantic import BaseModel, Field, ValidationError
 from sqlalchemy.exc import SQLAlchemyError
 
-from agent.dispatch import Dispatcher, DispatchPolicy
+from agent.config.roster import orchestrator_worker_name
+from agent.config.settings import WebSettings
+from agent.dispatch.client import Dispatcher, DispatchPolicy
+from agent.dispatch.token import TokenRequestError
 from agent.records.store import RecordsStore
-from agent.settings import WebSettings
-from agent.token import TokenRequestError
-from agent.tutors.roster import orchestrator_worker_name
 from agent.web import teacher_data
 from agent.web.accounts import Teacher, authenticate, end_sign_ins, teacher_by_id
 from agent.web.classes import (

@@ -11,11 +11,11 @@ from datetime import datetime, timedelta
 from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 
+from agent.config.settings import LiveKitSettings
+from agent.conversation.state import new_session_id
+from agent.dispatch.token import student_token
 from agent.records.schema import ClassRow, VisitRow
 from agent.records.store import RecordsStore, utc_now
-from agent.settings import LiveKitSettings
-from agent.state import new_session_id
-from agent.token import student_token
 
 # no 0/O, 1/I/L: a child reads the code from a board
 CODE_ALPHABET = "ABCDEFGHJKMNPQRSTUVWXYZ23456789"

@@ -19,9 +19,9 @@ import sys
 from collections.abc import Awaitable, Callable
 from typing import Any, TextIO
 
+from agent.config.roster import RosterError
+from agent.config.settings import RecordsSettings, SettingsError, WebSettings, load_settings
 from agent.records.store import RecordsConfigError, RecordsStore
-from agent.settings import RecordsSettings, SettingsError, WebSettings, load_settings
-from agent.tutors.roster import RosterError
 from agent.web.accounts import ROLES, AccountError, add_teacher, list_teachers, remove_teacher
 from agent.web.accounts import set_password as change_password
 

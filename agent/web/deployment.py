@@ -22,7 +22,7 @@ from starlette.middleware.sessions import SessionMiddleware
 from starlette.responses import JSONResponse, Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from agent.settings import WebSettings
+from agent.config.settings import WebSettings
 
 SECURE_SCHEMES = ("https", "wss")
 NOT_FOUND = {"detail": "Not Found"}  # what the app answers for any path it does not have

@@ -17,10 +17,10 @@ from datetime import timedelta
 from itsdangerous import BadSignature, SignatureExpired, URLSafeTimedSerializer
 from sqlalchemy import select, update
 
+from agent.config.settings import LiveKitSettings
+from agent.dispatch.token import student_token
 from agent.records.schema import ClassRow, VisitRow
 from agent.records.store import RecordsStore, utc_now
-from agent.settings import LiveKitSettings
-from agent.token import student_token
 from agent.web.classes import STUDENT_TOKEN_TTL, Join, JoinError
 
 SALT = "tutor.rejoin"

@@ -13,6 +13,7 @@ from typing import Any
 from sqlalchemy import ColumnElement, and_, exists, func, or_, select
 from sqlalchemy.orm import aliased
 
+from agent.config.roster import RosterError, default_roster
 from agent.records.schema import (
     AlertRow,
     ClassRow,
@@ -22,7 +23,6 @@ from agent.records.schema import (
     VisitRow,
 )
 from agent.records.store import RecordsStore, subjects_visited, utc_now
-from agent.tutors.roster import RosterError, default_roster
 from agent.web.accounts import Teacher
 
 TIER_RANK = {"urgent": 0, "concern": 1}

@@ -35,8 +35,8 @@ from livekit.protocol.models import ParticipantInfo
 from prometheus_client import Counter
 from sqlalchemy import select, update
 
-from agent.dispatch import Dispatcher, DispatchError, job_held
-from agent.dispatch_metadata import dispatch_metadata
+from agent.dispatch.client import Dispatcher, DispatchError, job_held
+from agent.dispatch.metadata import dispatch_metadata
 from agent.records.schema import VisitRow
 from agent.records.store import RecordsStore, utc_now
 

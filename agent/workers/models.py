@@ -16,10 +16,10 @@ import httpx2
 import openai as openai_sdk
 from livekit.plugins import openai
 
-from agent.dispatch import Dispatcher, DispatchPolicy
-from agent.settings import Settings
-from agent.state import TutorKind, TutorModels
-from agent.tutors.roster import Roster, roster_for
+from agent.config.roster import Roster, roster_for
+from agent.config.settings import Settings
+from agent.conversation.state import TutorKind, TutorModels
+from agent.dispatch.client import Dispatcher, DispatchPolicy
 from agent.workers.tls import model_http_client
 
 OPENAI_BASE_URL = "https://api.openai.com/v1"
@@ -156,11 +156,6 @@ def realtime_tutor_models(settings: Settings, roster: Roster, kind: TutorKind) -
             base_url=point.base_url,
         )
     return TutorModels(llm=realtime, tts=voice_tts(settings, spec.voice))
-
-
-def english_realtime_models(settings: Settings) -> TutorModels:
-    """The English tutor of the settings' roster on its realtime worker."""
-    return realtime_tutor_models(settings, roster_for(settings), "english")
 
 
 def moderation_client(settings: Settings) -> openai_sdk.AsyncOpenAI:

@@ -8,10 +8,10 @@ from __future__ import annotations
 
 from livekit.agents import JobContext, JobProcess
 
-from agent.settings import load_settings_or_exit
-from agent.tutors.roster import load_roster_or_exit
-from agent.workers.process import worker_server
-from agent.workers.roster_worker import prewarm_worker, serve_worker_job, worker_plan_or_exit
+from agent.config.roster import load_roster_or_exit
+from agent.config.settings import load_settings_or_exit
+from agent.workers.entry import prewarm_worker, serve_worker_job, worker_plan_or_exit
+from agent.workers.server import worker_server
 
 settings = load_settings_or_exit("worker")
 roster = load_roster_or_exit(settings, "worker")

@@ -13,7 +13,7 @@ from typing import Any
 from livekit.agents import vad
 from livekit.agents.voice.turn import TurnHandlingOptions
 
-from agent.settings import TurnSettings
+from agent.config.settings import TurnSettings
 
 
 def turn_handling(settings: TurnSettings) -> TurnHandlingOptions:

@@ -19,23 +19,23 @@ import pytest_asyncio
 from livekit import api
 from playwright.async_api import Browser, async_playwright
 
-from agent.settings import LiveKitSettings
-from agent.token import student_token
-from tests.support import realserver
-from tests.support.realserver import (
+from agent.config.settings import LiveKitSettings
+from agent.dispatch.token import student_token
+from harness import realserver
+from harness.page import (
+    CHROMIUM,
+    CHROMIUM_FLAGS,
+    FAKE_MICROPHONE,
+    build_student_script,
+)
+from harness.realserver import (
     LiveKitServer,
     ModelFake,
     Process,
     ask,
     wait_until_empty,
 )
-from tests.support.student import Student, join
-from tests.test_web_browser import (
-    CHROMIUM,
-    CHROMIUM_FLAGS,
-    FAKE_MICROPHONE,
-    build_student_script,
-)
+from harness.student import Student, join
 
 HERE = Path(__file__).parent
 

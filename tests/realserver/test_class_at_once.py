@@ -10,11 +10,11 @@ import pytest
 from livekit import api
 from playwright.async_api import expect
 
-from tests.fakes.production import FIFTY_SIX, GREETING, SEVEN_EIGHTS
+from harness import realserver
+from harness.fakes.production import FIFTY_SIX, GREETING, SEVEN_EIGHTS
+from harness.page import class_code, open_page
+from harness.realserver import TURN, room_state
 from tests.realserver.conftest import Classroom
-from tests.support import realserver
-from tests.support.page import class_code, open_page
-from tests.support.realserver import TURN, room_state
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 WAIT_MS = int(TURN * 1000)

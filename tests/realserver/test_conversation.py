@@ -7,7 +7,8 @@ import secrets
 
 import pytest
 
-from tests.fakes.production import (
+from harness import realserver
+from harness.fakes.production import (
     FIFTY_SIX,
     GREETING,
     NAPOLEON,
@@ -16,9 +17,8 @@ from tests.fakes.production import (
     NOUN_ANSWER,
     SEVEN_EIGHTS,
 )
+from harness.realserver import TURN
 from tests.realserver.conftest import Classroom
-from tests.support import realserver
-from tests.support.realserver import TURN
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 

@@ -8,10 +8,10 @@ import secrets
 import pytest
 from livekit import api
 
-from agent.dispatch_metadata import dispatch_metadata
-from tests.fakes.production import FIFTY_SIX, GREETING, SEVEN_EIGHTS
+from agent.dispatch.metadata import dispatch_metadata
+from harness.fakes.production import FIFTY_SIX, GREETING, SEVEN_EIGHTS
+from harness.realserver import TURN
 from tests.realserver.conftest import Classroom
-from tests.support.realserver import TURN
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 

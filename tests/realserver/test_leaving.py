@@ -7,9 +7,9 @@ import secrets
 
 import pytest
 
-from tests.fakes.production import GREETING, NOUN, NOUN_ANSWER
+from harness.fakes.production import GREETING, NOUN, NOUN_ANSWER
+from harness.realserver import TURN
 from tests.realserver.conftest import Classroom
-from tests.support.realserver import TURN
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 

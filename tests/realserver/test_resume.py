@@ -26,14 +26,12 @@ import pytest
 from livekit import api
 from playwright.async_api import Page, expect
 
-from agent.routing import ANNOUNCEMENTS
-from agent.token import student_token
-from tests.fakes.production import FIFTY_SIX, GREETING, SEVEN_EIGHTS, welcome_back
-from tests.fakes.tcp_proxy import TcpProxy
-from tests.realserver.conftest import Classroom
-from tests.support import realserver
-from tests.support.page import class_code, open_page
-from tests.support.realserver import (
+from agent.dispatch.token import student_token
+from harness import realserver
+from harness.fakes.production import FIFTY_SIX, GREETING, SEVEN_EIGHTS, welcome_back
+from harness.fakes.tcp_proxy import TcpProxy
+from harness.page import class_code, open_page, screenshot
+from harness.realserver import (
     TURN,
     Process,
     asked_once,
@@ -41,8 +39,9 @@ from tests.support.realserver import (
     session_of,
     worker_holding,
 )
-from tests.support.student import join
-from tests.test_web_browser import screenshot
+from harness.rosters import ANNOUNCEMENTS
+from harness.student import join
+from tests.realserver.conftest import Classroom
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 WAIT_MS = int(TURN * 1000)

@@ -1,6 +1,6 @@
 """Lines the LiveKit SDK logs by itself, shown with a bare `rtc.Room` on the real server and
 none of our code, so that the worker-log checks may ignore exactly these texts
-(`tests.support.realserver.SDK_NOISE`) and nothing else."""
+(`harness.realserver.SDK_NOISE`) and nothing else."""
 
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ import threading
 import pytest
 from livekit import rtc
 
-from tests.support import realserver
-from tests.support.realserver import SDK_DATA_TRACK_ERROR, SDK_NOISE, LiveKitServer
+from harness import realserver
+from harness.realserver import SDK_DATA_TRACK_ERROR, SDK_NOISE, LiveKitServer
 
 
 class Seen(logging.Handler):

@@ -9,8 +9,8 @@ import time
 import httpx
 
 from agent.records import RecordsStore, SessionStarted, TurnRecord
-from tests.support.databases import RecordsDatabase
-from tests.support.web import open_site
+from harness.databases import RecordsDatabase
+from harness.web import open_site
 
 STUDENTS = 200
 

@@ -22,9 +22,10 @@ import httpx
 import pytest
 import yaml
 
-from agent.settings import SettingsError, WebSettings, load_settings
-from tests.support.databases import RecordsDatabase
-from tests.support.web import PASSWORD, REPO, Site, csrf_from, open_site, unused_port
+from agent.config.settings import SettingsError, WebSettings, load_settings
+from harness import REPO
+from harness.databases import RecordsDatabase
+from harness.web import PASSWORD, Site, csrf_from, open_site, unused_port
 
 METRICS_TOKEN = "a-metrics-token-of-some-length-0001"
 STUDENTS = [f"203.0.113.{n}" for n in range(1, 6)]  # addresses beyond the school's proxy

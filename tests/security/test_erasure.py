@@ -18,8 +18,8 @@ from agent.__main__ import main
 from agent.records.schema import AuditRow, Base
 from agent.records.store import RecordsStore, utc_now
 from agent.web.classes import join_class
-from tests.support.databases import RecordsDatabase
-from tests.support.web import Site, open_site, seed_session, sign_in
+from harness.databases import RecordsDatabase
+from harness.web import Site, open_site, seed_session, sign_in
 
 # what only Maya's sessions hold: her name, her flagged words, her tutor's answer
 MAYA_TRACES = ("maya", "nobody would miss me", "fifty-six")

@@ -10,9 +10,9 @@ from limits.strategies import MovingWindowRateLimiter
 
 from agent.web.classes import set_class_open
 from agent.web.guards import SignInGuard
-from tests.fakes.twirp import DEFAULT_SECRET, TwirpDispatchServer
-from tests.support.databases import RecordsDatabase
-from tests.support.web import PASSWORD, open_site, sign_in
+from harness.databases import RecordsDatabase
+from harness.fakes.twirp import DEFAULT_SECRET, TwirpDispatchServer
+from harness.web import PASSWORD, open_site, sign_in
 
 LARGE = 64 * 1024  # four times the default limit
 

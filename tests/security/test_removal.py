@@ -8,8 +8,8 @@ import pytest
 
 from agent.web.accounts import AccountError, remove_teacher, teacher_by_id
 from agent.web.teacher_data import can_view, flags_for, sessions_for, transcript
-from tests.support.databases import RecordsDatabase
-from tests.support.web import open_site, sign_in
+from harness.databases import RecordsDatabase
+from harness.web import open_site, sign_in
 
 
 async def test_a_teacher_with_classes_is_not_removed_without_someone_to_take_them(

@@ -12,8 +12,8 @@ from itsdangerous import TimestampSigner
 
 from agent.web.accounts import add_teacher, remove_teacher, set_password
 from agent.web.app import SESSION_COOKIE
-from tests.support.databases import RecordsDatabase
-from tests.support.web import PASSWORD, SESSION_SECRET, Site, csrf_from, open_site, sign_in
+from harness.databases import RecordsDatabase
+from harness.web import PASSWORD, SESSION_SECRET, Site, csrf_from, open_site, sign_in
 
 NEW_PASSWORD = "a different horse battery"
 

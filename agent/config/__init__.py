@@ -1,0 +1,1 @@
+"""Settings and the tutor roster: what an operator and a school configure."""

@@ -1,0 +1,1 @@
+"""Bringing a worker into a room: the typed dispatch plan and its metadata codec, the dispatch client, tokens."""

@@ -1,0 +1,70 @@
+"""A conversation that continues: a job whose dispatch names a session the records already
+hold (the student reloaded the page, came back after a dropped connection, or their tutor's
+worker was lost) picks it up where it stopped. Its chat context is the conversation so far,
+read from the records and bounded as a handover carries it; the tutor that had the floor
+comes back if this worker hosts it (a specialist mid-topic), else the worker's own; and it
+says one short welcome back instead of the new student's greeting."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Container
+from dataclasses import dataclass
+
+from livekit.agents import llm
+
+from agent.conversation.state import TutorKind
+from agent.handover.protocol import Transfer
+from agent.records.store import RecordsStore
+
+logger = logging.getLogger("tutor.resume")
+
+READ_TIMEOUT = 3.0  # the student waits for this: past it, the job starts afresh
+
+
+@dataclass(frozen=True)
+class Resumption:
+    """What the records say about the session a job continues."""
+
+    conversation: Transfer  # (role, text) turns, oldest first, within a handover's bound
+    last_tutor: TutorKind | None  # who spoke last (had the floor)
+
+    def to_chat_ctx(self) -> llm.ChatContext:
+        return self.conversation.to_chat_ctx()
+
+    def tutor(self, default: TutorKind, hosted_here: Container[TutorKind]) -> TutorKind:
+        """The tutor that had the floor, if this worker hosts it; else `default`."""
+        if self.last_tutor is not None and self.last_tutor in hosted_here:
+            return self.last_tutor
+        return default
+
+
+async def find_resumption(
+    store: RecordsStore, session_id: str, *, timeout: float = READ_TIMEOUT
+) -> Resumption | None:
+    """The session's conversation so far, or None if it has no turn yet (a new student) or
+    the records cannot be read in time (then the job starts afresh: a greeting heard twice
+    is better than a silent room)."""
+    try:
+        turns = await asyncio.wait_for(store.turns(session_id), timeout)
+    except Exception as exc:
+        logger.warning(
+            "cannot read the session's records to resume it: %s",
+            type(exc).__name__,
+            extra={"session_id": session_id},
+        )
+        return None
+    if not turns:
+        return None
+    history = llm.ChatContext.empty()
+    last_tutor: TutorKind | None = None
+    for turn in turns:
+        if turn.synthetic:  # a question we passed on: the student's own words are there
+            continue
+        role = "user" if turn.speaker == "student" else "assistant"
+        if role == "assistant":
+            last_tutor = turn.speaker or last_tutor
+        if turn.text:
+            history.add_message(role=role, content=turn.text)
+    return Resumption(Transfer.from_history("resume", history), last_tutor)

@@ -1,0 +1,109 @@
+"""What a named worker of the roster builds once per process and does for each job.
+
+A worker module (`named.py`, and `orchestrator.py` / `english.py` for the shipped roster's
+two) resolves which worker it is and keeps its module-level `prewarm` and `entrypoint`
+(the framework pickles them by name into its job processes) as one-line calls into here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from livekit.agents import JobContext, JobProcess
+
+from agent.config.roster import Roster
+from agent.config.settings import Settings
+from agent.conversation.state import TutorKind, TutorModels
+from agent.workers.job import serve_room_job
+from agent.workers.models import pipeline_tutor_models, realtime_tutor_models, session_stt
+from agent.workers.server import job_moderator, job_writer, prewarm_process
+from agent.workers.turns import load_vad, turn_handling
+from agent.workers.warmup import warm_http_clients, warm_realtime_types
+
+TUTOR_MODELS_KEY = "tutor_models"
+
+
+@dataclass(frozen=True)
+class WorkerPlan:
+    """One named worker of the roster, with the settings it runs with."""
+
+    settings: Settings
+    roster: Roster
+    name: str
+
+    @property
+    def pipeline(self) -> bool:
+        return self.roster.mode_of(self.name) == "pipeline"
+
+    @property
+    def default_tutor(self) -> TutorKind:
+        return self.roster.default_tutor(self.name)
+
+
+def worker_plan_or_exit(settings: Settings, roster: Roster, name: str) -> WorkerPlan:
+    """The plan of worker `name`, or one clear line and a non-zero exit."""
+    if name not in roster.workers:
+        known = ", ".join(roster.workers)
+        raise SystemExit(
+            f"{name}: not a worker of the tutor roster {roster.source} (its workers: {known})"
+        )
+    return WorkerPlan(settings, roster, name)
+
+
+def prewarm_worker(proc: JobProcess, plan: WorkerPlan) -> None:
+    """Once per job process, before its job: the model clients (their TLS contexts and
+    connection pools), on a pipeline worker the Silero VAD and the STT, then the records
+    store, the moderation client and the trace exporter; and what a job's first moments
+    would otherwise do on its loop (`agent.workers.warmup`)."""
+    settings, roster = plan.settings, plan.roster
+    if plan.pipeline:
+        proc.userdata["vad"] = load_vad(settings)
+        # every tutor: its own, and a realtime worker's tutor for when it cannot be reached
+        proc.userdata[TUTOR_MODELS_KEY] = pipeline_tutor_models(settings, roster)
+        # streaming transcription keeps loop-bound state: it is built in the job instead
+        proc.userdata["stt"] = None if settings.stt_streaming else session_stt(settings)
+    else:
+        proc.userdata[TUTOR_MODELS_KEY] = {
+            kind: realtime_tutor_models(settings, roster, kind)
+            for kind in roster.hosted_on(plan.name)
+        }
+        warm_realtime_types()
+    warm_http_clients()
+    prewarm_process(proc, settings, plan.name)
+
+
+def session_models(userdata: dict[str, Any], plan: WorkerPlan) -> dict[str, Any]:
+    """What a job's `AgentSession` is built with, from what its process prewarmed: on a
+    pipeline worker the STT, VAD and turn handling, and the default tutor's LLM and TTS;
+    on a realtime worker only the TTS of its fixed lines."""
+    own: TutorModels = userdata[TUTOR_MODELS_KEY][plan.default_tutor]
+    if not plan.pipeline:
+        return {"tts": own.tts}
+    return {
+        "stt": userdata["stt"] or session_stt(plan.settings),
+        "vad": userdata["vad"],  # None opts out: left out, the framework loads a VAD of its own
+        "llm": own.llm,
+        "tts": own.tts,
+        "turn_handling": turn_handling(plan.settings),
+    }
+
+
+async def serve_worker_job(ctx: JobContext, plan: WorkerPlan) -> None:
+    """A job of this worker: the tutor its dispatch names (else its default tutor), with
+    every tutor hosted elsewhere reachable across workers."""
+    settings = plan.settings
+    await serve_room_job(
+        ctx,
+        kind=plan.default_tutor,
+        settings=settings,
+        tutor_models=ctx.proc.userdata[TUTOR_MODELS_KEY],
+        session_models=session_models(ctx.proc.userdata, plan),
+        workers=plan.roster.elsewhere(plan.name),
+        worker=plan.name,
+        records=job_writer(ctx, settings),
+        moderator=job_moderator(ctx),
+        roster=plan.roster,
+        # a realtime model takes the framework's 24 kHz; a pipeline the setting's rate
+        input_sample_rate=settings.audio_input_sample_rate if plan.pipeline else None,
+    )
