@@ -150,10 +150,10 @@ class _Channel:
 async def job_entrypoint(ctx: JobContext) -> None:
     """The process pool's job entrypoint: the orchestrator's job body on simulated audio."""
     from agent.workers import orchestrator
-    from agent.workers.entry import TUTOR_MODELS_KEY, session_models
+    from agent.workers.entry import session_models
     from agent.workers.job import JobDeps, run_tutor_job
     from agent.workers.models import dispatcher_for
-    from agent.workers.server import job_moderator, job_writer
+    from agent.workers.resources import job_moderator, job_writer, resources_of
     from harness.sim_audio import RealtimeSink, SimStudent, load_clip
 
     channel = _Channel(*await asyncio.open_unix_connection(os.environ[SOCKET_ENV]))
@@ -191,8 +191,8 @@ async def job_entrypoint(ctx: JobContext) -> None:
     ctx.add_shutdown_callback(dispatcher.aclose)
     plan = orchestrator.plan
     deps = JobDeps(
-        tutor_models=ctx.proc.userdata[TUTOR_MODELS_KEY],
-        session_models=session_models(ctx.proc.userdata, plan),
+        tutor_models=resources_of(ctx.proc).tutor_models,
+        session_models=session_models(resources_of(ctx.proc), plan),
         dispatcher=dispatcher,
         handover_room=None,
         workers=plan.roster.elsewhere(plan.name),
@@ -353,7 +353,8 @@ def framework_defaults() -> Frameworks:
     from livekit.agents.worker import ServerEnvOption
 
     from agent.config.settings import load_settings
-    from agent.workers.server import capacity, server_options
+    from agent.workers.admission import capacity
+    from agent.workers.server import server_options
 
     params = inspect.signature(AgentServer.__init__).parameters
     options = WorkerOptions(entrypoint_fnc=job_entrypoint)

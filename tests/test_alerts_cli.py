@@ -93,7 +93,7 @@ async def test_the_worker_main_process_delivers_alerts_and_purges_old_records(
     from agent.records.store import utc_now
     from agent.safety.alerts import flag_and_alerts
     from agent.safety.moderation import Verdict
-    from agent.workers.server import schedule_maintenance
+    from agent.workers.maintenance import schedule_maintenance
     from harness.fakes.webhook import WebhookReceiver
 
     url = f"sqlite+aiosqlite:///{tmp_path / 'tutor.db'}"

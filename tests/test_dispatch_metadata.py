@@ -17,6 +17,7 @@ from agent.dispatch.metadata import (
     encode_metadata,
     parse_dispatch_metadata,
 )
+from agent.dispatch.plan import DispatchPlan
 
 LOGGER_NAME = "tutor.metadata"
 
@@ -334,3 +335,31 @@ def test_property_parse_never_raises_on_bytes(raw: bytes) -> None:
     parsed = parse_dispatch_metadata(raw)
     assert isinstance(parsed, dict)
     assert all(isinstance(key, str) and isinstance(value, str) for key, value in parsed.items())
+
+
+def test_a_dispatch_plan_reads_back_what_it_wrote() -> None:
+    plan = DispatchPlan(
+        session_id="s-1",
+        student="kid-7",
+        question="Is 50% a half? | yes: it is",
+        handover_id="h-1",
+        outgoing="agent-abc",
+        tutor="english",
+    )
+    assert DispatchPlan.from_metadata(plan.to_metadata()) == plan
+    assert plan.is_handover
+
+
+def test_a_plan_back_to_the_orchestrator_keeps_the_returning_sessions_key_on_the_wire() -> None:
+    plan = DispatchPlan(session_id="s-1", student="kid-7", returning=True, tutor="orchestrator")
+    fields = parse_dispatch_metadata(plan.to_metadata())
+    assert fields["return_from_english"] == "s-1"
+    assert "session" not in fields
+    assert DispatchPlan.from_metadata(plan.to_metadata()) == plan
+
+
+def test_a_students_plan_is_the_metadata_the_tokens_always_carried() -> None:
+    assert (
+        DispatchPlan(session_id="s-1", student="kid-7").to_metadata() == "session:s-1|student:kid-7"
+    )
+    assert DispatchPlan.from_metadata("session:s-1|student:kid-7") == DispatchPlan("s-1", "kid-7")

@@ -316,13 +316,13 @@ async def test_a_jobs_last_records_are_written_when_the_framework_shuts_it_down(
     from livekit.agents.testing import fake_job_context
 
     from agent.config.settings import load_settings
-    from agent.workers.server import RECORDS_KEY, job_writer
+    from agent.workers.resources import job_writer, resources_of
 
     settings = load_settings(records_url=database.url)
     store = database.store()
     try:
         with fake_job_context() as ctx:
-            ctx.proc.userdata[RECORDS_KEY] = store
+            resources_of(ctx.proc).store = store
             writer = job_writer(ctx, settings)
             assert writer is not None
             writer.submit(SessionStarted("s-end", "kid-1", "room"))

@@ -120,18 +120,20 @@ def test_prewarm_builds_the_model_clients_once_per_process_for_every_job() -> No
     from agent.records import RecordsStore
     from agent.safety.moderation import Moderator
     from agent.workers import english
+    from agent.workers.resources import resources_of
 
     proc = SimpleNamespace(userdata={})
     orchestrator.prewarm(proc)  # type: ignore[arg-type]
-    models = proc.userdata["tutor_models"]
-    assert set(models) == {"orchestrator", "math", "history", "english"}
-    assert isinstance(proc.userdata["stt"], openai.STT)
-    assert isinstance(proc.userdata["records"], RecordsStore)
-    assert isinstance(proc.userdata["moderator"], Moderator)
+    resources = resources_of(proc)  # type: ignore[arg-type]
+    assert set(resources.tutor_models) == {"orchestrator", "math", "history", "english"}
+    assert isinstance(resources.stt, openai.STT)
+    assert isinstance(resources.store, RecordsStore)
+    assert isinstance(resources.moderator, Moderator)
     realtime_proc = SimpleNamespace(userdata={})
     english.prewarm(realtime_proc)  # type: ignore[arg-type]
     assert isinstance(
-        realtime_proc.userdata["tutor_models"]["english"].llm, openai.realtime.RealtimeModel
+        resources_of(realtime_proc).tutor_models["english"].llm,  # type: ignore[arg-type]
+        openai.realtime.RealtimeModel,
     )
     # prewarm keeps fixed lines on disk for the process; other tests synthesise every time
     from agent.conversation.lines import LineCache, line_cache, set_line_cache
@@ -202,7 +204,7 @@ async def test_the_vad_engine_setting_picks_the_local_vad_or_none() -> None:
 def test_admission_follows_the_configured_capacity_not_the_machines_cpu() -> None:
     from types import SimpleNamespace
 
-    from agent.workers.server import capacity_load
+    from agent.workers.admission import capacity_load
 
     settings = load_settings(worker_capacity=3, num_idle_processes=5, drain_timeout=120)
     options = server_options(settings, "learning-orchestrator")
@@ -286,7 +288,7 @@ def test_a_class_taking_the_warm_processes_starts_no_new_one_it_cannot_use() -> 
 
     from livekit.agents import utils
 
-    from agent.workers.server import warm_pool_follows_jobs
+    from agent.workers.admission import warm_pool_follows_jobs
 
     class Pool(utils.EventEmitter[str]):
         """The framework pool's surface the worker steers: its processes and its target."""
@@ -332,7 +334,7 @@ def test_a_worker_whose_cpus_are_spent_sheds_new_students_until_they_are_not() -
     from types import SimpleNamespace
 
     from agent.telemetry import metrics
-    from agent.workers.server import capacity_load
+    from agent.workers.admission import capacity_load
 
     share = [0.99]
     load = capacity_load(10, cpu_limit=0.9, cpu_share=lambda: share[0])
@@ -464,8 +466,8 @@ async def test_pipeline_workers_hear_the_student_at_the_set_rate_realtime_ones_a
 
 def test_a_worker_in_a_one_cpu_container_admits_one_cores_sessions(tmp_path: Path) -> None:
     """`docker compose` `cpus: 1` on a many-core host: cgroup v2 `cpu.max` says 1 CPU."""
+    from agent.workers.admission import capacity
     from agent.workers.cpus import usable_cpus
-    from agent.workers.server import capacity
 
     root = tmp_path / "cgroup"
     (root / "worker.slice").mkdir(parents=True)
@@ -494,7 +496,7 @@ def test_a_worker_running_its_jobs_in_threads_admits_one_cores_sessions() -> Non
     """One interpreter runs every job's Python, one thread at a time: four cores give a
     worker with threads no more room than one (more cores: more workers), and its CPU
     guard counts one core as all of it."""
-    from agent.workers.server import capacity, job_cpus
+    from agent.workers.admission import capacity, job_cpus
 
     threads = load_settings(worker_sessions_per_core=6, job_executor="thread")
     processes = load_settings(worker_sessions_per_core=6, job_executor="process")
@@ -508,7 +510,8 @@ def test_a_worker_running_its_jobs_in_threads_admits_one_cores_sessions() -> Non
 def test_a_worker_pinned_to_one_core_admits_one_cores_sessions() -> None:
     """`taskset -c 0`: the affinity, not the host's core count, sizes the worker."""
     code = (
-        "from agent.config.settings import load_settings; from agent.workers.server import capacity;"
+        "from agent.config.settings import load_settings; "
+        "from agent.workers.admission import capacity;"
         "print(capacity(load_settings(worker_sessions_per_core=4)))"
     )
     done = subprocess.run(

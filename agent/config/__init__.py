@@ -1,1 +1,2 @@
-"""Settings and the tutor roster: what an operator and a school configure."""
+"""What an operator and a school configure: the settings (from the environment) and the
+tutor roster (`tutors.toml`)."""

@@ -1,1 +1,2 @@
-"""One student's conversation: its state, the session, the tutors and in-session routing."""
+"""One student's conversation: its state, the `AgentSession`, the tutors, their
+instructions, in-session routing, fixed lines and presence."""

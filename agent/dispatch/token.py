@@ -10,7 +10,7 @@ from livekit import api
 from agent.config.roster import orchestrator_worker_name
 from agent.config.settings import LiveKitSettings
 from agent.conversation.state import new_session_id
-from agent.dispatch.metadata import dispatch_metadata
+from agent.dispatch.plan import DispatchPlan
 
 DEFAULT_TTL = timedelta(hours=2)
 MAX_TTL = timedelta(hours=24)
@@ -59,7 +59,9 @@ def student_token(
         raise TokenRequestError(f"ttl must be between 1 minute and {MAX_TTL}")
     dispatch = api.RoomAgentDispatch(
         agent_name=orchestrator_worker_name(settings),
-        metadata=dispatch_metadata(session=session_id or new_session_id(), student=identity),
+        metadata=DispatchPlan(
+            session_id=session_id or new_session_id(), student=identity
+        ).to_metadata(),
     )
     return (
         api.AccessToken(settings.livekit_api_key, settings.livekit_api_secret.get_secret_value())

@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 
 from livekit.agents import Agent, AgentSession
 
@@ -18,7 +17,7 @@ from agent.conversation.presence import publish_tutor
 from agent.conversation.routing import build_tutor
 from agent.conversation.session import set_listening
 from agent.conversation.state import SessionUserdata, TutorKind
-from agent.dispatch.metadata import parse_dispatch_metadata
+from agent.dispatch.plan import DispatchPlan
 from agent.handover.protocol import (
     HandoverRoom,
     declare_ready,
@@ -31,39 +30,7 @@ from agent.records.resume import Resumption
 logger = logging.getLogger("tutor.job")
 
 
-@dataclass(frozen=True)
-class JobPlan:
-    """What the dispatch metadata says this job is."""
-
-    session_id: str | None = None
-    student: str = ""
-    question: str | None = None
-    handover_id: str | None = None
-    outgoing: str | None = None  # identity of the tutor handing over to us
-    returning: bool = False  # back to the orchestrator from another worker
-    tutor: str | None = None  # the tutor to take over (None: the worker's default)
-
-    @property
-    def is_handover(self) -> bool:
-        return bool(self.handover_id and self.outgoing)
-
-
-def plan_job(metadata: str) -> JobPlan:
-    """Read `ctx.job.metadata`; unreadable parts are dropped (the parser logs a warning)."""
-    fields = parse_dispatch_metadata(metadata)
-    returning_session = fields.get("return_from_english")
-    return JobPlan(
-        session_id=returning_session or fields.get("session") or None,
-        student=fields.get("student", ""),
-        question=fields.get("question", "").strip() or None,
-        handover_id=fields.get("handover") or None,
-        outgoing=fields.get("from") or None,
-        returning=bool(returning_session),
-        tutor=fields.get("tutor", "").strip() or None,
-    )
-
-
-def apply_plan(userdata: SessionUserdata, plan: JobPlan) -> None:
+def apply_plan(userdata: SessionUserdata, plan: DispatchPlan) -> None:
     if plan.session_id:
         userdata.session_id = plan.session_id
     if plan.student:
@@ -75,7 +42,7 @@ def apply_plan(userdata: SessionUserdata, plan: JobPlan) -> None:
 async def start_tutor(
     *,
     kind: TutorKind,
-    plan: JobPlan,
+    plan: DispatchPlan,
     session: AgentSession[SessionUserdata],
     room: HandoverRoom | None,
     start_session: Callable[[Agent], Awaitable[None]],

@@ -17,7 +17,7 @@ from agent.conversation.lines import line_cache
 from agent.conversation.routing import build_tutor, carried_context, current_kind, outgoing_voice
 from agent.conversation.session import set_listening
 from agent.conversation.state import HandoffNote, SessionUserdata, TutorKind
-from agent.dispatch.metadata import dispatch_metadata
+from agent.dispatch.plan import DispatchPlan
 from agent.handover.protocol import (
     HandoverResult,
     HandoverRoom,
@@ -101,19 +101,15 @@ class Crossing:
         snapshot = Transfer.from_history(handover_id, session.history)
         set_listening(session, False)
         announcement = say_fixed(session, userdata.roster.tutor(target).handoff_line)
-        fields = {
-            "session": userdata.session_id,
-            "student": userdata.student_identity,
-            "question": question,
-            "handover": handover_id,
-            "from": self.room.local_identity,
-            "tutor": target,  # which of the worker's tutors takes over
-        }
-        if target == ORCHESTRATOR:
-            # back to the orchestrator from another worker (the key's name predates the
-            # roster, when English was the only other worker)
-            fields["return_from_english"] = fields.pop("session")
-        metadata = dispatch_metadata(**fields)
+        metadata = DispatchPlan(
+            session_id=userdata.session_id,
+            student=userdata.student_identity,
+            question=question,
+            handover_id=handover_id,
+            outgoing=self.room.local_identity,
+            returning=target == ORCHESTRATOR,
+            tutor=target,  # which of the worker's tutors takes over
+        ).to_metadata()
         task = asyncio.create_task(
             self._complete(session, note, snapshot, metadata, announcement),
             name=f"crossing_to_{target}",

@@ -11,6 +11,7 @@ from agent.telemetry import metrics
 if TYPE_CHECKING:
     from agent.conversation.state import HandoffNote, SessionUserdata
 
+
 def handoff_finished(
     userdata: SessionUserdata,
     note: HandoffNote,

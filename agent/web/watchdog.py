@@ -36,7 +36,7 @@ from prometheus_client import Counter
 from sqlalchemy import select, update
 
 from agent.dispatch.client import Dispatcher, DispatchError, job_held
-from agent.dispatch.metadata import dispatch_metadata
+from agent.dispatch.plan import DispatchPlan
 from agent.records.schema import VisitRow
 from agent.records.store import RecordsStore, utc_now
 
@@ -224,7 +224,9 @@ async def summon_tutor(
         await dispatcher.dispatch(
             agent_name=policy.agent_name,
             room=visit.room,
-            metadata=dispatch_metadata(session=visit.session_id, student=visit.identity),
+            metadata=DispatchPlan(
+                session_id=visit.session_id, student=visit.identity
+            ).to_metadata(),
             log_fields={"session": visit.session_id},
         )
     except DispatchError:

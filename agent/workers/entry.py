@@ -14,14 +14,18 @@ from livekit.agents import JobContext, JobProcess
 
 from agent.config.roster import Roster
 from agent.config.settings import Settings
-from agent.conversation.state import TutorKind, TutorModels
+from agent.conversation.state import TutorKind
 from agent.workers.job import serve_room_job
 from agent.workers.models import pipeline_tutor_models, realtime_tutor_models, session_stt
-from agent.workers.server import job_moderator, job_writer, prewarm_process
+from agent.workers.resources import (
+    ProcessResources,
+    job_moderator,
+    job_writer,
+    prewarm_process,
+    resources_of,
+)
 from agent.workers.turns import load_vad, turn_handling
 from agent.workers.warmup import warm_http_clients, warm_realtime_types
-
-TUTOR_MODELS_KEY = "tutor_models"
 
 
 @dataclass(frozen=True)
@@ -57,14 +61,15 @@ def prewarm_worker(proc: JobProcess, plan: WorkerPlan) -> None:
     store, the moderation client and the trace exporter; and what a job's first moments
     would otherwise do on its loop (`agent.workers.warmup`)."""
     settings, roster = plan.settings, plan.roster
+    resources = resources_of(proc)
     if plan.pipeline:
-        proc.userdata["vad"] = load_vad(settings)
+        resources.vad = load_vad(settings)
         # every tutor: its own, and a realtime worker's tutor for when it cannot be reached
-        proc.userdata[TUTOR_MODELS_KEY] = pipeline_tutor_models(settings, roster)
+        resources.tutor_models = pipeline_tutor_models(settings, roster)
         # streaming transcription keeps loop-bound state: it is built in the job instead
-        proc.userdata["stt"] = None if settings.stt_streaming else session_stt(settings)
+        resources.stt = None if settings.stt_streaming else session_stt(settings)
     else:
-        proc.userdata[TUTOR_MODELS_KEY] = {
+        resources.tutor_models = {
             kind: realtime_tutor_models(settings, roster, kind)
             for kind in roster.hosted_on(plan.name)
         }
@@ -73,16 +78,16 @@ def prewarm_worker(proc: JobProcess, plan: WorkerPlan) -> None:
     prewarm_process(proc, settings, plan.name)
 
 
-def session_models(userdata: dict[str, Any], plan: WorkerPlan) -> dict[str, Any]:
+def session_models(resources: ProcessResources, plan: WorkerPlan) -> dict[str, Any]:
     """What a job's `AgentSession` is built with, from what its process prewarmed: on a
     pipeline worker the STT, VAD and turn handling, and the default tutor's LLM and TTS;
     on a realtime worker only the TTS of its fixed lines."""
-    own: TutorModels = userdata[TUTOR_MODELS_KEY][plan.default_tutor]
+    own = resources.tutor_models[plan.default_tutor]
     if not plan.pipeline:
         return {"tts": own.tts}
     return {
-        "stt": userdata["stt"] or session_stt(plan.settings),
-        "vad": userdata["vad"],  # None opts out: left out, the framework loads a VAD of its own
+        "stt": resources.stt or session_stt(plan.settings),
+        "vad": resources.vad,  # None opts out: left out, the framework loads a VAD of its own
         "llm": own.llm,
         "tts": own.tts,
         "turn_handling": turn_handling(plan.settings),
@@ -93,12 +98,13 @@ async def serve_worker_job(ctx: JobContext, plan: WorkerPlan) -> None:
     """A job of this worker: the tutor its dispatch names (else its default tutor), with
     every tutor hosted elsewhere reachable across workers."""
     settings = plan.settings
+    resources = resources_of(ctx.proc)
     await serve_room_job(
         ctx,
         kind=plan.default_tutor,
         settings=settings,
-        tutor_models=ctx.proc.userdata[TUTOR_MODELS_KEY],
-        session_models=session_models(ctx.proc.userdata, plan),
+        tutor_models=resources.tutor_models,
+        session_models=session_models(resources, plan),
         workers=plan.roster.elsewhere(plan.name),
         worker=plan.name,
         records=job_writer(ctx, settings),

@@ -16,7 +16,9 @@ from agent.config.settings import Settings
 from agent.conversation.presence import PING_METHOD, AttributePublisher, RoomAttributes
 from agent.conversation.session import create_session
 from agent.conversation.state import SessionUserdata, TutorKind, TutorModels
-from agent.handover.incoming import JobPlan, apply_plan, plan_job, start_tutor
+from agent.dispatch.plan import DispatchPlan
+from agent.framework import skip_close_transcript
+from agent.handover.incoming import apply_plan, start_tutor
 from agent.handover.outgoing import Crossing, DispatchClient
 from agent.handover.protocol import HandoverRoom
 from agent.handover.room import LiveKitHandoverRoom
@@ -82,7 +84,7 @@ async def run_tutor_job(
     """Start the tutor the dispatch names (if this worker hosts it), else the `kind` tutor,
     for `ctx`'s job and return its running session; None if another tutor already serves
     the room and this job was a duplicate (it leaves without a word)."""
-    plan = plan_job(ctx.job.metadata)
+    plan = DispatchPlan.from_metadata(ctx.job.metadata)
     if not plan.is_handover and (reason := await _served_already(deps)):
         # a second dispatch for a student already served (e.g. the web service's
         # re-dispatch racing a slow first job): two tutors must never talk at once
@@ -153,9 +155,8 @@ async def run_tutor_job(
             userdata.recorder.leaving()
         if student_left or not session_over:
             # the student is gone, or their audio stopped at the handover: no last
-            # transcript can come, so the close must not wait for one (the framework waits
-            # up to 2 s by default; there is no public setter for this one close)
-            session._opts.session_close_transcript_timeout = 0.0
+            # transcript can come, so the close must not wait for one
+            skip_close_transcript(session)
         await session.aclose()
         if student_left and deps.close_room is not None:
             # after this job has left: a deletion that cut a connected tutor would close its
@@ -232,7 +233,7 @@ async def _pong(_caller: str, _payload: str) -> str:
     return "here"
 
 
-async def _resumption(plan: JobPlan, deps: JobDeps) -> Resumption | None:
+async def _resumption(plan: DispatchPlan, deps: JobDeps) -> Resumption | None:
     """The conversation this job continues: a fresh dispatch (not a handover) naming a
     session that already has turns in the records."""
     if plan.is_handover or not plan.session_id or deps.records is None:
@@ -267,7 +268,7 @@ def room_options(
 
 
 def job_tutor(
-    plan: JobPlan, default: TutorKind, deps: JobDeps, userdata: SessionUserdata
+    plan: DispatchPlan, default: TutorKind, deps: JobDeps, userdata: SessionUserdata
 ) -> TutorKind:
     """The tutor this job starts: the one its dispatch names, if this worker hosts it."""
     wanted = plan.tutor

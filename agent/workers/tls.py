@@ -12,13 +12,13 @@ its preloads), so every job process inherits it; an `SSLContext` is safe to shar
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import ssl
 
 import httpcore2
 import openai as openai_sdk
-from livekit.agents.utils import http_context
+
+from agent.framework import build_aiohttp_tls
 
 
 @functools.cache
@@ -36,9 +36,7 @@ def build_contexts() -> None:
     """Both contexts a job uses: the model clients' and the framework's own aiohttp one (the
     realtime websocket's), which the framework caches per process."""
     shared_tls()
-    # a framework without it builds its context its own way
-    with contextlib.suppress(AttributeError):
-        http_context._create_ssl_context()
+    build_aiohttp_tls()
 
 
 build_contexts()  # at import: in the forkserver, before any job process is forked
