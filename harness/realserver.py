@@ -165,9 +165,9 @@ def spawn(name: str, argv: list[str], env: dict[str, str], log_dir: Path) -> Pro
 # --- the LiveKit server ---
 
 
-@dataclass
-class LiveKitServer:
-    process: Process
+class ServesOnLoopback:
+    """The URLs of a LiveKit server (or the one URL in front of several) on `port`."""
+
     port: int
 
     @property
@@ -177,6 +177,12 @@ class LiveKitServer:
     @property
     def http_url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
+
+
+@dataclass
+class LiveKitServer(ServesOnLoopback):
+    process: Process
+    port: int
 
 
 def server_config(port: int, udp: tuple[int, int], redis: str | None = None) -> str:
@@ -573,7 +579,7 @@ NODES = (("node-a", 7890, (51000, 51099)), ("node-b", 7900, (52000, 52099)))
 
 
 @dataclass
-class Cluster:
+class Cluster(ServesOnLoopback):
     """Redis, two LiveKit nodes sharing it, and Caddy in front of both (one URL)."""
 
     redis: Process
@@ -582,14 +588,6 @@ class Cluster:
     balancer: Process
     port: int  # the one URL's port
     log_dir: Path
-
-    @property
-    def url(self) -> str:
-        return f"ws://127.0.0.1:{self.port}"
-
-    @property
-    def http_url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
 
     def node_holding(self, room: str) -> LiveKitServer:
         """The node the room's sessions run on (it logs each one it starts; the node a

@@ -200,7 +200,7 @@ async def forget_items(agent: Agent, item_ids: set[str]) -> None:
     tutor's model nor a tutor it hands over to sees them again (the records keep them)."""
     if not item_ids:
         return
-    history = agent.conversation.session.history
+    history = agent.session.history
     history.items[:] = [item for item in history.items if item.id not in item_ids]
     kept = agent.chat_ctx.copy()
     kept.items[:] = [item for item in kept.items if item.id not in item_ids]

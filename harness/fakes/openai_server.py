@@ -30,7 +30,6 @@ import wave
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from types import TracebackType
 from typing import Any
 
 import numpy as np
@@ -180,12 +179,7 @@ class FakeOpenAI:
         self.ws_url = f"ws://127.0.0.1:{port}/v1"
         return self
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    async def __aexit__(self, *_exc: object) -> None:
         for ws in list(self._sockets):
             await ws.close()
         if self._runner is not None:

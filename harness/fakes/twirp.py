@@ -23,7 +23,6 @@ import itertools
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable
-from types import TracebackType
 from typing import TypeVar
 
 from aiohttp import web
@@ -120,12 +119,7 @@ class TwirpDispatchServer:
         await self.start()
         return self
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    async def __aexit__(self, *_exc: object) -> None:
         await self.close()
 
     async def start(self) -> None:
