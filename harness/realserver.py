@@ -43,7 +43,7 @@ from harness.student import Student
 
 SHARED_SERVER = REPO.parent / "shared" / "livekit-server"
 NODE_IP = "10.99.0.1"
-# the server version this tier runs (compose pins the same image: tests/test_stack.py)
+# the server version this tier runs (compose pins the same image: tests/wire/test_stack.py)
 TESTED_SERVER = "v1.9.12"
 API_KEY_ID = "realserver-tests"
 # a test key pair for a server that exists only inside this run's namespace

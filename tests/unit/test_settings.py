@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from agent.config.settings import SettingsError, load_settings
+from harness import REPO
 
-REPO = Path(__file__).resolve().parent.parent
 REQUIRED = ("LIVEKIT_URL", "LIVEKIT_API_KEY", "LIVEKIT_API_SECRET", "OPENAI_API_KEY")
 
 

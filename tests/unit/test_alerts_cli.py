@@ -15,8 +15,8 @@ from aiohttp import web
 
 from agent.__main__ import main
 from agent.safety.cli import receiver_app
+from harness import REPO
 
-REPO = Path(__file__).resolve().parent.parent
 SECRET = "test-alert-secret-placeholder"
 
 

@@ -14,10 +14,9 @@ import httpx
 
 from agent.__main__ import main
 from agent.web.accounts import authenticate
+from harness import REPO
 from harness.databases import RecordsDatabase
 from harness.web import SESSION_SECRET, unused_port
-
-REPO = Path(__file__).resolve().parent.parent
 
 
 async def cli(*argv: str, stdin: str = "") -> tuple[int, str, str]:

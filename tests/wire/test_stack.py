@@ -13,9 +13,9 @@ import pytest
 import yaml
 
 from agent.config.settings import Settings, WebSettings, load_settings
+from harness import REPO
 from harness.realserver import TESTED_SERVER
 
-REPO = Path(__file__).resolve().parent.parent
 WORKERS = {"orchestrator": "agent/workers/orchestrator.py", "english": "agent/workers/english.py"}
 
 

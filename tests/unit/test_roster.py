@@ -19,9 +19,9 @@ from agent.config.roster import (
     roster_for,
 )
 from agent.config.settings import load_settings
+from harness import REPO
 from harness.rosters import readme_example, write_roster
 
-REPO = Path(__file__).resolve().parent.parent
 SHIPPED = SHIPPED_ROSTER.read_text(encoding="utf-8")
 
 

@@ -11,9 +11,9 @@ from pathlib import Path
 
 from agent.__main__ import main
 from agent.records import FlagRecord, HandoffRecord, SessionEnded, SessionStarted, TurnRecord
+from harness import REPO
 from harness.databases import RecordsDatabase
 
-REPO = Path(__file__).resolve().parent.parent
 T0 = 1_790_000_000.0  # 2026-09-21
 
 

@@ -12,10 +12,9 @@ from pathlib import Path
 import pytest
 
 from agent.check import main as check
+from harness import REPO
 from harness.fakes.openai_server import API_KEY, FakeOpenAI
 from harness.fakes.twirp import DEFAULT_SECRET, TwirpDispatchServer
-
-REPO = Path(__file__).resolve().parent.parent
 
 
 def closed_port() -> int:

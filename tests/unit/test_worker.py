@@ -21,6 +21,7 @@ from agent.workers import orchestrator
 from agent.workers.health import port_file
 from agent.workers.models import pipeline_tutor_models
 from agent.workers.server import PRELOAD_MODULES, publish_health_port, server_options
+from harness import REPO
 
 
 def test_server_registers_learning_orchestrator_for_explicit_dispatch() -> None:
@@ -519,7 +520,7 @@ def test_a_worker_pinned_to_one_core_admits_one_cores_sessions() -> None:
         capture_output=True,
         text=True,
         timeout=60,
-        cwd=Path(__file__).resolve().parents[1],
+        cwd=REPO,
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "4"
