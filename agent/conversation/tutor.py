@@ -20,7 +20,7 @@ from agent.conversation.lines import AudioPrefetch, Prefetched, line_cache, one_
 from agent.conversation.presence import publish_tutor
 from agent.conversation.state import SYNTHETIC_TURN_KEY, HandoffNote, SessionUserdata, TutorKind
 from agent.framework import set_preemptive_tts
-from agent.handover.floor import FloorGate
+from agent.conversation.floor import FloorGate
 from agent.safety.guard import moderated_reply, moderated_transcript
 from agent.safety.lines import is_fixed_line
 from agent.telemetry.handoffs import handoff_finished, handoff_gap

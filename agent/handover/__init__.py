@@ -1,2 +1,2 @@
-"""The floor handover between workers: the protocol, the room it runs over, the floor gate,
-the outgoing side (a crossing) and the incoming side (a job's start)."""
+"""The floor handover between workers: the protocol, the room it runs over, the outgoing
+side (a crossing) and the incoming side (a job's start)."""
