@@ -609,6 +609,3 @@ async def finish(result: SoakResult, server: TwirpDispatchServer, tap: Tap) -> N
         result.violate("no_exception", f"{len(leftover)} tasks left running: {names}", "end")
     for error in tap.errors:
         result.violate("no_exception", error, "log")
-
-
-# the report

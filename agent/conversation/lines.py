@@ -5,6 +5,10 @@ known voice. The first time one is needed its audio is synthesised (and played a
 arrives) and written to `LINE_CACHE_DIR` as a WAV file; from then on every job process on the
 machine plays it from there, so the time to the line is the router's first token alone.
 Fixed lines are ours: no child's words are ever cached.
+
+Audio can also be synthesised ahead of its turn to play (`Prefetched`, `AudioPrefetch`): a
+handoff line from the moment the handoff is decided, a reply's sentence while moderation
+checks it.
 """
 
 from __future__ import annotations

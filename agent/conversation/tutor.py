@@ -15,12 +15,12 @@ from livekit.agents.voice import ModelSettings, SpeechHandle
 from livekit.agents.voice.io import TimedString
 
 from agent.config.roster import Roster, default_roster
+from agent.conversation.floor import FloorGate
 from agent.conversation.instructions import tutor_instructions
 from agent.conversation.lines import AudioPrefetch, Prefetched, line_cache, one_chunk
 from agent.conversation.presence import publish_tutor
 from agent.conversation.state import SYNTHETIC_TURN_KEY, HandoffNote, SessionUserdata, TutorKind
 from agent.framework import set_preemptive_tts
-from agent.conversation.floor import FloorGate
 from agent.safety.guard import moderated_reply, moderated_transcript
 from agent.safety.lines import is_fixed_line
 from agent.telemetry.handoffs import handoff_finished, handoff_gap
