@@ -14,11 +14,11 @@ import httpx
 import uvicorn
 
 from agent.config.settings import WebSettings, load_settings
-from agent.records import (
+from agent.records import RecordsStore
+from agent.records.models import (
     AlertRecord,
     FlagRecord,
     HandoffRecord,
-    RecordsStore,
     SessionEnded,
     SessionStarted,
     TurnRecord,

@@ -5,31 +5,11 @@
 `SessionRecorder` turns a live `AgentSession`'s events into records.
 """
 
-from agent.records.models import (
-    AlertRecord,
-    FlagRecord,
-    HandoffGap,
-    HandoffRecord,
-    Record,
-    SessionEnded,
-    SessionResumed,
-    SessionStarted,
-    TurnRecord,
-)
 from agent.records.store import RecordsConfigError, RecordsStore
 from agent.records.writer import RecordWriter
 
 __all__ = [
-    "AlertRecord",
-    "FlagRecord",
-    "HandoffGap",
-    "HandoffRecord",
-    "Record",
     "RecordWriter",
     "RecordsConfigError",
     "RecordsStore",
-    "SessionEnded",
-    "SessionResumed",
-    "SessionStarted",
-    "TurnRecord",
 ]

@@ -23,7 +23,8 @@ from pydantic import SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from agent.config.settings import Settings, SettingsError, load_settings
-from agent.records import RecordsStore, SessionEnded, SessionStarted, TurnRecord
+from agent.records import RecordsStore
+from agent.records.models import SessionEnded, SessionStarted, TurnRecord
 from agent.safety.alerts import (
     ALERT_ID_HEADER,
     SIGNATURE_HEADER,

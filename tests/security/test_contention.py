@@ -8,7 +8,8 @@ import time
 
 import httpx
 
-from agent.records import RecordsStore, SessionStarted, TurnRecord
+from agent.records import RecordsStore
+from agent.records.models import SessionStarted, TurnRecord
 from harness.databases import RecordsDatabase
 from harness.web import open_site
 

@@ -89,7 +89,8 @@ async def test_the_worker_main_process_delivers_alerts_and_purges_old_records(
     from livekit.agents import AgentServer
 
     from agent.config.settings import load_settings
-    from agent.records import RecordsStore, SessionStarted
+    from agent.records import RecordsStore
+    from agent.records.models import SessionStarted
     from agent.records.store import utc_now
     from agent.safety.alerts import flag_and_alerts
     from agent.safety.moderation import Verdict

@@ -13,7 +13,8 @@ from typing import Any
 import pytest
 
 from agent.dispatch.metadata import dispatch_metadata
-from agent.records import RecordsStore, RecordWriter, SessionStarted, TurnRecord
+from agent.records import RecordsStore, RecordWriter
+from agent.records.models import SessionStarted, TurnRecord
 from harness.databases import RecordsDatabase
 from harness.fakes.cluster import ENGLISH_WORKER, ORCHESTRATOR_WORKER, Cluster, Job
 from harness.fakes.llm import Reply, call, say

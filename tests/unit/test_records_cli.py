@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 from agent.__main__ import main
-from agent.records import FlagRecord, HandoffRecord, SessionEnded, SessionStarted, TurnRecord
+from agent.records.models import FlagRecord, HandoffRecord, SessionEnded, SessionStarted, TurnRecord
 from harness import REPO
 from harness.databases import RecordsDatabase
 

@@ -9,13 +9,8 @@ import asyncio
 from collections.abc import Callable
 
 from agent.dispatch.metadata import dispatch_metadata
-from agent.records import (
-    RecordsStore,
-    SessionEnded,
-    SessionResumed,
-    SessionStarted,
-    TurnRecord,
-)
+from agent.records import RecordsStore
+from agent.records.models import SessionEnded, SessionResumed, SessionStarted, TurnRecord
 from harness.databases import RecordsDatabase
 from harness.fakes.cluster import ORCHESTRATOR_WORKER, Cluster
 from harness.fakes.llm import Reply, Request, call, say
