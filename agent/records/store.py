@@ -10,8 +10,8 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
-from collections.abc import Awaitable, Callable, Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, fields
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, TypeVar
@@ -99,6 +99,33 @@ def utc_now() -> datetime:
 
 def _maybe_utc(ts: float | None) -> datetime | None:
     return None if ts is None else _utc(ts)
+
+
+def row_columns(record: Record, **renamed: str) -> dict[str, Any]:
+    """A record's fields as its row's columns (`field="column"` where the row names it
+    otherwise): POSIX times as stored times, JSON values as plain lists and dicts."""
+    columns: dict[str, Any] = {}
+    for item in fields(record):
+        value = getattr(record, item.name)
+        if item.name == "at" or item.name.endswith("_at"):
+            value = _maybe_utc(value)
+        elif isinstance(value, tuple | list):
+            value = list(value)
+        elif isinstance(value, Mapping):
+            value = dict(value)
+        columns[renamed.get(item.name, item.name)] = value
+    return columns
+
+
+def exported(row: Any, *columns: str | tuple[str, str]) -> dict[str, Any]:
+    """A row as the export writes it: each column under its name (or `(key, column)`),
+    times in ISO 8601 UTC."""
+    document: dict[str, Any] = {}
+    for column in columns:
+        key, name = column if isinstance(column, tuple) else (column, column)
+        value = getattr(row, name)
+        document[key] = iso(value) if isinstance(value, datetime) else value
+    return document
 
 
 @dataclass(frozen=True)
@@ -192,14 +219,8 @@ class RecordsStore:
     async def _write_one(self, conn: AsyncConnection, record: Record) -> None:
         match record:
             case SessionStarted():
-                await self._insert_ignore(
-                    conn,
-                    SessionRow,
-                    id=record.session_id,
-                    student=record.student,
-                    room=record.room,
-                    started_at=_utc(record.at),
-                )
+                columns = row_columns(record, session_id="id", at="started_at")
+                await self._insert_ignore(conn, SessionRow, **columns)
             case SessionResumed():
                 at = _utc(record.at)
                 await conn.execute(
@@ -222,35 +243,9 @@ class RecordsStore:
                     .values(ended_at=at, end_reason=record.reason[:64])
                 )
             case TurnRecord():
-                await self._insert_ignore(
-                    conn,
-                    TurnRow,
-                    session_id=record.session_id,
-                    item_id=record.item_id,
-                    at=_utc(record.at),
-                    speaker=record.speaker,
-                    worker=record.worker,
-                    text=record.text,
-                    synthetic=record.synthetic,
-                    interrupted=record.interrupted,
-                )
+                await self._insert_ignore(conn, TurnRow, **row_columns(record))
             case HandoffRecord():
-                await self._insert_ignore(
-                    conn,
-                    HandoffRow,
-                    session_id=record.session_id,
-                    handoff_id=record.handoff_id,
-                    from_tutor=record.from_tutor,
-                    to_tutor=record.to_tutor,
-                    mode=record.mode,
-                    outcome=record.outcome,
-                    question=record.question,
-                    worker=record.worker,
-                    requested_at=_utc(record.requested_at),
-                    completed_at=_maybe_utc(record.completed_at),
-                    ready_after_s=record.ready_after_s,
-                    silence_gap_s=record.silence_gap_s,
-                )
+                await self._insert_ignore(conn, HandoffRow, **row_columns(record))
             case HandoffGap():
                 await conn.execute(
                     update(HandoffRow)
@@ -261,34 +256,16 @@ class RecordsStore:
                     .values(silence_gap_s=record.seconds)
                 )
             case FlagRecord():
-                await self._insert_ignore(
-                    conn,
-                    FlagRow,
-                    session_id=record.session_id,
-                    flag_id=record.flag_id,
-                    turn_item_id=record.turn_item_id,
-                    speaker=record.speaker,
-                    tier=record.tier,
-                    categories=list(record.categories),
-                    scores=dict(record.scores),
-                    action=record.action,
-                    text=record.text,
-                    at=_utc(record.at),
-                )
+                await self._insert_ignore(conn, FlagRow, **row_columns(record))
             case AlertRecord():
+                columns = row_columns(record, alert_id="id", at="created_at")
                 await self._insert_ignore(
                     conn,
                     AlertRow,
-                    id=record.alert_id,
-                    session_id=record.session_id,
-                    flag_id=record.flag_id,
-                    channel=record.channel,
-                    tier=record.tier,
-                    payload=record.payload,
+                    **columns,
                     status="pending",
                     attempts=0,
-                    created_at=_utc(record.at),
-                    next_attempt_at=_utc(record.at),
+                    next_attempt_at=columns["created_at"],
                 )
 
     async def _insert_ignore(self, conn: AsyncConnection, row: type[Any], **values: Any) -> None:
@@ -360,70 +337,44 @@ class RecordsStore:
             alerts = await _rows(conn, AlertRow, session_id, AlertRow.created_at, AlertRow.id)
         return {
             "format": EXPORT_FORMAT,
-            "session": {
-                "id": session.id,
-                "student": session.student,
-                "room": session.room,
-                "started_at": iso(session.started_at),
-                "ended_at": iso(session.ended_at),
-                "end_reason": session.end_reason,
-            },
+            "session": exported(
+                session, "id", "student", "room", "started_at", "ended_at", "end_reason"
+            ),
             "turns": [
                 {
                     "sequence": number,
-                    "item_id": t.item_id,
-                    "at": iso(t.at),
-                    "speaker": t.speaker,
+                    **exported(t, "item_id", "at", "speaker"),
                     "role": "student" if t.speaker == "student" else "tutor",
-                    "worker": t.worker,
-                    "text": t.text,
-                    "synthetic": t.synthetic,
-                    "interrupted": t.interrupted,
+                    **exported(t, "worker", "text", "synthetic", "interrupted"),
                 }
                 for number, t in enumerate(turns, 1)
             ],
             "handoffs": [
-                {
-                    "id": h.handoff_id,
-                    "from": h.from_tutor,
-                    "to": h.to_tutor,
-                    "mode": h.mode,
-                    "outcome": h.outcome,
-                    "question": h.question,
-                    "worker": h.worker,
-                    "requested_at": iso(h.requested_at),
-                    "completed_at": iso(h.completed_at),
-                    "ready_after_s": h.ready_after_s,
-                    "silence_gap_s": h.silence_gap_s,
-                }
+                exported(
+                    h,
+                    ("id", "handoff_id"),
+                    ("from", "from_tutor"),
+                    ("to", "to_tutor"),
+                    *("mode", "outcome", "question", "worker", "requested_at", "completed_at"),
+                    *("ready_after_s", "silence_gap_s"),
+                )
                 for h in handoffs
             ],
             "flags": [
-                {
-                    "id": f.flag_id,
-                    "at": iso(f.at),
-                    "speaker": f.speaker,
-                    "tier": f.tier,
-                    "categories": f.categories,
-                    "scores": f.scores,
-                    "action": f.action,
-                    "text": f.text,
-                    "turn_item_id": f.turn_item_id,
-                }
+                exported(
+                    f,
+                    ("id", "flag_id"),
+                    *("at", "speaker", "tier", "categories", "scores", "action", "text"),
+                    "turn_item_id",
+                )
                 for f in flags
             ],
             "alerts": [
-                {
-                    "id": a.id,
-                    "flag_id": a.flag_id,
-                    "channel": a.channel,
-                    "tier": a.tier,
-                    "status": a.status,
-                    "attempts": a.attempts,
-                    "created_at": iso(a.created_at),
-                    "delivered_at": iso(a.delivered_at),
-                    "last_error": a.last_error,
-                }
+                exported(
+                    a,
+                    *("id", "flag_id", "channel", "tier", "status", "attempts", "created_at"),
+                    *("delivered_at", "last_error"),
+                )
                 for a in alerts
             ],
         }

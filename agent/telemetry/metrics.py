@@ -9,6 +9,11 @@ from __future__ import annotations
 
 from prometheus_client import Counter, Gauge, Histogram
 
+# seconds: a silence a student can hear, and a check that runs beside the tutor's model
+GAP_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+CHECK_BUCKETS = (0.05, 0.1, 0.15, 0.2, 0.3, 0.5, 1.0, 2.0, 5.0)
+
+# handoffs and crossings
 HANDOFFS = Counter(
     "tutor_handoffs_total",
     "Handoffs between tutors, by mode (in_session, cross_worker) and outcome",
@@ -18,7 +23,7 @@ HANDOFF_SILENCE_GAP = Histogram(
     "tutor_handoff_silence_gap_seconds",
     "Silence between the outgoing tutor's handoff line and the incoming tutor's first audio",
     ["mode"],
-    buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0),
+    buckets=GAP_BUCKETS,
 )
 CROSSING_FALLBACKS = Counter(
     "tutor_crossing_fallbacks_total",
@@ -34,6 +39,29 @@ DISPATCH_RETRIES = Counter(
     "Dispatch API attempts after the first, by target worker",
     ["target"],
 )
+
+# moderation and alerts
+ALERTS = Counter(
+    "tutor_alerts_total",
+    "Alert deliveries by channel and outcome (delivered, retry, failed, unrouted)",
+    ["channel", "outcome"],
+)
+MODERATION_VERDICTS = Counter(
+    "tutor_moderation_verdicts_total",
+    "Moderation checks by direction (student, tutor) and verdict (clean, concern, urgent, failed)",
+    ["direction", "verdict"],
+)
+MODERATION_RETRIES = Counter(
+    "tutor_moderation_retries_total",
+    "Second tries of a moderation check whose first timed out or met an overloaded endpoint, "
+    "by direction and the second try's verdict (failed: the turn was withheld)",
+    ["direction", "verdict"],
+)
+MODERATION_LATENCY = Histogram(
+    "tutor_moderation_seconds", "Time a moderation check took", ["direction"], buckets=CHECK_BUCKETS
+)
+
+# records
 RECORDS_QUEUE_DEPTH = Gauge(
     "tutor_records_queue_depth",
     "Records waiting to be written to the records store",
@@ -47,11 +75,8 @@ RECORDS_DROPPED = Counter(
     "tutor_records_dropped_total",
     "Records given up: the buffer was full, or still unwritten when the job ended",
 )
-MODERATION_VERDICTS = Counter(
-    "tutor_moderation_verdicts_total",
-    "Moderation checks by direction (student, tutor) and verdict (clean, concern, urgent, failed)",
-    ["direction", "verdict"],
-)
+
+# the worker
 WORKER_OVERLOADED = Gauge(
     "tutor_worker_overloaded",
     "1 while the worker refuses new students because its processes use WORKER_CPU_LIMIT of "
@@ -60,21 +85,4 @@ WORKER_OVERLOADED = Gauge(
 )
 WORKER_OVERLOADS = Counter(
     "tutor_worker_overloads_total", "Times the worker became overloaded and shed new students"
-)
-MODERATION_RETRIES = Counter(
-    "tutor_moderation_retries_total",
-    "Second tries of a moderation check whose first timed out or met an overloaded endpoint, "
-    "by direction and the second try's verdict (failed: the turn was withheld)",
-    ["direction", "verdict"],
-)
-MODERATION_LATENCY = Histogram(
-    "tutor_moderation_seconds",
-    "Time a moderation check took",
-    ["direction"],
-    buckets=(0.05, 0.1, 0.15, 0.2, 0.3, 0.5, 1.0, 2.0, 5.0),
-)
-ALERTS = Counter(
-    "tutor_alerts_total",
-    "Alert deliveries by channel and outcome (delivered, retry, failed, unrouted)",
-    ["channel", "outcome"],
 )

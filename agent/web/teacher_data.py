@@ -177,17 +177,9 @@ async def sessions_for(
 
 async def flags_for(store: RecordsStore, teacher: Teacher, limit: int = 200) -> list[FlagView]:
     """Flagged turns of visible sessions, the most urgent first, then the newest."""
-    await store.ensure_schema()
-    flags = select(FlagRow, VisitRow.student_name, ClassRow.code)
-    query = (
-        _in_visible_visits(flags, FlagRow.session_id, teacher)
-        .order_by(FlagRow.at.desc())
-        .limit(limit)
-    )
+    rows = await _newest_visible(store, teacher, FlagRow, FlagRow.at, limit)
     async with store.engine.connect() as conn:
-        rows = (await conn.execute(query)).all()
-        keys = [(row.session_id, row.flag_id) for row in rows]
-        alerts = await _alerts_by_flag(conn, keys)
+        alerts = await _alerts_by_flag(conn, [(row.session_id, row.flag_id) for row in rows])
     views = [
         FlagView(
             session_id=row.session_id,
@@ -204,6 +196,18 @@ async def flags_for(store: RecordsStore, teacher: Teacher, limit: int = 200) -> 
     ]
     # stable sort: newest first within each tier
     return sorted(views, key=lambda view: TIER_RANK.get(view.tier, len(TIER_RANK)))
+
+
+async def _newest_visible(
+    store: RecordsStore, teacher: Teacher, row: type[Any], at: Any, limit: int
+) -> list[Any]:
+    """`row`s of visible sessions with the student's first name and class code, newest
+    (`at`) first."""
+    await store.ensure_schema()
+    rows = select(row, VisitRow.student_name, ClassRow.code)
+    query = _in_visible_visits(rows, row.session_id, teacher).order_by(at.desc()).limit(limit)
+    async with store.engine.connect() as conn:
+        return list((await conn.execute(query)).all())
 
 
 async def _alerts_by_flag(
@@ -235,15 +239,7 @@ def _alert(alert: Any) -> dict[str, Any]:
 
 async def alerts_for(store: RecordsStore, teacher: Teacher, limit: int = 200) -> list[dict]:
     """Alerts raised in visible sessions, newest first, with their delivery status."""
-    await store.ensure_schema()
-    alerts = select(AlertRow, VisitRow.student_name, ClassRow.code)
-    query = (
-        _in_visible_visits(alerts, AlertRow.session_id, teacher)
-        .order_by(AlertRow.created_at.desc())
-        .limit(limit)
-    )
-    async with store.engine.connect() as conn:
-        rows = (await conn.execute(query)).all()
+    rows = await _newest_visible(store, teacher, AlertRow, AlertRow.created_at, limit)
     return [
         {
             **_alert(row),

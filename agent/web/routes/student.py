@@ -1,0 +1,134 @@
+"""The student's side: the page, a token for a class code (or a rejoin), and the page's
+call for a tutor when none has come or its tutor stopped answering."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Annotated
+
+from fastapi import APIRouter, Header, Request, Response
+from fastapi.responses import HTMLResponse, JSONResponse
+from livekit.api import LiveKitAPI
+from pydantic import BaseModel, Field, ValidationError
+
+from agent.dispatch.token import TokenRequestError
+from agent.web.classes import JoinError, join_class, visit_class_open
+from agent.web.context import LIVEKIT_CALL_TIMEOUT, Web, client_key, too_many
+from agent.web.rejoin import rejoin_visit, resume_key, session_of
+from agent.web.watchdog import TutorStatus, find_visit, summon_tutor
+
+logger = logging.getLogger("tutor.web")
+
+router = APIRouter()
+
+
+class TokenRequest(BaseModel):
+    code: str = Field(default="", max_length=64)
+    name: str = Field(default="", max_length=128)
+    # the key of an earlier join of this tab: the same visit again (code and name unused)
+    resume: str = Field(default="", max_length=512)
+
+
+class TutorRequest(BaseModel):
+    # the tutors the page lost: they stopped answering its pings
+    lost: list[str] = Field(default_factory=list, max_length=4)
+
+
+@router.get("/", response_class=HTMLResponse)
+async def student_page(request: Request, web: Web) -> Response:
+    return web.templates.TemplateResponse(request, "student.html", {})
+
+
+@router.post("/api/token")
+async def token(request: Request, web: Web) -> Response:
+    # the limit before the body is read: a flood costs no parsing
+    if not web.limits.allow(web.limits.token, client_key(request)):
+        return too_many()
+    try:
+        body = TokenRequest.model_validate_json(await request.body())
+    except ValidationError:
+        return JSONResponse(
+            {"error": "Please type your class code and your first name."}, status_code=422
+        )
+    try:
+        if body.resume:
+            session = session_of(web.cookie_secret, body.resume, web.resume_window)
+            joined = await rejoin_visit(web.store, web.settings, session)
+        else:
+            joined = await join_class(web.store, web.settings, body.code, body.name)
+    except JoinError as e:
+        return JSONResponse({"error": e.message, "reason": e.code}, status_code=e.status)
+    except TokenRequestError:
+        logger.exception("a student token could not be made")
+        return JSONResponse({"error": "Something went wrong. Please try again."}, 500)
+    logger.info(
+        "student rejoined" if body.resume else "student joined",
+        extra={"room": joined.room, "session": joined.session_id},
+    )
+    return JSONResponse(
+        {
+            "token": joined.token,
+            "url": web.public_url,
+            "room": joined.room,
+            "identity": joined.identity,
+            "tutor_timeout_s": web.settings.web_tutor_arrival_timeout,
+            "resume": resume_key(web.cookie_secret, joined.session_id),
+        }
+    )
+
+
+@router.post("/api/tutor")
+async def tutor(
+    request: Request, web: Web, authorization: Annotated[str, Header()] = ""
+) -> Response:
+    """The student's page, with its token, when no tutor has joined yet, or when its
+    tutor stopped answering (`{"lost": [identity, ...]}`)."""
+    scheme, _, bearer = authorization.partition(" ")
+    try:
+        claims = web.verifier.verify(bearer) if scheme.lower() == "bearer" else None
+    except Exception:
+        claims = None
+    room = claims.video.room if claims and claims.video else ""
+    if claims is None or not room:
+        return JSONResponse({"error": "a student's token is needed"}, status_code=401)
+    if not web.limits.allow(web.limits.tutor, f"tutor:{claims.identity}", client_key(request)):
+        return too_many()
+    raw = await request.body()
+    try:
+        lost = TutorRequest.model_validate_json(raw).lost if raw.strip() else []
+    except ValidationError:
+        return JSONResponse({"error": 'expected {"lost": [identity, ...]}'}, 422)
+    visit = await find_visit(web.store, room, claims.identity)
+    if visit is None:
+        return JSONResponse({"error": "no visit for this token"}, status_code=404)
+    if not await visit_class_open(web.store, visit.session_id):
+        return JSONResponse(
+            {"error": "This class is closed. Ask your teacher.", "reason": "closed"},
+            status_code=403,
+        )
+    lk: LiveKitAPI = request.app.state.livekit
+    try:
+        async with asyncio.timeout(LIVEKIT_CALL_TIMEOUT * 3):
+            status = await summon_tutor(
+                lk, request.app.state.dispatcher, web.store, visit, web.summon_policy, lost=lost
+            )
+    except Exception as e:  # the LiveKit server is unreachable or refused: ask later
+        logger.warning("tutor check failed: %s", type(e).__name__)
+        return JSONResponse({"status": "unknown"}, status_code=503)
+    if status is TutorStatus.GAVE_UP:
+        message = (
+            "All our tutors are busy right now. Please press Leave and try again in a "
+            "few minutes, or tell your teacher."
+        )
+    elif status is TutorStatus.PRESENT:
+        message = ""
+    else:
+        message = "Your tutor is on the way…"
+    return JSONResponse({"status": status.value, "message": message})
+
+
+@router.get("/healthz")
+async def healthz(web: Web) -> Response:
+    await web.store.ensure_schema()
+    return JSONResponse({"ok": True})
