@@ -78,6 +78,16 @@ socket.socket.connect_ex = _guarded_connect_ex  # type: ignore[method-assign]
 socket.getaddrinfo = _guarded_getaddrinfo
 
 
+@pytest.fixture(autouse=True)
+def _environment_kept() -> Iterator[None]:
+    """Each test leaves the environment as it found it: the framework's `AgentServer`
+    exports the server settings it was given (LIVEKIT_URL, ...) to its job processes."""
+    saved = dict(os.environ)
+    yield
+    os.environ.clear()
+    os.environ.update(saved)
+
+
 # --- real records databases (SQLite file; PostgreSQL server from .ci/run or started here) ---
 
 

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from functools import lru_cache
-from typing import Literal, TypeVar
+from typing import Annotated, Generic, Literal, TypeVar
 
 from pydantic import (
+    BeforeValidator,
     Field,
     SecretStr,
     ValidationError,
@@ -103,29 +104,57 @@ class TurnSettings(BaseSettings):
         return self
 
 
-class Settings(LiveKitSettings, RecordsSettings, TurnSettings):
-    """Everything a worker needs."""
+G = TypeVar("G", bound=BaseSettings)
+
+
+class Group(Generic[G]):
+    """`settings.turns`: the settings seen as one group of them (what one consumer reads)."""
+
+    def __init__(self, group: type[G]) -> None:
+        self.group = group
+
+    def __get__(self, settings: object, owner: type | None = None) -> G:
+        if not isinstance(settings, self.group):
+            raise AttributeError(f"a group of a settings object: {self.group.__name__}")
+        return settings
+
+
+def unset_if_empty(value: object) -> object:
+    """`NAME=` in .env means not set (a key of its own, metrics, a secret)."""
+    return None if isinstance(value, str) and not value.strip() else value
+
+
+# a secret that may be left empty
+OptionalSecret = Annotated[SecretStr | None, BeforeValidator(unset_if_empty)]
+
+
+class ModelSettings(BaseSettings):
+    """Where each model role is served and which models and voices it uses
+    (`agent/workers/models.py`)."""
+
+    model_config = SettingsConfigDict(env_file=".env", extra="ignore", frozen=True)
 
     # OpenAI or any OpenAI-compatible provider: one endpoint and key for every role, and
     # optional overrides per role (LLM, STT, TTS, realtime, moderation)
     openai_base_url: str = ""
     llm_base_url: str = ""
-    llm_api_key: SecretStr | None = None
     stt_base_url: str = ""
-    stt_api_key: SecretStr | None = None
     tts_base_url: str = ""
-    tts_api_key: SecretStr | None = None
     realtime_base_url: str = ""
-    realtime_api_key: SecretStr | None = None
     moderation_base_url: str = ""
-    moderation_api_key: SecretStr | None = None
+    # a key per role (empty: OPENAI_API_KEY)
+    llm_api_key: OptionalSecret = None
+    stt_api_key: OptionalSecret = None
+    tts_api_key: OptionalSecret = None
+    realtime_api_key: OptionalSecret = None
+    moderation_api_key: OptionalSecret = None
     # Azure OpenAI: when AZURE_OPENAI_ENDPOINT is set, every role uses the plugins' Azure
     # constructors, with the model settings as deployment names
     azure_openai_endpoint: str = ""
-    azure_openai_api_key: SecretStr | None = None
+    azure_openai_api_key: OptionalSecret = None
     azure_openai_api_version: str = ""
     # after the per-role keys and Azure's: its check reads them (see _key_for_every_role)
-    openai_api_key: SecretStr | None = Field(default=None, validate_default=True)
+    openai_api_key: OptionalSecret = Field(default=None, validate_default=True)
 
     # models per role; a tutor's own models and voice are the roster's (tutors.toml), and
     # these per-tutor settings, when set, override it (empty: the roster's)
@@ -144,59 +173,6 @@ class Settings(LiveKitSettings, RecordsSettings, TurnSettings):
     math_voice: str = ""
     history_voice: str = ""
     english_voice: str = ""
-
-    # capacity: sessions a worker accepts (0: WORKER_SESSIONS_PER_CORE x the machine's cores),
-    # job processes kept warm for a class arriving at once (0: one per session it admits)
-    worker_capacity: int = Field(default=0, ge=0)
-    worker_sessions_per_core: int = Field(default=6, ge=1)
-    # the share of its CPUs at which a worker with sessions takes no new student (used that
-    # much without a break for 10 s: they are falling behind real time); 1: never
-    worker_cpu_limit: float = Field(default=0.9, gt=0, le=1)
-    num_idle_processes: int = Field(default=0, ge=0)
-    # where a worker runs its jobs: a process each (isolated: a crash or a memory limit
-    # ends one conversation), or a thread each in the worker's own process (one FFI runtime
-    # and one interpreter for all: half the CPU to start a job; it admits one core's sessions)
-    job_executor: Literal["process", "thread"] = "process"
-    drain_timeout: int = Field(default=600, ge=0)
-    job_memory_limit_mb: float = Field(default=0, ge=0)
-
-    # the student's audio as a pipeline session receives it: 16 kHz is what Silero VAD and
-    # the end-of-turn model run at (no resampling of every frame); 24 kHz is the framework's
-    audio_input_sample_rate: Literal[16000, 24000, 48000] = 16000
-
-    # captions (the page's) in step with the tutor's voice; false: sent as soon as the text
-    # is ready, which saves the framework's speaking-rate analysis of every reply
-    captions_synced: bool = True
-
-    # where fixed lines' audio is kept once synthesised (empty: a temp directory)
-    line_cache_dir: str = ""
-
-    # the worker's HTTP health endpoint; 0: a free port the system picks (replicas sharing
-    # one network), found by `python -m agent.workers.health WORKER`
-    worker_http_port: int = Field(default=8081, ge=0, le=65535)
-
-    # observability (both off by default)
-    prometheus_port: int | None = Field(default=None, ge=1, le=65535)
-    prometheus_multiproc_dir: str = ""
-    otlp_traces_endpoint: str = ""
-    traces_allow_pii: bool = False
-
-    @field_validator(
-        "prometheus_port",
-        "openai_api_key",
-        "llm_api_key",
-        "stt_api_key",
-        "tts_api_key",
-        "realtime_api_key",
-        "moderation_api_key",
-        "azure_openai_api_key",
-        "alert_webhook_secret",
-        mode="before",
-    )
-    @classmethod
-    def _empty_is_unset(cls, value: object) -> object:
-        """`NAME=` in .env means not set (metrics off, no key of its own)."""
-        return None if isinstance(value, str) and not value.strip() else value
 
     @field_validator("openai_api_key", mode="after")
     @classmethod
@@ -217,6 +193,38 @@ class Settings(LiveKitSettings, RecordsSettings, TurnSettings):
             )
         return value
 
+
+class CapacitySettings(BaseSettings):
+    """How many students a worker admits and how it runs their jobs
+    (`agent/workers/admission.py`, `server.py`)."""
+
+    model_config = SettingsConfigDict(env_file=".env", extra="ignore", frozen=True)
+
+    # capacity: sessions a worker accepts (0: WORKER_SESSIONS_PER_CORE x the machine's cores),
+    # job processes kept warm for a class arriving at once (0: one per session it admits)
+    worker_capacity: int = Field(default=0, ge=0)
+    worker_sessions_per_core: int = Field(default=6, ge=1)
+    # the share of its CPUs at which a worker with sessions takes no new student (used that
+    # much without a break for 10 s: they are falling behind real time); 1: never
+    worker_cpu_limit: float = Field(default=0.9, gt=0, le=1)
+    num_idle_processes: int = Field(default=0, ge=0)
+    # where a worker runs its jobs: a process each (isolated: a crash or a memory limit
+    # ends one conversation), or a thread each in the worker's own process (one FFI runtime
+    # and one interpreter for all: half the CPU to start a job; it admits one core's sessions)
+    job_executor: Literal["process", "thread"] = "process"
+    drain_timeout: int = Field(default=600, ge=0)
+    job_memory_limit_mb: float = Field(default=0, ge=0)
+
+    # the worker's HTTP health endpoint; 0: a free port the system picks (replicas sharing
+    # one network), found by `python -m agent.workers.health WORKER`
+    worker_http_port: int = Field(default=8081, ge=0, le=65535)
+
+
+class SafetySettings(BaseSettings):
+    """Moderation of every turn and the alerts to adults (`agent/safety/`)."""
+
+    model_config = SettingsConfigDict(env_file=".env", extra="ignore", frozen=True)
+
     # moderation of every turn, and what the child hears on a flag
     moderation_enabled: bool = True
     moderation_timeout: float = Field(default=2.0, gt=0)
@@ -232,15 +240,65 @@ class Settings(LiveKitSettings, RecordsSettings, TurnSettings):
     # alerts to adults: webhooks per channel, signed with the secret
     teacher_webhook_url: str = ""
     safeguarding_webhook_url: str = ""
-    alert_webhook_secret: SecretStr | None = None
+    alert_webhook_secret: OptionalSecret = None
     alert_poll_interval: float = Field(default=2.0, gt=0)
     alert_retry_hours: float = Field(default=48.0, gt=0)
+
+
+class ObservabilitySettings(BaseSettings):
+    """Our metrics and traces beside the framework's (`agent/telemetry/`)."""
+
+    model_config = SettingsConfigDict(env_file=".env", extra="ignore", frozen=True)
+
+    # observability (both off by default)
+    prometheus_port: Annotated[int | None, BeforeValidator(unset_if_empty)] = Field(
+        default=None, ge=1, le=65535
+    )
+    prometheus_multiproc_dir: str = ""
+    otlp_traces_endpoint: str = ""
+    traces_allow_pii: bool = False
+
+
+class Settings(
+    LiveKitSettings,
+    RecordsSettings,
+    TurnSettings,
+    ModelSettings,
+    CapacitySettings,
+    SafetySettings,
+    ObservabilitySettings,
+):
+    """Everything a worker needs: each group is also reachable by its consumer's name
+    (`settings.turns`, `settings.capacity`, ...), typed as that group alone."""
+
+    model_config = SettingsConfigDict(
+        env_file=".env", extra="ignore", frozen=True, ignored_types=(Group,)
+    )
+
+    # the student's audio as a pipeline session receives it: 16 kHz is what Silero VAD and
+    # the end-of-turn model run at (no resampling of every frame); 24 kHz is the framework's
+    audio_input_sample_rate: Literal[16000, 24000, 48000] = 16000
+
+    # captions (the page's) in step with the tutor's voice; false: sent as soon as the text
+    # is ready, which saves the framework's speaking-rate analysis of every reply
+    captions_synced: bool = True
+
+    # where fixed lines' audio is kept once synthesised (empty: a temp directory)
+    line_cache_dir: str = ""
 
     # timeouts and limits
     handover_ready_timeout: float = Field(default=6.0, gt=0)
     dispatch_attempt_timeout: float = Field(default=4.0, gt=0)
     dispatch_max_attempts: int = Field(default=3, ge=1)
     max_handoffs_without_student_turn: int = Field(default=3, ge=1)
+
+    livekit = Group(LiveKitSettings)
+    records = Group(RecordsSettings)
+    turns = Group(TurnSettings)
+    models = Group(ModelSettings)
+    capacity = Group(CapacitySettings)
+    safety = Group(SafetySettings)
+    observability = Group(ObservabilitySettings)
 
 
 class WebSettings(LiveKitSettings, RecordsSettings):
@@ -254,7 +312,7 @@ class WebSettings(LiveKitSettings, RecordsSettings):
     livekit_public_url: str = ""
     # signs the teachers' session cookies; empty: a random one per start (sign-ins then
     # end when the service restarts)
-    web_session_secret: SecretStr | None = None
+    web_session_secret: OptionalSecret = None
     # the session cookie is `Secure` (sent over HTTPS only): auto, whenever the request came
     # over HTTPS (directly or from a trusted proxy's X-Forwarded-Proto); true, always;
     # false, never (plain http on this machine)
@@ -280,12 +338,7 @@ class WebSettings(LiveKitSettings, RecordsSettings):
     # addresses or networks); compose sets its TLS proxy's address
     web_trusted_proxies: str = "127.0.0.1"
     # /metrics needs `Authorization: Bearer <this>`; empty: it answers this machine only
-    web_metrics_token: SecretStr | None = None
-
-    @field_validator("web_session_secret", "web_metrics_token", mode="before")
-    @classmethod
-    def _empty_secret_is_unset(cls, value: object) -> object:
-        return None if isinstance(value, str) and not value.strip() else value
+    web_metrics_token: OptionalSecret = None
 
     @field_validator("web_metrics_token")
     @classmethod

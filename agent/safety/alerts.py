@@ -24,7 +24,7 @@ from typing import Any
 
 import aiohttp
 
-from agent.config.settings import Settings
+from agent.config.settings import SafetySettings
 from agent.records.models import AlertRecord, FlagRecord, Record
 from agent.records.store import RecordsStore, utc_now
 from agent.safety.moderation import Tier, Verdict
@@ -52,7 +52,7 @@ class DeliveryConfig:
     retry_for: timedelta = timedelta(hours=48)
 
 
-def delivery_config(settings: Settings) -> DeliveryConfig:
+def delivery_config(settings: SafetySettings) -> DeliveryConfig:
     """Where each channel's alerts go, and the signing key, from the settings."""
     secret = settings.alert_webhook_secret
     return DeliveryConfig(

@@ -9,7 +9,7 @@ from collections.abc import Callable
 
 from livekit.agents import AgentServer
 
-from agent.config.settings import Settings
+from agent.config.settings import CapacitySettings
 from agent.framework import limit_idle_processes, on_process_pool
 from agent.telemetry import metrics
 from agent.workers.cpus import usable_cpus
@@ -17,7 +17,7 @@ from agent.workers.cpus import usable_cpus
 logger = logging.getLogger("tutor.worker")
 
 
-def capacity(settings: Settings, cpus: float | None = None) -> int:
+def capacity(settings: CapacitySettings, cpus: float | None = None) -> int:
     """Sessions this worker accepts: the setting, else per core times the CPUs its jobs can
     use (`job_cpus` of `usable_cpus`: affinity and cgroup quota), at least one."""
     if settings.worker_capacity:
@@ -26,7 +26,7 @@ def capacity(settings: Settings, cpus: float | None = None) -> int:
     return max(1, int(settings.worker_sessions_per_core * job_cpus(settings, usable)))
 
 
-def job_cpus(settings: Settings, usable: float) -> float:
+def job_cpus(settings: CapacitySettings, usable: float) -> float:
     """The CPUs a worker's jobs can keep busy: all it may use, with a process each; with
     threads one interpreter runs every job's Python, one thread at a time: one core at most
     (more cores: more workers)."""
@@ -66,7 +66,7 @@ def capacity_load(
     return load
 
 
-def warm_pool_size(settings: Settings, sessions: int) -> int:
+def warm_pool_size(settings: CapacitySettings, sessions: int) -> int:
     """Job processes kept warm: the setting, else one per session the worker admits, so a
     whole class arriving at the bell finds a process each (a cold one starts on the CPUs
     the class is already greeting with)."""

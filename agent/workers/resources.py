@@ -14,7 +14,7 @@ from pathlib import Path
 
 from livekit.agents import JobContext, JobProcess, stt, vad
 
-from agent.config.settings import Settings
+from agent.config.settings import RecordsSettings, Settings
 from agent.conversation.lines import LineCache, set_line_cache
 from agent.conversation.state import TutorKind, TutorModels
 from agent.records import RecordsStore, RecordWriter
@@ -47,7 +47,7 @@ def resources_of(proc: JobProcess) -> ProcessResources:
     return resources
 
 
-def open_store(settings: Settings) -> RecordsStore | None:
+def open_store(settings: RecordsSettings) -> RecordsStore | None:
     return RecordsStore(settings.records_url) if settings.records_url else None
 
 

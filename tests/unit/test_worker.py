@@ -178,6 +178,7 @@ async def test_the_vad_engine_setting_picks_the_local_vad_or_none() -> None:
     from agent.config.roster import roster_for
     from agent.config.settings import SettingsError
     from agent.workers.entry import WorkerPlan, session_models
+    from agent.workers.resources import ProcessResources
     from agent.workers.turns import load_vad
 
     assert isinstance(load_vad(load_settings()), inference.VAD)  # the default: native
@@ -187,12 +188,8 @@ async def test_the_vad_engine_setting_picks_the_local_vad_or_none() -> None:
     settings = load_settings(vad_engine="none", turn_detector="stt", stt_streaming=True)
     assert load_vad(settings) is None
     plan = WorkerPlan(settings, roster_for(settings), "learning-orchestrator")
-    userdata = {
-        "vad": None,
-        "stt": None,
-        "tutor_models": pipeline_tutor_models(settings, plan.roster),
-    }
-    models = session_models(userdata, plan)
+    resources = ProcessResources(tutor_models=pipeline_tutor_models(settings, plan.roster))
+    models = session_models(resources, plan)
     assert models["vad"] is None  # said: left out, the framework would load a VAD of its own
     from agent.conversation.session import create_session
     from agent.conversation.state import SessionUserdata
@@ -449,6 +446,7 @@ async def test_pipeline_workers_hear_the_student_at_the_set_rate_realtime_ones_a
     from agent.config.roster import roster_for
     from agent.conversation.state import TutorModels
     from agent.workers import entry as roster_worker
+    from agent.workers.resources import RESOURCES_KEY, ProcessResources
 
     heard: dict[str, int | None] = {}
 
@@ -458,8 +456,12 @@ async def test_pipeline_workers_hear_the_student_at_the_set_rate_realtime_ones_a
     monkeypatch.setattr(roster_worker, "serve_room_job", serve)
     settings = load_settings()
     roster = roster_for(settings)
-    userdata = {"tutor_models": {kind: TutorModels() for kind in roster.tutors}, "stt": object()}
-    ctx = SimpleNamespace(proc=SimpleNamespace(userdata={**userdata, "vad": object()}))
+    resources = ProcessResources(
+        tutor_models={kind: TutorModels() for kind in roster.tutors},
+        stt=object(),  # type: ignore[arg-type]
+        vad=object(),  # type: ignore[arg-type]
+    )
+    ctx = SimpleNamespace(proc=SimpleNamespace(userdata={RESOURCES_KEY: resources}))
     for name in roster.workers:
         await roster_worker.serve_worker_job(ctx, roster_worker.WorkerPlan(settings, roster, name))  # type: ignore[arg-type]
     assert heard == {"learning-orchestrator": 16000, "learning-english": None}
