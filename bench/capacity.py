@@ -160,7 +160,7 @@ async def job_entrypoint(ctx: JobContext) -> None:
     await channel.send("hello", ctx.job.room.name)  # (a fake job's mock room is "console")
     spec = JobSpec(**await channel.receive("spec"))
 
-    settings = orchestrator.settings
+    settings = orchestrator.plan.settings
     sink = RealtimeSink()
     student = SimStudent(
         load_clip(FIXTURE, sample_rate=spec.input_rate),
@@ -198,7 +198,7 @@ async def job_entrypoint(ctx: JobContext) -> None:
         workers=plan.roster.elsewhere(plan.name),
         roster=plan.roster,
         records=job_writer(ctx, settings),
-        worker=orchestrator.WORKER,
+        worker=orchestrator.plan.name,
         moderator=job_moderator(ctx),
         prepare_session=prepare,
     )

@@ -15,10 +15,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 import aiohttp
 from livekit.api import LiveKitAPI, TwirpError
@@ -121,6 +121,17 @@ _LEVELS: dict[Outcome, int] = {
     "rejected": logging.ERROR,
     "error": logging.ERROR,
 }
+
+
+class DispatchClient(Protocol):
+    """What a crossing needs of a dispatch client: `Dispatcher`, or a test's stand-in."""
+
+    # dispatch(*, agent_name, room, metadata, log_fields=None): the dispatch made
+    dispatch: Callable[..., Awaitable[Any]]
+
+    async def cancel(self, dispatch: Any) -> bool: ...
+
+    async def cancel_matching(self, *, agent_name: str, room: str, metadata: str) -> bool: ...
 
 
 class Dispatcher:

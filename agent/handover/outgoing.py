@@ -6,7 +6,7 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
 from livekit.agents import AgentSession
 from livekit.agents.types import NOT_GIVEN
@@ -17,6 +17,7 @@ from agent.conversation.lines import line_cache
 from agent.conversation.routing import build_tutor, carried_context, current_kind, outgoing_voice
 from agent.conversation.session import set_listening
 from agent.conversation.state import HandoffNote, SessionUserdata, TutorKind
+from agent.dispatch.client import DispatchClient
 from agent.dispatch.plan import DispatchPlan
 from agent.handover.protocol import (
     HandoverResult,
@@ -58,21 +59,6 @@ def say_fixed(session: AgentSession[SessionUserdata], text: str) -> SpeechHandle
     voice = outgoing_voice(session)
     audio = line_cache().frames(voice, text) if voice is not None else NOT_GIVEN
     return session.say(text, audio=audio)
-
-
-class DispatchClient(Protocol):
-    async def dispatch(
-        self,
-        *,
-        agent_name: str,
-        room: str,
-        metadata: str,
-        log_fields: Mapping[str, Any] | None = None,
-    ) -> Any: ...
-
-    async def cancel(self, dispatch: Any) -> bool: ...
-
-    async def cancel_matching(self, *, agent_name: str, room: str, metadata: str) -> bool: ...
 
 
 @dataclass

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import time
+from dataclasses import asdict
 from typing import TYPE_CHECKING, Any
 
 from livekit.agents import AgentSession, CloseEvent, ConversationItemAddedEvent, llm
@@ -67,13 +68,8 @@ class SessionRecorder:
         self.writer.submit(
             HandoffRecord(
                 session_id=self.session_id,
-                handoff_id=note.handoff_id,
-                from_tutor=note.from_tutor,
-                to_tutor=note.to_tutor,
-                mode=note.mode,
+                **asdict(note),  # who, to whom, how, about what, since when
                 outcome=outcome,
-                question=note.question,
-                requested_at=note.requested_at,
                 completed_at=time.time(),
                 ready_after_s=ready_after,
                 worker=self.worker,

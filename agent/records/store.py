@@ -46,6 +46,7 @@ from agent.records.schema import (
 
 logger = logging.getLogger("tutor.records")
 T = TypeVar("T")
+V = TypeVar("V")
 WRITE_ATTEMPTS = 3  # each waits up to the busy timeout
 
 DEFAULT_URL = "sqlite+aiosqlite:///data/tutor.db"
@@ -115,6 +116,21 @@ def row_columns(record: Record, **renamed: str) -> dict[str, Any]:
             value = dict(value)
         columns[renamed.get(item.name, item.name)] = value
     return columns
+
+
+def from_row(view: type[V], row: Any, **given: Any) -> V:
+    """A dataclass `view` of a result row: each field from the row's column of that name,
+    unless `given`."""
+    values = {
+        f.name: given[f.name] if f.name in given else getattr(row, f.name) for f in fields(view)
+    }
+    return view(**values)
+
+
+def counted(row: type[Any], session_id: Any, *where: Any) -> Any:
+    """How many `row`s the session `session_id` names has (a correlated subquery), of those
+    `where` holds if given."""
+    return select(func.count(row.id)).where(row.session_id == session_id, *where).scalar_subquery()
 
 
 def exported(row: Any, *columns: str | tuple[str, str]) -> dict[str, Any]:
@@ -279,16 +295,8 @@ class RecordsStore:
     ) -> list[SessionSummary]:
         """Newest first, with counts of turns and flags and the subjects visited."""
         await self.ensure_schema()
-        turns = (
-            select(func.count(TurnRow.id))
-            .where(TurnRow.session_id == SessionRow.id)
-            .scalar_subquery()
-        )
-        flags = (
-            select(func.count(FlagRow.id))
-            .where(FlagRow.session_id == SessionRow.id)
-            .scalar_subquery()
-        )
+        turns = counted(TurnRow, SessionRow.id)
+        flags = counted(FlagRow, SessionRow.id)
         query = select(SessionRow, turns.label("turns"), flags.label("flags"))
         if student:
             query = query.where(SessionRow.student == student)
@@ -299,20 +307,7 @@ class RecordsStore:
             rows = (await conn.execute(query)).all()
             ids = [row[0] for row in rows]
             subjects = await subjects_visited(conn, ids)
-        return [
-            SessionSummary(
-                id=row.id,
-                student=row.student,
-                room=row.room,
-                started_at=row.started_at,
-                ended_at=row.ended_at,
-                end_reason=row.end_reason,
-                turns=row.turns,
-                flags=row.flags,
-                subjects=subjects.get(row.id, []),
-            )
-            for row in rows
-        ]
+        return [from_row(SessionSummary, row, subjects=subjects.get(row.id, [])) for row in rows]
 
     async def turns(self, session_id: str) -> list[TurnRow]:
         """The session's turns in the order they were said (none for an unknown session)."""

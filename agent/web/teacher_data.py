@@ -22,7 +22,7 @@ from agent.records.schema import (
     TranscriptViewRow,
     VisitRow,
 )
-from agent.records.store import RecordsStore, subjects_visited, utc_now
+from agent.records.store import RecordsStore, counted, from_row, subjects_visited, utc_now
 from agent.web.accounts import Teacher
 
 TIER_RANK = {"urgent": 0, "concern": 1}
@@ -125,16 +125,8 @@ async def sessions_for(
 ) -> list[SessionView]:
     """Newest first: every join from a visible class, with or without a tutor yet."""
     await store.ensure_schema()
-    flags = (
-        select(func.count(FlagRow.id))
-        .where(FlagRow.session_id == VisitRow.session_id)
-        .scalar_subquery()
-    )
-    urgent = (
-        select(func.count(FlagRow.id))
-        .where(FlagRow.session_id == VisitRow.session_id, FlagRow.tier == "urgent")
-        .scalar_subquery()
-    )
+    flags = counted(FlagRow, VisitRow.session_id)
+    urgent = counted(FlagRow, VisitRow.session_id, FlagRow.tier == "urgent")
     query = (
         select(
             VisitRow.session_id,
@@ -181,15 +173,12 @@ async def flags_for(store: RecordsStore, teacher: Teacher, limit: int = 200) -> 
     async with store.engine.connect() as conn:
         alerts = await _alerts_by_flag(conn, [(row.session_id, row.flag_id) for row in rows])
     views = [
-        FlagView(
-            session_id=row.session_id,
+        from_row(
+            FlagView,
+            row,
             student=row.student_name,
             class_code=row.code,
-            tier=row.tier,
-            speaker=row.speaker,
             categories=list(row.categories or []),
-            action=row.action,
-            at=row.at,
             alerts=alerts.get((row.session_id, row.flag_id), []),
         )
         for row in rows

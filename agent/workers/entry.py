@@ -1,19 +1,21 @@
-"""What a named worker of the roster builds once per process and does for each job.
+"""What a named worker of the roster is, builds once per process and does for each job.
 
 A worker module (`named.py`, and `orchestrator.py` / `english.py` for the shipped roster's
-two) resolves which worker it is and keeps its module-level `prewarm` and `entrypoint`
-(the framework pickles them by name into its job processes) as one-line calls into here.
+two) says which worker it is (`worker_plan`) and exposes the plan's `prewarm` and `serve`
+and the `AgentServer` they run on (`plan_server`). The framework pickles both into its job
+processes: they are methods of the plan, which travels with them (settings and roster).
 """
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
-from livekit.agents import JobContext, JobProcess
+from livekit.agents import AgentServer, JobContext, JobProcess
 
-from agent.config.roster import Roster
-from agent.config.settings import Settings
+from agent.config.roster import Roster, load_roster_or_exit
+from agent.config.settings import Settings, load_settings_or_exit
 from agent.conversation.state import TutorKind
 from agent.workers.job import serve_room_job
 from agent.workers.models import pipeline_tutor_models, realtime_tutor_models, session_stt
@@ -24,6 +26,7 @@ from agent.workers.resources import (
     prewarm_process,
     resources_of,
 )
+from agent.workers.server import worker_server
 from agent.workers.turns import load_vad, turn_handling
 from agent.workers.warmup import warm_http_clients, warm_realtime_types
 
@@ -43,6 +46,32 @@ class WorkerPlan:
     @property
     def default_tutor(self) -> TutorKind:
         return self.roster.default_tutor(self.name)
+
+    def prewarm(self, proc: JobProcess) -> None:
+        prewarm_worker(proc, self)
+
+    async def serve(self, ctx: JobContext) -> None:
+        await serve_worker_job(ctx, self)
+
+
+def worker_plan(label: str, which: Callable[[Settings, Roster], str]) -> WorkerPlan:
+    """The settings, the roster and the plan of the worker `which` names in them, or one
+    clear line (starting with `label`) and a non-zero exit."""
+    settings = load_settings_or_exit(label)
+    roster = load_roster_or_exit(settings, label)
+    return worker_plan_or_exit(settings, roster, which(settings, roster))
+
+
+def plan_server(
+    plan: WorkerPlan,
+    prewarm: Callable[[JobProcess], None],
+    entrypoint: Callable[[JobContext], Awaitable[None]],
+) -> AgentServer:
+    """The worker's `AgentServer`, running `prewarm` in each job process and `entrypoint`
+    for each job dispatched to the plan's name."""
+    server = worker_server(prewarm, plan.settings, plan.name)
+    server.rtc_session(agent_name=plan.name)(entrypoint)
+    return server
 
 
 def worker_plan_or_exit(settings: Settings, roster: Roster, name: str) -> WorkerPlan:

@@ -16,10 +16,11 @@ from agent.config.settings import Settings
 from agent.conversation.presence import PING_METHOD, AttributePublisher, RoomAttributes
 from agent.conversation.session import create_session
 from agent.conversation.state import SessionUserdata, TutorKind, TutorModels
+from agent.dispatch.client import DispatchClient
 from agent.dispatch.plan import DispatchPlan
 from agent.framework import skip_close_transcript
 from agent.handover.incoming import apply_plan, start_tutor
-from agent.handover.outgoing import Crossing, DispatchClient
+from agent.handover.outgoing import Crossing
 from agent.handover.protocol import HandoverRoom
 from agent.handover.room import LiveKitHandoverRoom
 from agent.records import RecordWriter

@@ -29,8 +29,8 @@ from agent.config.roster import Roster, default_roster
 from agent.config.settings import Settings, load_settings
 from agent.conversation.presence import wait_published
 from agent.conversation.state import SessionUserdata, TutorKind, TutorModels
+from agent.dispatch.client import DispatchClient
 from agent.dispatch.metadata import _parse_fields
-from agent.handover.outgoing import DispatchClient
 from agent.records import RecordsStore, RecordWriter
 from agent.safety.moderation import Moderator
 from agent.workers.job import JobDeps, run_tutor_job
