@@ -150,8 +150,8 @@ class _Channel:
 async def job_entrypoint(ctx: JobContext) -> None:
     """The process pool's job entrypoint: the orchestrator's job body on simulated audio."""
     from agent.workers import orchestrator
-    from agent.workers.entry import session_models
-    from agent.workers.job import JobDeps, run_tutor_job
+    from agent.workers.entry import job_models
+    from agent.workers.job import JobWiring, run_tutor_job
     from agent.workers.models import dispatcher_for
     from agent.workers.resources import job_moderator, job_writer, resources_of
     from harness.sim_audio import RealtimeSink, SimStudent, load_clip
@@ -190,15 +190,13 @@ async def job_entrypoint(ctx: JobContext) -> None:
     dispatcher = dispatcher_for(settings)
     ctx.add_shutdown_callback(dispatcher.aclose)
     plan = orchestrator.plan
-    deps = JobDeps(
-        tutor_models=resources_of(ctx.proc).tutor_models,
-        session_models=session_models(resources_of(ctx.proc), plan),
-        dispatcher=dispatcher,
-        handover_room=None,
-        workers=plan.roster.elsewhere(plan.name),
+    wiring = JobWiring(
+        models=job_models(resources_of(ctx.proc), plan),
         roster=plan.roster,
+        worker=plan.name,
+        dispatcher=dispatcher,
+        workers=plan.roster.elsewhere(plan.name),
         records=job_writer(ctx, settings),
-        worker=orchestrator.plan.name,
         moderator=job_moderator(ctx),
         prepare_session=prepare,
     )
@@ -207,7 +205,7 @@ async def job_entrypoint(ctx: JobContext) -> None:
 
     logging.getLogger().addHandler(warnings)
     cpu0, started = cpu_seconds(), time.monotonic()
-    session = await run_tutor_job(ctx, kind="orchestrator", settings=settings, deps=deps)
+    session = await run_tutor_job(ctx, kind="orchestrator", settings=settings, wiring=wiring)
     student.begin()
     await student.talk_done.wait()
     cpu1, ended = cpu_seconds(), time.monotonic()

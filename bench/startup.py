@@ -44,11 +44,10 @@ def _one_run(per_process: bool, url: str, out: Any) -> None:
     os.environ.setdefault("LIVEKIT_URL", "ws://127.0.0.1:7880")
     os.environ.setdefault("LIVEKIT_API_KEY", "devkey")
     os.environ.setdefault("LIVEKIT_API_SECRET", "bench-secret-of-at-least-32-characters")
-    from livekit.agents.testing import fake_job_context
-
+    from agent.config.roster import roster_for
     from agent.config.settings import load_settings
-    from agent.dispatch.metadata import dispatch_metadata
-    from agent.workers.job import JobDeps, run_tutor_job
+    from agent.dispatch.plan import DispatchPlan
+    from agent.workers.job import JobModels, JobWiring, local_job
     from agent.workers.models import pipeline_tutor_models, session_stt
     from harness.fakes.audio import PlaybackLog, RealtimeAudioOutput
     from harness.fakes.openai_server import API_KEY
@@ -64,24 +63,15 @@ def _one_run(per_process: bool, url: str, out: Any) -> None:
         started = time.monotonic()
         models, stt = prebuilt or (pipeline_tutor_models(settings), session_stt(settings))
         playback = PlaybackLog()
-        deps = JobDeps(
-            tutor_models=models,
-            session_models={
-                "stt": stt,
-                "llm": models["orchestrator"].llm,
-                "tts": models["orchestrator"].tts,
-            },
-            dispatcher=None,  # type: ignore[arg-type]
-            handover_room=None,
-            workers={},
+        own = models["orchestrator"]
+        wiring = JobWiring(
+            models=JobModels(models, {"stt": stt, "llm": own.llm, "tts": own.tts}),
+            roster=roster_for(settings),
             prepare_session=lambda s: setattr(s.output, "audio", RealtimeAudioOutput(playback)),
         )
-        with fake_job_context(job_metadata=dispatch_metadata(session="b", student="kid")) as ctx:
-            session = await run_tutor_job(ctx, kind="orchestrator", settings=settings, deps=deps)
+        async with local_job(settings, wiring, plan=DispatchPlan("b", "kid")):
             await playback.played(1)
-            greeting = playback.utterances[0].started - started
-            await session.aclose()
-        return greeting
+            return playback.utterances[0].started - started
 
     greeting = asyncio.run(job(), debug=True)
     out.send((stalls.longest, stalls.count, greeting))

@@ -287,9 +287,17 @@ def roster_path(setting: str) -> Path:
 
 @lru_cache(maxsize=1)
 def default_roster() -> Roster:
-    """The roster `TUTOR_ROSTER` names, without the settings' overrides: what a tutor built
-    outside a worker's job (e.g. `MathAgent()`) is made from."""
+    """The roster `TUTOR_ROSTER` names, without the settings' overrides (the web service's
+    tutor titles)."""
     return load_roster(roster_path(RosterSettings().tutor_roster))
+
+
+@lru_cache(maxsize=1)
+def shipped_roster() -> Roster:
+    """The roster shipped with the product (`tutors.toml`), whatever the environment says:
+    what a conversation's state or a tutor made outside a job (a test, a notebook) speaks
+    for. A job always passes its worker's roster."""
+    return load_roster(SHIPPED_ROSTER)
 
 
 # settings that predate the roster: when set, they override one tutor's entry

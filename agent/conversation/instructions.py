@@ -1,9 +1,42 @@
-"""A tutor's instructions: its roster entry's own text, the routes it has, the shared style."""
+"""What a tutor's model is told: its instructions (its roster entry's own text, the routes it
+has, the shared style), and the instructions of the replies a tutor makes on its own (on
+taking over, on opening, on the student's return)."""
 
 from __future__ import annotations
 
 from agent.config.roster import ORCHESTRATOR, Roster
 from agent.conversation.style import VOICE_STYLE
+
+# the reply of a tutor that has just taken over, opens, or sees the student come back
+TAKEOVER = (
+    "You have just taken over as the {title}. Answer the student's latest question right "
+    "away, in a sentence or two, without greeting at length and without asking them to "
+    "repeat it."
+)
+OPENING = (
+    "You have just taken over as the {title}. Introduce yourself in one short sentence and "
+    "ask the student what they would like to learn."
+)
+WELCOME_BACK = (
+    "The student has just come back after their connection dropped; the conversation so far "
+    "is above and you are still the {title}. In one short sentence, welcome them back and "
+    "recall what you were working on, then ask whether to go on. Do not introduce yourself "
+    "or greet them as a new student."
+)
+# the orchestrator's: it greets once per conversation, and never again
+GREETING = (
+    "Greet the student warmly in one or two short sentences, say you can connect them with "
+    "{subjects}, and ask what they would like to learn."
+)
+ORCHESTRATOR_TAKEOVER = (
+    "You are back as the {title}. Respond to the student's latest message right away: route "
+    "a subject question to its tutor, answer small talk yourself, or say goodbye warmly if "
+    "they are leaving. Do not greet them again."
+)
+ORCHESTRATOR_NEXT = (
+    "You are back as the {title}. In one short sentence, ask the student what they would "
+    "like to learn next. Do not greet them again."
+)
 
 
 def tutor_instructions(roster: Roster, kind: str) -> str:

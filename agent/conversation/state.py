@@ -16,12 +16,11 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol
 from livekit.agents import llm, stt, tts
 from livekit.agents.types import NOT_GIVEN, NotGivenOr
 
+from agent.config.roster import Roster, shipped_roster
 from agent.conversation.presence import AttributePublisher
 
 if TYPE_CHECKING:
     from livekit.agents import AgentSession
-
-    from agent.config.roster import Roster
 
 # a tutor's kind: the name of its table in the roster (e.g. "math")
 TutorKind = str
@@ -92,12 +91,6 @@ def new_session_id() -> str:
     return uuid.uuid4().hex[:12]
 
 
-def _default_roster() -> Roster:
-    from agent.config.roster import default_roster
-
-    return default_roster()
-
-
 @dataclass
 class SessionUserdata:
     session_id: str = field(default_factory=new_session_id)
@@ -110,7 +103,7 @@ class SessionUserdata:
     greeted: bool = False
     active_tutor: TutorKind | None = None
     # the tutors of this conversation: who exists, how each routes and sounds
-    roster: Roster = field(default_factory=_default_roster)
+    roster: Roster = field(default_factory=shipped_roster)
     # models each tutor is built with when a handoff creates it (the worker fills this in)
     tutor_models: dict[TutorKind, TutorModels] = field(default_factory=dict)
     # the speech (model turn) that already handed off: a second route call in it is dropped

@@ -14,9 +14,9 @@ from livekit.agents.types import NOT_GIVEN, NotGivenOr
 from livekit.agents.voice import ModelSettings, SpeechHandle
 from livekit.agents.voice.io import TimedString
 
-from agent.config.roster import Roster, default_roster
+from agent.config.roster import Roster, shipped_roster
 from agent.conversation.floor import FloorGate
-from agent.conversation.instructions import tutor_instructions
+from agent.conversation.instructions import OPENING, TAKEOVER, WELCOME_BACK, tutor_instructions
 from agent.conversation.lines import AudioPrefetch, Prefetched, line_cache, one_chunk
 from agent.conversation.presence import publish_tutor
 from agent.conversation.state import SYNTHETIC_TURN_KEY, HandoffNote, SessionUserdata, TutorKind
@@ -96,7 +96,7 @@ class Tutor(Agent):
         handoff: HandoffNote | None = None,
         resumed: bool = False,
     ) -> None:
-        roster = roster or default_roster()
+        roster = roster or shipped_roster()
         kind = kind or getattr(type(self), "kind", None)
         if kind is None:
             raise TypeError("a Tutor needs the kind of its roster entry")
@@ -243,25 +243,13 @@ class Tutor(Agent):
         )
 
     def takeover_instructions(self) -> str:
-        return (
-            f"You have just taken over as the {self.title}. Answer the student's latest "
-            "question right away, in a sentence or two, without greeting at length and "
-            "without asking them to repeat it."
-        )
+        return TAKEOVER.format(title=self.title)
 
     def welcome_back_instructions(self) -> str:
-        return (
-            "The student has just come back after their connection dropped; the conversation "
-            f"so far is above and you are still the {self.title}. In one short sentence, "
-            "welcome them back and recall what you were working on, then ask whether to go "
-            "on. Do not introduce yourself or greet them as a new student."
-        )
+        return WELCOME_BACK.format(title=self.title)
 
     def opening_instructions(self) -> str:
-        return (
-            f"You have just taken over as the {self.title}. Introduce yourself in one short "
-            "sentence and ask the student what they would like to learn."
-        )
+        return OPENING.format(title=self.title)
 
 
 def tutor_class(kind: TutorKind) -> type[Tutor]:

@@ -34,6 +34,7 @@ from agent.records.erasure import (
     note_export,
     preview,
 )
+from agent.records.retention import purge
 from agent.records.store import RecordsConfigError, RecordsStore, SessionSummary
 
 EXIT_BAD_INPUT = 2
@@ -281,7 +282,7 @@ async def _document(store: RecordsStore, session_id: str) -> dict[str, Any]:
 
 
 async def _purge(store: RecordsStore, days: float) -> str:
-    deleted = await store.purge(older_than_days=days)
+    deleted = await purge(store, older_than_days=days)
     return f"deleted {deleted} session(s) started more than {days:g} day(s) ago"
 
 

@@ -12,17 +12,16 @@ import functools
 import logging
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, fields
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
-from sqlalchemy import Connection, delete, event, func, or_, select, update
+from sqlalchemy import Connection, event, func, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
-from agent.records.deletion import audit, delete_sessions
 from agent.records.models import (
     AlertRecord,
     FlagRecord,
@@ -39,9 +38,7 @@ from agent.records.schema import (
     FlagRow,
     HandoffRow,
     SessionRow,
-    TranscriptViewRow,
     TurnRow,
-    VisitRow,
 )
 
 logger = logging.getLogger("tutor.records")
@@ -239,24 +236,23 @@ class RecordsStore:
                 await self._insert_ignore(conn, SessionRow, **columns)
             case SessionResumed():
                 at = _utc(record.at)
-                await conn.execute(
-                    update(SessionRow)
-                    .where(
-                        SessionRow.id == record.session_id,
-                        or_(SessionRow.resumed_at.is_(None), SessionRow.resumed_at < at),
-                    )
-                    .values(resumed_at=at, ended_at=None, end_reason=None)
+                await _set_session(
+                    conn,
+                    record.session_id,
+                    SessionRow.resumed_at < at,
+                    resumed_at=at,
+                    ended_at=None,
+                    end_reason=None,
                 )
             case SessionEnded():
                 # an earlier job's end, written after a later job resumed it, is history
                 at = _utc(record.at)
-                await conn.execute(
-                    update(SessionRow)
-                    .where(
-                        SessionRow.id == record.session_id,
-                        or_(SessionRow.resumed_at.is_(None), SessionRow.resumed_at <= at),
-                    )
-                    .values(ended_at=at, end_reason=record.reason[:64])
+                await _set_session(
+                    conn,
+                    record.session_id,
+                    SessionRow.resumed_at <= at,
+                    ended_at=at,
+                    end_reason=record.reason[:64],
                 )
             case TurnRecord():
                 await self._insert_ignore(conn, TurnRow, **row_columns(record))
@@ -374,97 +370,17 @@ class RecordsStore:
             ],
         }
 
-    # the alerts outbox (delivered by `agent.safety.alerts`)
 
-    async def due_alerts(self, now: datetime, limit: int = 50) -> list[AlertRow]:
-        """Pending alerts whose next attempt is due, oldest first."""
-        await self.ensure_schema()
-        query = (
-            select(AlertRow)
-            .where(AlertRow.status == "pending", AlertRow.next_attempt_at <= now)
-            .order_by(AlertRow.created_at)
-            .limit(limit)
-        )
-        async with self.engine.connect() as conn:
-            return list((await conn.execute(query)).all())  # type: ignore[arg-type]
-
-    async def claim_alert(self, alert_id: str, *, now: datetime, lease: timedelta) -> bool:
-        """Take `alert_id` for one delivery attempt: True for exactly one of several
-        deliverers (the lease moves its next attempt past theirs)."""
-        async with self.engine.begin() as conn:
-            result = await conn.execute(
-                update(AlertRow)
-                .where(
-                    AlertRow.id == alert_id,
-                    AlertRow.status == "pending",
-                    AlertRow.next_attempt_at <= now,
-                )
-                .values(next_attempt_at=now + lease, attempts=AlertRow.attempts + 1)
-            )
-        return result.rowcount == 1
-
-    async def settle_alert(
-        self,
-        alert_id: str,
-        *,
-        status: str,
-        now: datetime,
-        next_attempt_at: datetime | None = None,
-        error: str | None = None,
-    ) -> None:
-        """Record an attempt's outcome: delivered, retry at `next_attempt_at`, or given up."""
-        values: dict[str, Any] = {"status": status, "last_error": error}
-        if status == "delivered":
-            values["delivered_at"] = now
-        if next_attempt_at is not None:
-            values["next_attempt_at"] = next_attempt_at
-        async with self.engine.begin() as conn:
-            await conn.execute(update(AlertRow).where(AlertRow.id == alert_id).values(**values))
-
-    # retention
-
-    async def purge(self, *, older_than_days: float, now: datetime | None = None) -> int:
-        """Delete the sessions started (or joined) more than `older_than_days` ago, with
-        everything recorded under them in every table, and write it to the audit log.
-        Returns how many sessions were deleted."""
-        await self.ensure_schema()
-        now = now or utc_now()
-        cutoff = now - timedelta(days=older_than_days)
-
-        async def work(conn: AsyncConnection) -> dict[str, int]:
-            old = set(
-                (await conn.execute(select(SessionRow.id).where(SessionRow.started_at < cutoff)))
-                .scalars()
-                .all()
-            )
-            old.update(
-                (
-                    await conn.execute(
-                        select(VisitRow.session_id).where(VisitRow.created_at < cutoff)
-                    )
-                )
-                .scalars()
-                .all()
-            )
-            deleted = await delete_sessions(conn, sorted(old))
-            stale_views = await conn.execute(
-                delete(TranscriptViewRow).where(TranscriptViewRow.at < cutoff)
-            )
-            deleted[TranscriptViewRow.__tablename__] += stale_views.rowcount or 0
-            if any(deleted.values()):
-                await audit(
-                    conn,
-                    at=now,
-                    actor="retention",
-                    action="purge",
-                    target=f"older than {older_than_days:g} days",
-                    rows=deleted,
-                )
-            return deleted
-
-        deleted = await self.write_waiting(work)
-        logger.info("records purged", extra={"rows": deleted, "days": older_than_days})
-        return deleted[SessionRow.__tablename__]
+async def _set_session(
+    conn: AsyncConnection, session_id: str, since_resumed: Any, **values: Any
+) -> None:
+    """Set `values` on the session, unless a later job resumed it (`since_resumed` is
+    false of its resume time)."""
+    await conn.execute(
+        update(SessionRow)
+        .where(SessionRow.id == session_id, or_(SessionRow.resumed_at.is_(None), since_resumed))
+        .values(**values)
+    )
 
 
 EXPORT_FORMAT = "voice-tutor.session.v1"

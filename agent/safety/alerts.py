@@ -26,6 +26,7 @@ import aiohttp
 
 from agent.config.settings import SafetySettings
 from agent.records.models import AlertRecord, FlagRecord, Record
+from agent.records.outbox import claim_alert, due_alerts, settle_alert
 from agent.records.store import RecordsStore, utc_now
 from agent.safety.moderation import Tier, Verdict
 from agent.telemetry import metrics
@@ -140,8 +141,8 @@ async def deliver_due(
     """One pass over the outbox: try every due alert once. Returns counts by outcome."""
     now = now or utc_now()
     counts: dict[str, int] = {}
-    for alert in await store.due_alerts(now):
-        if not await store.claim_alert(alert.id, now=now, lease=LEASE):
+    for alert in await due_alerts(store, now):
+        if not await claim_alert(store, alert.id, now=now, lease=LEASE):
             continue  # another deliverer has it
         outcome = await _attempt(store, config, http, alert, now)
         counts[outcome] = counts.get(outcome, 0) + 1
@@ -161,7 +162,7 @@ async def _attempt(
     if not url:
         logger.warning("no webhook for the %s channel: alert kept in the records", alert.channel,
                        extra=fields)  # fmt: skip
-        await store.settle_alert(alert.id, status="unrouted", now=now)
+        await settle_alert(store, alert.id, status="unrouted", now=now)
         return "unrouted"
     body = json.dumps(alert.payload, ensure_ascii=False, sort_keys=True).encode()
     headers = {
@@ -180,16 +181,16 @@ async def _attempt(
         error = type(exc).__name__
     if error is None:
         logger.info("alert delivered", extra={**fields, "attempts": alert.attempts + 1})
-        await store.settle_alert(alert.id, status="delivered", now=now)
+        await settle_alert(store, alert.id, status="delivered", now=now)
         return "delivered"
     if now - alert.created_at >= config.retry_for:
         logger.error("alert given up after %s: %s", config.retry_for, error, extra=fields)
-        await store.settle_alert(alert.id, status="failed", now=now, error=error)
+        await settle_alert(store, alert.id, status="failed", now=now, error=error)
         return "failed"
     retry_at = now + _backoff(alert.attempts + 1)
     logger.warning("alert delivery failed (%s), retrying at %s", error, retry_at, extra=fields)
-    await store.settle_alert(
-        alert.id, status="pending", now=now, next_attempt_at=retry_at, error=error
+    await settle_alert(
+        store, alert.id, status="pending", now=now, next_attempt_at=retry_at, error=error
     )
     return "retry"
 

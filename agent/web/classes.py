@@ -26,14 +26,16 @@ NAME = re.compile(r"[^\W\d_](?:[^\W\d_]|[ '\u2019.-])*", re.UNICODE)
 STUDENT_TOKEN_TTL = timedelta(hours=2)
 
 
+@dataclass
 class JoinError(Exception):
     """A join the page must refuse; `message` is written for the child who typed it."""
 
-    def __init__(self, status: int, code: str, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.code = code
-        self.message = message
+    status: int  # the HTTP status the page gets
+    code: str  # a stable reason the page can tell apart, e.g. "closed"
+    message: str
+
+    def __str__(self) -> str:
+        return self.message
 
 
 @dataclass(frozen=True)

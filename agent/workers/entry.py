@@ -16,9 +16,17 @@ from livekit.agents import AgentServer, JobContext, JobProcess
 
 from agent.config.roster import Roster, load_roster_or_exit
 from agent.config.settings import Settings, load_settings_or_exit
+from agent.conversation.presence import RoomAttributes
 from agent.conversation.state import TutorKind
-from agent.workers.job import serve_room_job
-from agent.workers.models import pipeline_tutor_models, realtime_tutor_models, session_stt
+from agent.dispatch.client import Dispatcher
+from agent.handover.room import LiveKitHandoverRoom
+from agent.workers.job import JobModels, JobRoom, JobWiring, run_tutor_job
+from agent.workers.models import (
+    dispatcher_for,
+    pipeline_tutor_models,
+    realtime_tutor_models,
+    session_stt,
+)
 from agent.workers.resources import (
     ProcessResources,
     job_moderator,
@@ -123,22 +131,50 @@ def session_models(resources: ProcessResources, plan: WorkerPlan) -> dict[str, A
     }
 
 
+def job_models(resources: ProcessResources, plan: WorkerPlan) -> JobModels:
+    """The models of one of this worker's jobs, from what its process prewarmed."""
+    return JobModels(
+        tutors=resources.tutor_models,
+        session=session_models(resources, plan),
+        # a realtime model takes the framework's 24 kHz; a pipeline the setting's rate
+        input_sample_rate=plan.settings.audio_input_sample_rate if plan.pipeline else None,
+    )
+
+
+def job_wiring(ctx: JobContext, plan: WorkerPlan, dispatcher: Dispatcher) -> JobWiring:
+    """How one of this worker's jobs is wired, from its (connected) job context: the
+    process's models, records and moderation, the student's room, and `dispatcher` to reach
+    every tutor hosted elsewhere."""
+    return JobWiring(
+        models=job_models(resources_of(ctx.proc), plan),
+        roster=plan.roster,
+        worker=plan.name,
+        room=JobRoom(
+            handover=LiveKitHandoverRoom(ctx.room),
+            presence=RoomAttributes(ctx.room),
+            close=ctx.delete_room,
+            served_by_earlier=lambda: dispatcher.served_by_earlier(
+                room=ctx.room.name, dispatch_id=ctx.job.dispatch_id, agent_name=ctx.job.agent_name
+            ),
+            rtc_room=ctx.room,
+        ),
+        dispatcher=dispatcher,
+        workers=plan.roster.elsewhere(plan.name),
+        records=job_writer(ctx, plan.settings),
+        moderator=job_moderator(ctx),
+    )
+
+
 async def serve_worker_job(ctx: JobContext, plan: WorkerPlan) -> None:
-    """A job of this worker: the tutor its dispatch names (else its default tutor), with
-    every tutor hosted elsewhere reachable across workers."""
-    settings = plan.settings
-    resources = resources_of(ctx.proc)
-    await serve_room_job(
+    """A job of this worker: connect, one dispatch client for the job, and the tutor its
+    dispatch names (else the worker's default tutor), with every tutor hosted elsewhere
+    reachable across workers."""
+    await ctx.connect()
+    dispatcher = dispatcher_for(plan.settings)
+    ctx.add_shutdown_callback(dispatcher.aclose)
+    await run_tutor_job(
         ctx,
         kind=plan.default_tutor,
-        settings=settings,
-        tutor_models=resources.tutor_models,
-        session_models=session_models(resources, plan),
-        workers=plan.roster.elsewhere(plan.name),
-        worker=plan.name,
-        records=job_writer(ctx, settings),
-        moderator=job_moderator(ctx),
-        roster=plan.roster,
-        # a realtime model takes the framework's 24 kHz; a pipeline the setting's rate
-        input_sample_rate=settings.audio_input_sample_rate if plan.pipeline else None,
+        settings=plan.settings,
+        wiring=job_wiring(ctx, plan, dispatcher),
     )

@@ -1,151 +1,245 @@
-"""The job body every worker shares: one session, one tutor, handovers in and out."""
+"""One job's life, whatever the worker: one session, one tutor, handovers in and out.
+
+`JobWiring` is everything a job runs with that crosses the process boundary (its models,
+the student's room, the dispatch API, records, moderation); a worker builds it from its job
+context (`agent.workers.entry.job_wiring`), and `local_job` runs a tutor job in this process
+with stand-ins instead (no LiveKit server: a notebook, the evaluation harness, the tests and
+the benchmarks). `TutorJob` is the lifecycle: it starts the tutor the dispatch names, and
+leaves the room once, when the student leaves, the session closes, or another tutor takes
+over.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable, Coroutine, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Mapping
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
+from livekit import rtc
 from livekit.agents import NOT_GIVEN, Agent, AgentSession, CloseEvent, CloseReason, JobContext
+from livekit.agents.testing import fake_job_context
 from livekit.agents.voice.room_io import AudioInputOptions, RoomOptions, TextOutputOptions
 
-from agent.config.roster import Roster, default_roster
+from agent.config.roster import Roster
 from agent.config.settings import Settings
-from agent.conversation.presence import PING_METHOD, AttributePublisher, RoomAttributes
+from agent.conversation.presence import PING_METHOD, AttributePublisher
 from agent.conversation.session import create_session
-from agent.conversation.state import SessionUserdata, TutorKind, TutorModels
+from agent.conversation.state import SessionUserdata, TutorKind, TutorModels, new_session_id
 from agent.dispatch.client import DispatchClient
 from agent.dispatch.plan import DispatchPlan
 from agent.framework import skip_close_transcript
 from agent.handover.incoming import apply_plan, start_tutor
 from agent.handover.outgoing import Crossing
 from agent.handover.protocol import HandoverRoom
-from agent.handover.room import LiveKitHandoverRoom
 from agent.records import RecordWriter
 from agent.records.recorder import SessionRecorder
 from agent.records.resume import Resumption, find_resumption
 from agent.safety.guard import SafetyGuard
 from agent.safety.moderation import Moderator
 from agent.telemetry.metrics import DUPLICATE_JOBS
-from agent.workers.models import dispatcher_for
 
 logger = logging.getLogger("tutor.worker")
-
-
-@dataclass
-class JobDeps:
-    """Everything a job uses that crosses the process boundary (models, room, API)."""
-
-    tutor_models: dict[TutorKind, TutorModels]
-    session_models: Mapping[str, Any]  # passed to AgentSession: stt, vad, tts, llm
-    dispatcher: DispatchClient
-    handover_room: HandoverRoom | None
-    workers: Mapping[TutorKind, str]  # tutors hosted elsewhere -> worker (agent) name
-    start_options: Mapping[str, Any] = field(default_factory=dict)  # for session.start
-    records: RecordWriter | None = None  # None: this job records nothing
-    # called with the session just before it starts, where there is no room: tests and
-    # benchmarks set its audio input and output or listen to it (in a worker, the room does)
-    prepare_session: Callable[[AgentSession[SessionUserdata]], None] | None = None
-    worker: str = ""  # this worker's name, as the records show it
-    moderator: Moderator | None = None  # None: moderation is off
-    roster: Roster | None = None  # None: the default roster
-    presence: AttributePublisher | None = None  # where the active tutor is published
-    # the student's audio as the session receives it (None: the framework's 24 kHz, which
-    # a realtime model needs); a pipeline takes 16 kHz, what its VAD and end-of-turn model
-    # run at, so neither resamples every frame
-    input_sample_rate: int | None = None
-    # closes the student's room once the student has left (the server's DeleteRoom): the
-    # other tutors and every dispatch go with it; None where there is no server
-    close_room: Callable[[], Awaitable[Any]] | None = None
-    # whether an earlier dispatch of this worker into the room has a tutor on its way (the
-    # server's creation order decides between two jobs starting in the same instant)
-    served_by_earlier: Callable[[], Awaitable[bool]] | None = None
-
 
 CLOSE_ROOM_TIMEOUT = 2.0
 # a student whose connection was lost is waited for this long before the job ends
 STUDENT_RETURN_TIMEOUT = 20.0
 
 
-async def _served_already(deps: JobDeps) -> str:
-    """Why a fresh job must leave without a word, or "" if the student is its own."""
-    room = deps.handover_room
-    if room is not None and room.other_tutors():
-        return "another tutor already serves this room"
-    if deps.served_by_earlier is not None and await deps.served_by_earlier():
-        return "an earlier dispatch's tutor serves this room"
-    return ""
+@dataclass
+class JobModels:
+    """The models of one job."""
+
+    tutors: dict[TutorKind, TutorModels]  # each tutor's own, for the handoffs that build it
+    session: Mapping[str, Any] = field(default_factory=dict)  # AgentSession's: stt, vad, ...
+    # the student's audio as the session receives it (None: the framework's 24 kHz, which
+    # a realtime model needs); a pipeline takes 16 kHz, what its VAD and end-of-turn model
+    # run at, so neither resamples every frame
+    input_sample_rate: int | None = None
+
+
+@dataclass
+class JobRoom:
+    """The student's room as one job sees it."""
+
+    handover: HandoverRoom  # who is there, floor handovers, the page's pings
+    presence: AttributePublisher | None = None  # where the active tutor is published
+    # closes the room once the student has left (the server's DeleteRoom): the other tutors
+    # and every dispatch go with it
+    close: Callable[[], Awaitable[Any]] | None = None
+    # whether an earlier dispatch of this worker into the room has a tutor on its way (the
+    # server's creation order decides between two jobs starting in the same instant)
+    served_by_earlier: Callable[[], Awaitable[bool]] | None = None
+    # the connected room the session hears and speaks in (None: the session's audio is the
+    # caller's, set in `JobWiring.prepare_session`)
+    rtc_room: rtc.Room | None = None
+
+
+@dataclass
+class JobWiring:
+    """Everything one job runs with that crosses the process boundary."""
+
+    models: JobModels
+    roster: Roster
+    worker: str = ""  # this worker's name, as the records show it
+    room: JobRoom | None = None  # None: no room (no crossing, no presence)
+    dispatcher: DispatchClient | None = None  # None: no crossing to another worker
+    workers: Mapping[TutorKind, str] = field(default_factory=dict)  # tutors hosted elsewhere
+    records: RecordWriter | None = None  # None: this job records nothing
+    moderator: Moderator | None = None  # None: moderation is off
+    # called with the session just before it starts: where there is no room, the caller
+    # sets its audio input and output here, or listens to it
+    prepare_session: Callable[[AgentSession[SessionUserdata]], None] | None = None
+
+    def hosted_here(self) -> list[TutorKind]:
+        """The tutors this job can start itself (not those hosted by another worker)."""
+        return [kind for kind in self.models.tutors if kind not in self.workers]
 
 
 async def run_tutor_job(
-    ctx: JobContext, *, kind: TutorKind, settings: Settings, deps: JobDeps
+    ctx: JobContext, *, kind: TutorKind, settings: Settings, wiring: JobWiring
 ) -> AgentSession[SessionUserdata] | None:
     """Start the tutor the dispatch names (if this worker hosts it), else the `kind` tutor,
     for `ctx`'s job and return its running session; None if another tutor already serves
     the room and this job was a duplicate (it leaves without a word)."""
-    plan = DispatchPlan.from_metadata(ctx.job.metadata)
-    if not plan.is_handover and (reason := await _served_already(deps)):
-        # a second dispatch for a student already served (e.g. the web service's
-        # re-dispatch racing a slow first job): two tutors must never talk at once
-        DUPLICATE_JOBS.inc()
-        logger.warning(
-            "%s: leaving", reason, extra={"room": ctx.room.name, "session": plan.session_id}
-        )
-        ctx.shutdown(reason=reason)
-        return None
-    if deps.handover_room is not None:
-        deps.handover_room.register_rpc(PING_METHOD, _pong)
-    resumption = await _resumption(plan, deps)
-    userdata = SessionUserdata(
-        room_name=ctx.room.name,
-        tutor_models=deps.tutor_models,
-        max_handoffs_without_student_turn=settings.max_handoffs_without_student_turn,
-        roster=deps.roster or default_roster(),
-        presence=deps.presence,
-    )
-    apply_plan(userdata, plan)
-    kind = job_tutor(plan, kind, deps, userdata)
-    if resumption is not None:
-        userdata.greeted = True
-        kind = resumption.tutor(kind, hosted_here=_hosted_here(deps))
-    session = create_session(userdata, **deps.session_models)
-    if deps.records is not None:
-        userdata.recorder = SessionRecorder(deps.records, userdata, worker=deps.worker)
-        userdata.recorder.attach(session, resumed=resumption is not None)
-    if deps.moderator is not None:
-        userdata.safety = SafetyGuard(
-            deps.moderator,
-            fail_open=settings.moderation_fail_mode == "open",
-            helpline=settings.safeguarding_helpline_text,
-        )
-        userdata.safety.attach(session)
-    start_options = dict(deps.start_options)
-    if "room" in start_options:
-        start_options["room_options"] = room_options(
-            plan.student, settings, input_sample_rate=deps.input_sample_rate
-        )
-        # the framework would otherwise let anyone in the room drive the session over its
-        # session topic (read the tutor's instructions, send a turn that was never spoken,
-        # mute its captions) and stream every session event to the room
-        start_options["session_host"] = False
+    return await TutorJob(ctx, settings, wiring).start(kind)
 
-    leaving = False  # set once: this job is on its way out of the room
-    watcher: asyncio.Task[None] | None = None  # ends the job when the student leaves
 
-    def stop_watching() -> None:
-        if watcher is not None and watcher is not asyncio.current_task():
-            watcher.cancel()
+@asynccontextmanager
+async def local_job(
+    settings: Settings,
+    wiring: JobWiring,
+    *,
+    kind: TutorKind = "orchestrator",
+    plan: DispatchPlan | None = None,
+) -> AsyncIterator[AgentSession[SessionUserdata]]:
+    """Run a tutor job in this process, with no LiveKit server: the wiring's models and
+    stand-ins (its `prepare_session` gives the session its audio, or none: text only), and
+    `plan` as its dispatch (default: a new session). The session is closed on exit."""
+    plan = plan or DispatchPlan(session_id=new_session_id(), student="student")
+    with fake_job_context(job_metadata=plan.to_metadata()) as ctx:
+        session = await run_tutor_job(ctx, kind=kind, settings=settings, wiring=wiring)
+        if session is None:
+            raise RuntimeError("another tutor already serves this job's room")
+        try:
+            yield session
+        finally:
+            await session.aclose()
 
-    async def leave(reason: str, *, session_over: bool, student_left: bool = False) -> None:
+
+class TutorJob:
+    """One job: its session, and how it leaves the room (once, whatever asks first)."""
+
+    def __init__(self, ctx: JobContext, settings: Settings, wiring: JobWiring) -> None:
+        self.ctx = ctx
+        self.settings = settings
+        self.wiring = wiring
+        self.plan = DispatchPlan.from_metadata(ctx.job.metadata)
+        self.leaving = False  # set once: the job is on its way out of the room
+        self._watcher: asyncio.Task[None] | None = None  # ends the job when the student leaves
+        self.userdata = SessionUserdata(
+            room_name=ctx.room.name,
+            tutor_models=wiring.models.tutors,
+            max_handoffs_without_student_turn=settings.max_handoffs_without_student_turn,
+            roster=wiring.roster,
+            presence=wiring.room.presence if wiring.room else None,
+        )
+        self.session: AgentSession[SessionUserdata] | None = None
+
+    async def start(self, kind: TutorKind) -> AgentSession[SessionUserdata] | None:
+        """Start the job's tutor (see `run_tutor_job`) and return its running session."""
+        wiring, plan, userdata = self.wiring, self.plan, self.userdata
+        room = wiring.room
+        if not plan.is_handover and (reason := await self._served_already()):
+            # a second dispatch for a student already served (e.g. the web service's
+            # re-dispatch racing a slow first job): two tutors must never talk at once
+            DUPLICATE_JOBS.inc()
+            logger.warning(
+                "%s: leaving",
+                reason,
+                extra={"room": self.ctx.room.name, "session": plan.session_id},
+            )
+            self.ctx.shutdown(reason=reason)
+            return None
+        if room is not None:
+            room.handover.register_rpc(PING_METHOD, _pong)
+        resumption = await self._resumption()
+        apply_plan(userdata, plan)
+        kind = self._tutor(kind)
+        if resumption is not None:
+            userdata.greeted = True
+            kind = resumption.tutor(kind, hosted_here=wiring.hosted_here())
+        session = self.session = create_session(userdata, **wiring.models.session)
+        if wiring.records is not None:
+            userdata.recorder = SessionRecorder(wiring.records, userdata, worker=wiring.worker)
+            userdata.recorder.attach(session, resumed=resumption is not None)
+        if wiring.moderator is not None:
+            userdata.safety = SafetyGuard(
+                wiring.moderator,
+                fail_open=self.settings.moderation_fail_mode == "open",
+                helpline=self.settings.safeguarding_helpline_text,
+            )
+            userdata.safety.attach(session)
+        session.on("close", self._on_close)
+        if room is not None and wiring.dispatcher is not None:
+            userdata.crossing = Crossing(
+                room=room.handover,
+                room_name=self.ctx.room.name,
+                dispatcher=wiring.dispatcher,
+                workers=wiring.workers,
+                ready_timeout=self.settings.handover_ready_timeout,
+                end_job=self.hand_on,
+            )
+        logger.info(
+            "job started",
+            extra={
+                **userdata.log_fields(),
+                "job_id": self.ctx.job.id,
+                "handover": plan.is_handover,
+                "resumed": resumption is not None,
+            },
+        )
+        if room is not None and plan.student:
+            self._watcher = spawn(self._until_student_leaves(room.handover, plan.student))
+        if room is not None:
+            # this job's own connection broke (its server node was lost): it cannot know
+            # what the student heard since, so it leaves the session to a tutor that
+            # resumes it
+            room.handover.on_connection_lost(
+                lambda: spawn(self.hand_on("lost the connection to the room"))
+            )
+        await start_tutor(
+            kind=kind,
+            plan=plan,
+            session=session,
+            room=room.handover if room else None,
+            start_session=self._start_session,
+            end_job=self.hand_on,
+            timeout=self.settings.handover_ready_timeout,
+            resumption=resumption,
+        )
+        return session
+
+    async def hand_on(self, reason: str) -> None:
+        """Leave the room while the student's session goes on (with another tutor)."""
+        await self._leave(reason, session_over=False)
+
+    async def finish(self, reason: str, *, student_left: bool = False) -> None:
+        """The session is over (the student left, the room or the session closed): leave."""
+        await self._leave(reason, session_over=True, student_left=student_left)
+
+    async def _leave(self, reason: str, *, session_over: bool, student_left: bool = False) -> None:
         """Close the session and leave the room, once. After the student, the room goes
         too: no tutor and no dispatch is left in it."""
-        nonlocal leaving
-        if leaving:
+        if self.leaving:
             return
-        leaving = True
-        stop_watching()
+        self.leaving = True
+        if self._watcher is not None and self._watcher is not asyncio.current_task():
+            self._watcher.cancel()
+        userdata, session = self.userdata, self.session
+        assert session is not None
         logger.info("job ending", extra={**userdata.log_fields(), "reason": reason})
         if session_over:
             if userdata.recorder is not None:
@@ -159,92 +253,98 @@ async def run_tutor_job(
             # transcript can come, so the close must not wait for one
             skip_close_transcript(session)
         await session.aclose()
-        if student_left and deps.close_room is not None:
+        room = self.wiring.room
+        if student_left and room is not None and room.close is not None:
             # after this job has left: a deletion that cut a connected tutor would close its
             # data channels mid-stream (the SDK logs that as errors)
-            close_room = deps.close_room
+            close = room.close
 
             async def close_after_leaving() -> None:
-                await _close_room(close_room)
+                await _close_room(close)
 
-            ctx.add_shutdown_callback(close_after_leaving)
-        ctx.shutdown(reason=reason)
+            self.ctx.add_shutdown_callback(close_after_leaving)
+        self.ctx.shutdown(reason=reason)
 
-    async def end_job(reason: str) -> None:
-        """Leave the room while the student's session goes on (with another tutor)."""
-        await leave(reason, session_over=False)
-
-    async def finish_job(reason: str, *, student_left: bool = False) -> None:
-        """The session is over (the student left, the room or the session closed): leave."""
-        await leave(reason, session_over=True, student_left=student_left)
-
-    def on_close(event: CloseEvent) -> None:
-        if not leaving:
+    def _on_close(self, event: CloseEvent) -> None:
+        if not self.leaving:
             student_left = event.reason == CloseReason.PARTICIPANT_DISCONNECTED
-            spawn(finish_job(f"session closed: {event.reason.value}", student_left=student_left))
+            spawn(self.finish(f"session closed: {event.reason.value}", student_left=student_left))
 
-    session.on("close", on_close)
-
-    async def start_session(agent: Agent) -> None:
-        if deps.prepare_session is not None:
-            deps.prepare_session(session)
-        await session.start(agent, **start_options)
-
-    if deps.handover_room is not None:
-        userdata.crossing = Crossing(
-            room=deps.handover_room,
-            room_name=ctx.room.name,
-            dispatcher=deps.dispatcher,
-            workers=deps.workers,
-            ready_timeout=settings.handover_ready_timeout,
-            end_job=end_job,
+    async def _start_session(self, agent: Agent) -> None:
+        session, wiring = self.session, self.wiring
+        assert session is not None
+        if wiring.prepare_session is not None:
+            wiring.prepare_session(session)
+        rtc_room = wiring.room.rtc_room if wiring.room else None
+        if rtc_room is None:
+            await session.start(agent)
+            return
+        await session.start(
+            agent,
+            room=rtc_room,
+            room_options=room_options(
+                self.plan.student, self.settings, input_sample_rate=wiring.models.input_sample_rate
+            ),
+            # the framework would otherwise let anyone in the room drive the session over
+            # its session topic (read the tutor's instructions, send a turn that was never
+            # spoken, mute its captions) and stream every session event to the room
+            session_host=False,
         )
-    logger.info(
-        "job started",
-        extra={
-            **userdata.log_fields(),
-            "job_id": ctx.job.id,
-            "handover": plan.is_handover,
-            "resumed": resumption is not None,
-        },
-    )
-    if deps.handover_room is not None and plan.student:
-        watcher = spawn(_until_student_leaves(deps.handover_room, plan.student, finish_job))
-    if deps.handover_room is not None:
-        # this job's own connection broke (its server node was lost): it cannot know what
-        # the student heard since, so it leaves the session to a tutor that resumes it
-        deps.handover_room.on_connection_lost(
-            lambda: spawn(end_job("lost the connection to the room"))
+
+    async def _served_already(self) -> str:
+        """Why a fresh job must leave without a word, or "" if the student is its own."""
+        room = self.wiring.room
+        if room is None:
+            return ""
+        if room.handover.other_tutors():
+            return "another tutor already serves this room"
+        if room.served_by_earlier is not None and await room.served_by_earlier():
+            return "an earlier dispatch's tutor serves this room"
+        return ""
+
+    async def _resumption(self) -> Resumption | None:
+        """The conversation this job continues: a fresh dispatch (not a handover) naming a
+        session that already has turns in the records."""
+        plan, records = self.plan, self.wiring.records
+        if plan.is_handover or not plan.session_id or records is None:
+            return None
+        return await find_resumption(records.store, plan.session_id)
+
+    def _tutor(self, default: TutorKind) -> TutorKind:
+        """The tutor this job starts: the one its dispatch names, if this worker hosts it."""
+        wanted = self.plan.tutor
+        if wanted is None or wanted == default:
+            return default
+        if wanted in self.wiring.hosted_here():
+            return wanted
+        logger.warning(
+            "the dispatch names a tutor this worker does not host; starting its default",
+            extra={**self.userdata.log_fields(), "wanted": wanted, "default": default},
         )
-    await start_tutor(
-        kind=kind,
-        plan=plan,
-        session=session,
-        room=deps.handover_room,
-        start_session=start_session,
-        end_job=end_job,
-        timeout=settings.handover_ready_timeout,
-        resumption=resumption,
-    )
-    return session
+        return default
+
+    async def _until_student_leaves(self, room: HandoverRoom, student: str) -> None:
+        """End the job once the student, having been in the room, is gone. A student who
+        left themselves takes the room with them. One whose connection was lost is waited
+        for: back within `STUDENT_RETURN_TIMEOUT`, the same tutor goes on; else the job
+        ends and leaves the room for their page to rejoin, where a tutor resumes the
+        session."""
+        await room.wait_until_present(student)
+        while True:
+            await room.wait_until_left(student)
+            if room.left_on_purpose(student):
+                await self.finish("student left", student_left=True)
+                return
+            try:  # a lost connection often comes back (LiveKit's reconnection, the page's)
+                await asyncio.wait_for(room.wait_until_present(student), STUDENT_RETURN_TIMEOUT)
+            except TimeoutError:
+                await self.finish("student's connection lost")
+                return
 
 
 async def _pong(_caller: str, _payload: str) -> str:
     """The page's "are you there?": answering at all is the answer."""
     return "here"
-
-
-async def _resumption(plan: DispatchPlan, deps: JobDeps) -> Resumption | None:
-    """The conversation this job continues: a fresh dispatch (not a handover) naming a
-    session that already has turns in the records."""
-    if plan.is_handover or not plan.session_id or deps.records is None:
-        return None
-    return await find_resumption(deps.records.store, plan.session_id)
-
-
-def _hosted_here(deps: JobDeps) -> list[TutorKind]:
-    """The tutors this job can start itself (not those hosted by another worker)."""
-    return [kind for kind in deps.tutor_models if kind not in deps.workers]
 
 
 def room_options(
@@ -268,22 +368,6 @@ def room_options(
     )
 
 
-def job_tutor(
-    plan: DispatchPlan, default: TutorKind, deps: JobDeps, userdata: SessionUserdata
-) -> TutorKind:
-    """The tutor this job starts: the one its dispatch names, if this worker hosts it."""
-    wanted = plan.tutor
-    if wanted is None or wanted == default:
-        return default
-    if wanted in _hosted_here(deps):
-        return wanted
-    logger.warning(
-        "the dispatch names a tutor this worker does not host; starting its default",
-        extra={**userdata.log_fields(), "wanted": wanted, "default": default},
-    )
-    return default
-
-
 _background: set[asyncio.Task[Any]] = set()
 
 
@@ -295,68 +379,9 @@ def spawn(coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
     return task
 
 
-async def _until_student_leaves(
-    room: HandoverRoom, student: str, finish_job: Callable[..., Awaitable[None]]
-) -> None:
-    """End the job once the student, having been in the room, is gone. A student who left
-    themselves takes the room with them. One whose connection was lost is waited for: back
-    within `STUDENT_RETURN_TIMEOUT`, the same tutor goes on; else the job ends and leaves
-    the room for their page to rejoin, where a tutor resumes the session."""
-    await room.wait_until_present(student)
-    while True:
-        await room.wait_until_left(student)
-        if room.left_on_purpose(student):
-            await finish_job("student left", student_left=True)
-            return
-        try:  # a lost connection often comes back (LiveKit's reconnection, the page's)
-            await asyncio.wait_for(room.wait_until_present(student), STUDENT_RETURN_TIMEOUT)
-        except TimeoutError:
-            await finish_job("student's connection lost")
-            return
-
-
 async def _close_room(close_room: Callable[[], Awaitable[Any]]) -> None:
     """Delete the student's room (every dispatch goes with it), within a bound."""
     try:
         await asyncio.wait_for(close_room(), CLOSE_ROOM_TIMEOUT)
     except Exception as exc:  # the server closes an empty room itself, later
         logger.warning("closing the empty room failed: %s", type(exc).__name__)
-
-
-async def serve_room_job(
-    ctx: JobContext,
-    *,
-    kind: TutorKind,
-    settings: Settings,
-    tutor_models: dict[TutorKind, TutorModels],
-    session_models: Mapping[str, Any],
-    workers: Mapping[TutorKind, str],
-    worker: str,
-    records: RecordWriter | None = None,
-    moderator: Moderator | None = None,
-    roster: Roster | None = None,
-    input_sample_rate: int | None = None,
-) -> None:
-    """A worker's entrypoint body: connect, one dispatch client per job, and run the tutor."""
-    await ctx.connect()
-    dispatcher = dispatcher_for(settings)
-    ctx.add_shutdown_callback(dispatcher.aclose)
-    deps = JobDeps(
-        tutor_models=tutor_models,
-        session_models=session_models,
-        dispatcher=dispatcher,
-        handover_room=LiveKitHandoverRoom(ctx.room),
-        workers=workers,
-        start_options={"room": ctx.room},
-        records=records,
-        worker=worker,
-        moderator=moderator,
-        roster=roster,
-        presence=RoomAttributes(ctx.room),
-        input_sample_rate=input_sample_rate,
-        close_room=ctx.delete_room,
-        served_by_earlier=lambda: dispatcher.served_by_earlier(
-            room=ctx.room.name, dispatch_id=ctx.job.dispatch_id, agent_name=ctx.job.agent_name
-        ),
-    )
-    await run_tutor_job(ctx, kind=kind, settings=settings, deps=deps)

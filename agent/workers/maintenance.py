@@ -16,6 +16,7 @@ from agent.config.roster import roster_for
 from agent.config.settings import Settings
 from agent.conversation.lines import LineCache, handoff_lines, warm_lines
 from agent.records import RecordsStore
+from agent.records.retention import purge as purge_records
 from agent.safety.alerts import deliver_forever, delivery_config
 from agent.workers.models import voice_tts
 from agent.workers.resources import line_cache_directory
@@ -119,7 +120,7 @@ def schedule_maintenance(server: AgentServer, settings: Settings) -> BackgroundW
 
 async def purge(store: RecordsStore, days: float) -> None:
     try:
-        await store.purge(older_than_days=days)
+        await purge_records(store, older_than_days=days)
     except Exception as exc:
         logger.warning("records purge failed: %s", type(exc).__name__)
 

@@ -33,7 +33,7 @@ from agent.dispatch.client import DispatchClient
 from agent.dispatch.metadata import _parse_fields
 from agent.records import RecordsStore, RecordWriter
 from agent.safety.moderation import Moderator
-from agent.workers.job import JobDeps, run_tutor_job
+from agent.workers.job import JobModels, JobRoom, JobWiring, run_tutor_job
 from harness.fakes.llm import RequestLog, Script, ScriptedLLM
 from harness.fakes.room import MemoryRoom, RoomHub
 
@@ -211,7 +211,7 @@ class Cluster:
             ctx.add_shutdown_callback = job.shutdown_callbacks.append  # type: ignore[method-assign]
             try:
                 job.session = await run_tutor_job(
-                    ctx, kind=kind, settings=self.settings, deps=self._deps(job)
+                    ctx, kind=kind, settings=self.settings, wiring=self._wiring(job)
                 )
             except BaseException as e:
                 job.error = e
@@ -221,7 +221,7 @@ class Cluster:
             self._notify()
             await job.ended.wait()
 
-    def _deps(self, job: Job) -> JobDeps:
+    def _wiring(self, job: Job) -> JobWiring:
         session_models: Mapping[str, Any] = {}
         roster = self.roster
         if roster.mode_of(job.worker) == "pipeline":  # every tutor, as the worker's prewarm
@@ -235,22 +235,23 @@ class Cluster:
             models, session_models = self.models(job.worker)
             self._owned.extend(m for t in models.values() for m in (t.llm, t.tts) if m)
             self._owned.extend(session_models.values())
-        return JobDeps(
-            tutor_models=models,
-            session_models=session_models,
+        return JobWiring(
+            models=JobModels(models, session_models),
+            roster=roster,
+            worker=job.worker,
+            room=JobRoom(
+                handover=job.room,
+                presence=job.room,
+                close=lambda: self._close_room(job),
+                served_by_earlier=(
+                    None if self.served_by_earlier is None else lambda: self._earlier(job)
+                ),
+            ),
             dispatcher=self.dispatcher if self.dispatcher is not None else self,
-            handover_room=job.room,
             workers=roster.elsewhere(job.worker),
             records=job.writer,
-            worker=job.worker,
             moderator=self.moderator,
-            roster=roster,
-            presence=job.room,
             prepare_session=lambda session: self._watch_speech(job, session),
-            close_room=lambda: self._close_room(job),
-            served_by_earlier=(
-                None if self.served_by_earlier is None else lambda: self._earlier(job)
-            ),
         )
 
     async def _earlier(self, job: Job) -> bool:

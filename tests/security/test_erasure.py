@@ -15,6 +15,7 @@ from typing import Any
 from sqlalchemy import select
 
 from agent.__main__ import main
+from agent.records.retention import purge
 from agent.records.schema import AuditRow, Base
 from agent.records.store import RecordsStore, utc_now
 from agent.web.classes import join_class
@@ -174,7 +175,7 @@ async def test_the_retention_purge_empties_every_table_of_childrens_data(
 ) -> None:
     async for site in open_site(database):
         await class_of_two(site)
-        deleted = await site.store.purge(older_than_days=30, now=utc_now() + timedelta(days=31))
+        deleted = await purge(site.store, older_than_days=30, now=utc_now() + timedelta(days=31))
         assert deleted == 3
         left = await every_row(site.store)
         for table, rows in left.items():

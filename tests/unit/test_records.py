@@ -15,6 +15,7 @@ import pytest
 from agent.dispatch.metadata import dispatch_metadata
 from agent.records import RecordsStore, RecordWriter
 from agent.records.models import SessionStarted, TurnRecord
+from agent.records.retention import purge
 from harness.databases import RecordsDatabase
 from harness.fakes.cluster import ENGLISH_WORKER, ORCHESTRATOR_WORKER, Cluster, Job
 from harness.fakes.llm import Reply, call, say
@@ -246,7 +247,7 @@ async def test_purge_deletes_old_sessions_with_everything_under_them(
                 TurnRecord("new", "i2", "student", "new words", at=recent),
             ]
         )
-        assert await store.purge(older_than_days=30) == 1
+        assert await purge(store, older_than_days=30) == 1
         assert await store.export("old") is None
         kept = await store.export("new")
         assert [s.id for s in await store.list_sessions()] == ["new"]

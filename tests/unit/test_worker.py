@@ -438,22 +438,12 @@ def test_the_session_listens_to_the_student_only_and_captions_follow_the_setting
     assert ahead.get_text_output_options().sync_transcription is False  # type: ignore[union-attr]
 
 
-async def test_pipeline_workers_hear_the_student_at_the_set_rate_realtime_ones_at_24k(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    from types import SimpleNamespace
-
+def test_pipeline_workers_hear_the_student_at_the_set_rate_realtime_ones_at_24k() -> None:
     from agent.config.roster import roster_for
     from agent.conversation.state import TutorModels
-    from agent.workers import entry as roster_worker
-    from agent.workers.resources import RESOURCES_KEY, ProcessResources
+    from agent.workers.entry import WorkerPlan, job_models
+    from agent.workers.resources import ProcessResources
 
-    heard: dict[str, int | None] = {}
-
-    async def serve(_ctx: object, **job: Any) -> None:
-        heard[job["worker"]] = job["input_sample_rate"]
-
-    monkeypatch.setattr(roster_worker, "serve_room_job", serve)
     settings = load_settings()
     roster = roster_for(settings)
     resources = ProcessResources(
@@ -461,9 +451,10 @@ async def test_pipeline_workers_hear_the_student_at_the_set_rate_realtime_ones_a
         stt=object(),  # type: ignore[arg-type]
         vad=object(),  # type: ignore[arg-type]
     )
-    ctx = SimpleNamespace(proc=SimpleNamespace(userdata={RESOURCES_KEY: resources}))
-    for name in roster.workers:
-        await roster_worker.serve_worker_job(ctx, roster_worker.WorkerPlan(settings, roster, name))  # type: ignore[arg-type]
+    heard = {
+        name: job_models(resources, WorkerPlan(settings, roster, name)).input_sample_rate
+        for name in roster.workers
+    }
     assert heard == {"learning-orchestrator": 16000, "learning-english": None}
 
 

@@ -13,13 +13,14 @@ import numpy as np
 import pytest
 from livekit import rtc
 from livekit.agents import AgentSession, ConversationItemAddedEvent, llm
-from livekit.agents.testing import fake_job_context
 from livekit.plugins import silero
 
+from agent.config.roster import roster_for
 from agent.config.settings import load_settings
 from agent.conversation.state import SessionUserdata, TutorModels
 from agent.dispatch.metadata import dispatch_metadata
-from agent.workers.job import JobDeps, run_tutor_job
+from agent.dispatch.plan import DispatchPlan
+from agent.workers.job import JobModels, JobWiring, local_job
 from agent.workers.models import pipeline_tutor_models, session_stt
 from harness import QUESTION_WAV
 from harness.fakes.cluster import ENGLISH_WORKER, ORCHESTRATOR_WORKER, Cluster
@@ -95,28 +96,26 @@ async def test_a_spoken_question_is_transcribed_routed_and_answered_through_the_
         answered = said_event(session, FIFTY_SIX)
 
     recognizer = session_stt(settings)
-    deps = JobDeps(
-        tutor_models=tutor_models,
-        session_models={
-            "stt": recognizer,
-            "vad": vad,
-            "llm": tutor_models["orchestrator"].llm,
-            "tts": tutor_models["orchestrator"].tts,
-        },
-        dispatcher=None,  # type: ignore[arg-type]  # no crossing without a room
-        handover_room=None,
-        workers={},
+    wiring = JobWiring(
+        models=JobModels(
+            tutor_models,
+            {
+                "stt": recognizer,
+                "vad": vad,
+                "llm": tutor_models["orchestrator"].llm,
+                "tts": tutor_models["orchestrator"].tts,
+            },
+        ),
+        roster=roster_for(settings),
         prepare_session=prepare_session,
     )
-    with fake_job_context(job_metadata=dispatch_metadata(session="s-w", student="kid")) as ctx:
-        session = await run_tutor_job(ctx, kind="orchestrator", settings=settings, deps=deps)
-        try:
+    try:
+        async with local_job(settings, wiring, plan=DispatchPlan("s-w", "kid")):
             assert answered is not None
             await asyncio.wait_for(answered.wait(), WAIT)
-        finally:
-            await session.aclose()
-            await sink.aclose()
-            await close_models(*tutor_models.values(), recognizer)
+    finally:
+        await sink.aclose()
+        await close_models(*tutor_models.values(), recognizer)
 
     # the real STT request: the student's audio as WAV, with the configured model
     [transcription] = fake_openai.bodies("/v1/audio/transcriptions")

@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
-from agent.conversation.instructions import subjects_sentence
+from agent.conversation.instructions import (
+    GREETING,
+    ORCHESTRATOR_NEXT,
+    ORCHESTRATOR_TAKEOVER,
+    subjects_sentence,
+)
 from agent.conversation.tutor import Tutor
 
 
@@ -13,21 +18,10 @@ class OrchestratorAgent(Tutor):
     kind = "orchestrator"
 
     def takeover_instructions(self) -> str:
-        return (
-            f"You are back as the {self.title}. Respond to the student's latest message right "
-            "away: route a subject question to its tutor, answer small talk yourself, or say "
-            "goodbye warmly if they are leaving. Do not greet them again."
-        )
+        return ORCHESTRATOR_TAKEOVER.format(title=self.title)
 
     def opening_instructions(self) -> str:
         if self.userdata.greeted:
-            return (
-                f"You are back as the {self.title}. In one short sentence, ask the student "
-                "what they would like to learn next. Do not greet them again."
-            )
+            return ORCHESTRATOR_NEXT.format(title=self.title)
         self.userdata.greeted = True
-        return (
-            "Greet the student warmly in one or two short sentences, say you can connect them "
-            f"with {subjects_sentence(self.userdata.roster)}, and ask what they would like to "
-            "learn."
-        )
+        return GREETING.format(subjects=subjects_sentence(self.userdata.roster))
