@@ -29,6 +29,8 @@ COPY agent ./agent
 COPY --from=frontend /src/agent/web/static/student.js /src/agent/web/static/student.js.map ./agent/web/static/
 # the tutor roster (TUTOR_ROSTER names another file, e.g. one mounted from the host)
 COPY tutors.toml ./
+# the labelled set of `python -m agent eval`
+COPY evals ./evals
 # /app/data holds the records store's SQLite file (a named volume in compose)
 RUN uv sync --frozen --no-dev && mkdir -p /app/data && chown -R tutor:tutor /app
 

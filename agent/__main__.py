@@ -8,6 +8,7 @@ python -m agent token --room ROOM --identity STUDENT [--session ID]
 python -m agent records list|show|export|delete|audit  what is kept about students
 python -m agent alerts listen|test                     the alert webhooks
 python -m agent check                                  settings, servers and endpoints
+python -m agent eval [--models fake] [--judge MODEL]   routing, safety and answers measured
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from datetime import timedelta
 from agent.config.roster import RosterError
 from agent.config.settings import LiveKitSettings, SettingsError, load_settings
 from agent.dispatch.token import DEFAULT_TTL, TokenRequestError, check_name, student_token
+from agent.eval import cli as eval_cli
 from agent.records import cli as records_cli
 from agent.safety import cli as alerts_cli
 from agent.web import cli as web_cli
@@ -56,6 +58,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     web_cli.add_parsers(commands)
     records_cli.add_parser(commands)
     alerts_cli.add_parser(commands)
+    eval_cli.add_parser(commands)
     commands.add_parser(
         "check",
         help="check settings, LiveKit, model endpoints, records store and compose layout",
@@ -69,6 +72,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return records_cli.run(args)
     if args.command == "alerts":
         return alerts_cli.run(args)
+    if args.command == "eval":
+        return eval_cli.run(args)
     if args.command == "check":
         from agent.check import main as check
 

@@ -74,6 +74,9 @@ class TutorSpec(BaseModel):
     fallback_model: str = ""
     handoff_line: str = Field(min_length=1)  # what the outgoing tutor says when handing over
     routes_to: tuple[str, ...] = ()  # direct routes to sibling tutors
+    # how it teaches: "direct" answers the question; "guide" leads the child to the answer
+    # step by step (`python -m agent eval --judge` measures whether it does)
+    teaching_style: Literal["direct", "guide"] = "direct"
     worker: str = Field(min_length=1)
 
 

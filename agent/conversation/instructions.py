@@ -7,6 +7,13 @@ from __future__ import annotations
 from agent.config.roster import ORCHESTRATOR, Roster
 from agent.conversation.style import VOICE_STYLE
 
+# a tutor whose roster entry says `teaching_style = "guide"`
+GUIDE_STYLE = (
+    "Teach by guiding: do not give the answer straight away. Ask one small question that "
+    "leads the student to the next step, give a hint if they are stuck, and let them reach "
+    "the answer themselves."
+)
+
 # the reply of a tutor that has just taken over, opens, or sees the student come back
 TAKEOVER = (
     "You have just taken over as the {title}. Answer the student's latest question right "
@@ -43,7 +50,8 @@ def tutor_instructions(roster: Roster, kind: str) -> str:
     """What the `kind` tutor's model is told: who it is (the roster's `instructions`), when
     to call each of its routing tools, and how to speak."""
     spec = roster.tutor(kind)
-    return f"{spec.instructions}\n{routing_instructions(roster, kind)}\n{VOICE_STYLE}"
+    style = f"\n{GUIDE_STYLE}" if spec.teaching_style == "guide" else ""
+    return f"{spec.instructions}{style}\n{routing_instructions(roster, kind)}\n{VOICE_STYLE}"
 
 
 def routing_instructions(roster: Roster, kind: str) -> str:

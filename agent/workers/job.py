@@ -22,6 +22,7 @@ from livekit import rtc
 from livekit.agents import NOT_GIVEN, Agent, AgentSession, CloseEvent, CloseReason, JobContext
 from livekit.agents.testing import fake_job_context
 from livekit.agents.voice.room_io import AudioInputOptions, RoomOptions, TextOutputOptions
+from livekit.agents.voice.run_result import RunResult
 
 from agent.config.roster import Roster
 from agent.config.settings import Settings
@@ -114,16 +115,22 @@ async def local_job(
     *,
     kind: TutorKind = "orchestrator",
     plan: DispatchPlan | None = None,
+    resume: Resumption | None = None,
 ) -> AsyncIterator[AgentSession[SessionUserdata]]:
     """Run a tutor job in this process, with no LiveKit server: the wiring's models and
     stand-ins (its `prepare_session` gives the session its audio, or none: text only), and
-    `plan` as its dispatch (default: a new session). The session is closed on exit."""
+    `plan` as its dispatch (default: a new session); with `resume`, the job continues that
+    conversation as if the records held it. The tutor's first reply (its greeting, or its
+    welcome back) is over when the session is handed out; it is closed on exit."""
     plan = plan or DispatchPlan(session_id=new_session_id(), student="student")
     with fake_job_context(job_metadata=plan.to_metadata()) as ctx:
-        session = await run_tutor_job(ctx, kind=kind, settings=settings, wiring=wiring)
+        job = TutorJob(ctx, settings, wiring, resume=resume, keep_opening=True)
+        session = await job.start(kind)
         if session is None:
             raise RuntimeError("another tutor already serves this job's room")
         try:
+            if job.opening is not None:
+                await job.opening
             yield session
         finally:
             await session.aclose()
@@ -132,7 +139,15 @@ async def local_job(
 class TutorJob:
     """One job: its session, and how it leaves the room (once, whatever asks first)."""
 
-    def __init__(self, ctx: JobContext, settings: Settings, wiring: JobWiring) -> None:
+    def __init__(
+        self,
+        ctx: JobContext,
+        settings: Settings,
+        wiring: JobWiring,
+        *,
+        resume: Resumption | None = None,
+        keep_opening: bool = False,
+    ) -> None:
         self.ctx = ctx
         self.settings = settings
         self.wiring = wiring
@@ -147,6 +162,9 @@ class TutorJob:
             presence=wiring.room.presence if wiring.room else None,
         )
         self.session: AgentSession[SessionUserdata] | None = None
+        self._keep_opening = keep_opening
+        self.opening: RunResult[None] | None = None  # the first reply, if kept
+        self._resume = resume  # a conversation to continue, given instead of the records'
 
     async def start(self, kind: TutorKind) -> AgentSession[SessionUserdata] | None:
         """Start the job's tutor (see `run_tutor_job`) and return its running session."""
@@ -276,6 +294,9 @@ class TutorJob:
         if wiring.prepare_session is not None:
             wiring.prepare_session(session)
         rtc_room = wiring.room.rtc_room if wiring.room else None
+        if rtc_room is None and self._keep_opening:
+            self.opening = await session.start(agent, capture_run=True)
+            return
         if rtc_room is None:
             await session.start(agent)
             return
@@ -306,6 +327,8 @@ class TutorJob:
         """The conversation this job continues: a fresh dispatch (not a handover) naming a
         session that already has turns in the records."""
         plan, records = self.plan, self.wiring.records
+        if self._resume is not None:
+            return self._resume
         if plan.is_handover or not plan.session_id or records is None:
             return None
         return await find_resumption(records.store, plan.session_id)

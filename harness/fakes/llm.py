@@ -7,32 +7,18 @@ so tests can assert what a tutor's model saw and in which order models were aske
 from __future__ import annotations
 
 import asyncio
-import itertools
-import json
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from livekit.agents import APIConnectOptions, llm
-from livekit.agents.types import DEFAULT_API_CONNECT_OPTIONS, NOT_GIVEN, NotGivenOr
+from livekit.agents import llm
+
+from agent.eval.fake import FunctionLLM, ModelRequest, Reply, ReplyStream, ToolCall
 
 UNSCRIPTED = "(unscripted reply)"
-_call_ids = itertools.count(1)
 
 
-@dataclass(frozen=True)
-class ToolCall:
-    name: str
-    arguments: dict[str, Any]
-
-
-@dataclass(frozen=True)
-class Reply:
-    """One scripted model turn: optional text, then optional tool calls."""
-
-    text: str = ""
-    tool_calls: tuple[ToolCall, ...] = ()
+__all__ = ["Reply", "Request", "RequestLog", "ScriptedLLM", "ToolCall", "call", "calls", "say"]
 
 
 def say(text: str) -> Reply:
@@ -47,13 +33,8 @@ def calls(*tool_calls: tuple[str, dict[str, Any]]) -> Reply:
     return Reply(tool_calls=tuple(ToolCall(n, a) for n, a in tool_calls))
 
 
-@dataclass
-class Request:
-    llm_name: str
-    chat_ctx: llm.ChatContext
-    tool_names: list[str]
-    tool_choice: Any
-    started_at: float
+class Request(ModelRequest):
+    """A request a scripted model received, with what tests read of it."""
 
     def texts(self, role: str | None = None) -> list[str]:
         return [
@@ -88,7 +69,7 @@ class RequestLog:
 Script = Sequence[Reply] | Callable[[Request], Reply]
 
 
-class ScriptedLLM(llm.LLM):
+class ScriptedLLM(FunctionLLM):
     """Replies from a script: a list consumed in order, or a function of the request.
 
     `ttft` delays the first chunk; `chars_per_second` paces the text (0 = all at once).
@@ -104,9 +85,8 @@ class ScriptedLLM(llm.LLM):
         ttft: float = 0.0,
         chars_per_second: float = 0.0,
     ) -> None:
-        super().__init__()
+        super().__init__(self.next_reply, name=name)
         self._script = script if callable(script) else list(script)
-        self.name = name
         self.log = log or RequestLog()
         self.requests: list[Request] = []
         self.ttft = ttft
@@ -120,79 +100,37 @@ class ScriptedLLM(llm.LLM):
     def provider(self) -> str:
         return "tests"
 
-    def next_reply(self, request: Request) -> Reply:
+    request_type = Request
+
+    def next_reply(self, request: Request) -> Reply:  # type: ignore[override]
+        self.requests.append(request)
+        self.log.requests.append(request)
         if callable(self._script):
             return self._script(request)
         return self._script.pop(0) if self._script else Reply(text=UNSCRIPTED)
 
-    def chat(
-        self,
-        *,
-        chat_ctx: llm.ChatContext,
-        tools: list[llm.Tool] | None = None,
-        conn_options: APIConnectOptions = DEFAULT_API_CONNECT_OPTIONS,
-        parallel_tool_calls: NotGivenOr[bool] = NOT_GIVEN,
-        tool_choice: NotGivenOr[llm.ToolChoice] = NOT_GIVEN,
-        extra_kwargs: NotGivenOr[dict[str, Any]] = NOT_GIVEN,
-    ) -> llm.LLMStream:
-        request = Request(
-            llm_name=self.name,
-            chat_ctx=chat_ctx.copy(),
-            tool_names=[t.id for t in (tools or [])],
-            tool_choice=tool_choice,
-            started_at=time.monotonic(),
-        )
-        self.requests.append(request)
-        self.log.requests.append(request)
-        return _ScriptedStream(
-            self,
-            reply=self.next_reply(request),
-            chat_ctx=chat_ctx,
-            tools=tools or [],
-            conn_options=conn_options,
-        )
+    def stream(self, reply: Reply, **options: Any) -> llm.LLMStream:
+        return _PacedStream(self, reply=reply, **options)
 
 
-class _ScriptedStream(llm.LLMStream):
-    def __init__(self, fake: ScriptedLLM, *, reply: Reply, **kwargs: Any) -> None:
+class _PacedStream(ReplyStream):
+    """A scripted reply, after `ttft`, its words at `chars_per_second` when set."""
+
+    def __init__(self, fake: ScriptedLLM, **kwargs: Any) -> None:
         super().__init__(fake, **kwargs)
         self._fake = fake
-        self._reply = reply
 
     async def _run(self) -> None:
-        fake, reply = self._fake, self._reply
-        chunk_id = f"chunk_{next(_call_ids)}"
-        if fake.ttft:
-            await asyncio.sleep(fake.ttft)
-        if reply.text:
-            pieces = _words(reply.text) if fake.chars_per_second else [reply.text]
-            for piece in pieces:
-                self._event_ch.send_nowait(
-                    llm.ChatChunk(
-                        id=chunk_id, delta=llm.ChoiceDelta(role="assistant", content=piece)
-                    )
-                )
-                if fake.chars_per_second:
-                    await asyncio.sleep(len(piece) / fake.chars_per_second)
-        if reply.tool_calls:
-            self._event_ch.send_nowait(
-                llm.ChatChunk(
-                    id=chunk_id,
-                    delta=llm.ChoiceDelta(
-                        role="assistant",
-                        tool_calls=[
-                            llm.FunctionToolCall(
-                                name=tc.name,
-                                arguments=json.dumps(tc.arguments),
-                                call_id=f"call_{next(_call_ids)}",
-                            )
-                            for tc in reply.tool_calls
-                        ],
-                    ),
-                )
-            )
+        if self._fake.ttft:
+            await asyncio.sleep(self._fake.ttft)
+        await super()._run()
 
+    def pieces(self) -> list[str]:
+        if not self._fake.chars_per_second:
+            return super().pieces()
+        words = self.reply.text.split(" ") if self.reply.text else []
+        return [w + (" " if i < len(words) - 1 else "") for i, w in enumerate(words)]
 
-def _words(text: str) -> list[str]:
-    words = text.split(" ")
-    return [w + (" " if i < len(words) - 1 else "") for i, w in enumerate(words)]
+    async def pace(self, piece: str) -> None:
+        if self._fake.chars_per_second:
+            await asyncio.sleep(len(piece) / self._fake.chars_per_second)
