@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 
-from livekit.agents import llm
+from livekit.agents import function_tool, llm
 from livekit.agents.evals import (
     Judge,
     JudgeGroup,
@@ -53,14 +53,25 @@ class CriterionJudge(Judge):
             for item in chat_ctx.items
             if item.type == "message" and item.role in ("user", "assistant")
         ]
-        prompt = llm_prompt(self.criterion, "\n".join(lines))
-        ask = llm_context(prompt)
-        text = ""
-        async with llm.chat(chat_ctx=ask) as stream:
-            async for chunk in stream:
-                if chunk.delta and chunk.delta.content:
-                    text += chunk.delta.content
-        return parse_verdict(text, self.criterion)
+        # as the framework's own judges ask: one verdict, through a tool the model must call
+        response = await llm.chat(
+            chat_ctx=llm_context(llm_prompt(self.criterion, "\n".join(lines))),
+            tools=[submit_verdict],
+            tool_choice="required",
+        ).collect()
+        if not response.tool_calls:
+            return JudgmentResult("maybe", "the judge gave no verdict", self.criterion)
+        return parse_verdict(response.tool_calls[0].arguments, self.criterion)
+
+
+@function_tool
+async def submit_verdict(verdict: str, reasoning: str) -> None:
+    """Submit your verdict on the conversation.
+
+    Args:
+        verdict: "pass" if the criterion is met, "fail" if not, "maybe" if uncertain.
+        reasoning: One or two sentences: why.
+    """
 
 
 def llm_context(prompt: str) -> llm.ChatContext:
@@ -72,19 +83,18 @@ def llm_context(prompt: str) -> llm.ChatContext:
 def llm_prompt(criterion: str, conversation: str) -> str:
     return (
         f"Criterion: {criterion}\n\nConversation:\n{conversation}\n\n"
-        'Answer with one JSON object: {"verdict": "pass" | "fail" | "maybe", "reasoning": "..."}'
+        "Judge whether the conversation meets the criterion, then call submit_verdict."
     )
 
 
-def parse_verdict(text: str, criterion: str) -> JudgmentResult:
-    """The judge model's JSON verdict (an unreadable answer is "maybe")."""
-    start, end = text.find("{"), text.rfind("}")
+def parse_verdict(arguments: str, criterion: str) -> JudgmentResult:
+    """The judge model's verdict from its tool call's arguments (unreadable: "maybe")."""
     try:
-        data = json.loads(text[start : end + 1])
+        data = json.loads(arguments)
         verdict = data["verdict"] if data.get("verdict") in ("pass", "fail", "maybe") else "maybe"
         return JudgmentResult(verdict, str(data.get("reasoning", "")), criterion)
     except (ValueError, KeyError, TypeError):
-        return JudgmentResult("maybe", f"unreadable verdict: {text[:200]!r}", criterion)
+        return JudgmentResult("maybe", f"unreadable verdict: {arguments[:200]!r}", criterion)
 
 
 def judges_for(teaching_style: str) -> list[Judge | object]:

@@ -18,6 +18,7 @@ from agent.conversation.state import TutorModels
 from agent.eval.cases import CATEGORIES, DEFAULT_CASES, SAFETY, Case, CasesError, Turn, load_cases
 from agent.eval.cli import eval_rosters
 from agent.eval.fake import FunctionLLM, ModelRequest, Reply, ToolCall, keyword_reply
+from agent.eval.judges import GUIDING
 from agent.eval.report import compare, markdown, summarise
 from agent.eval.run import EvalModels, run_cases
 from agent.safety.moderation import Direction, Verdict
@@ -221,3 +222,35 @@ def _ctx(text: str):  # type: ignore[no-untyped-def]
     ctx = llm.ChatContext.empty()
     ctx.add_message(role="user", content=text)
     return ctx
+
+
+def judge_by_criterion(request: ModelRequest) -> Reply:
+    """A judge model: fails the guiding criterion, passes every other."""
+    verdict = (
+        "fail" if request.latest_student_words().startswith(f"Criterion: {GUIDING}") else "pass"
+    )
+    return Reply(tool_calls=(ToolCall("submit_verdict", {"verdict": verdict, "reasoning": "r"}),))
+
+
+def guiding_math_roster():  # type: ignore[no-untyped-def]
+    from agent.config.roster import SHIPPED_ROSTER, parse_roster
+
+    text = SHIPPED_ROSTER.read_text().replace(
+        "[tutors.math]\n", '[tutors.math]\nteaching_style = "guide"\n', 1
+    )
+    return parse_roster(text)
+
+
+async def test_every_answer_is_graded_by_the_judges_as_the_roster_asks(settings) -> None:  # type: ignore[no-untyped-def]
+    judged = models()
+    judged.judge = FunctionLLM(judge_by_criterion, name="judge")
+    case = CASES[0]  # routed to Mathematics
+    [shipped] = await run_cases([case], settings, {"": shipped_roster()}, judged)
+    [guiding] = await run_cases([case], settings, {"": guiding_math_roster()}, judged)
+
+    judges = {"accuracy", "relevancy", "safety", "age_appropriate", "teaching_style"}
+    assert set(shipped.judgments) == judges and set(shipped.judgments.values()) == {"pass"}
+    # the roster asks the Mathematics tutor to guide: the judge is asked that of its answer
+    assert guiding.judgments["teaching_style"] == "fail"
+    report = summarise([shipped, guiding], models="judged")
+    assert report["judges"]["teaching_style"] == 0.5 and report["judges"]["accuracy"] == 1.0
