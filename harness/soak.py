@@ -198,12 +198,14 @@ SOAK_POLICY = DispatchPolicy(attempt_timeout=0.2, max_attempts=3, backoff_base=0
 
 @dataclass(frozen=True)
 class SoakConfig:
+    """How many conversations, how faulty the dispatch API, how patient the checks."""
+
+    faults: FaultRates = FaultRates()
     conversations: int = 1000
     seed: int = 1
     concurrency: int = 8
     min_turns: int = 2
     max_turns: int = 6
-    faults: FaultRates = FaultRates()
     ready_timeout: float = 0.5
     policy: DispatchPolicy = SOAK_POLICY
     # from a dispatch created to its job starting (assignment, connect), drawn per dispatch;

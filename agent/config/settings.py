@@ -134,9 +134,8 @@ class ModelSettings(BaseSettings):
 
     model_config = SettingsConfigDict(env_file=".env", extra="ignore", frozen=True)
 
-    # OpenAI or any OpenAI-compatible provider: one endpoint and key for every role, and
-    # optional overrides per role (LLM, STT, TTS, realtime, moderation)
-    openai_base_url: str = ""
+    # OpenAI or any OpenAI-compatible provider: one endpoint and key for every role (below,
+    # with Azure's), and optional overrides per role (LLM, STT, TTS, realtime, moderation)
     llm_base_url: str = ""
     stt_base_url: str = ""
     tts_base_url: str = ""
@@ -153,6 +152,7 @@ class ModelSettings(BaseSettings):
     azure_openai_endpoint: str = ""
     azure_openai_api_key: OptionalSecret = None
     azure_openai_api_version: str = ""
+    openai_base_url: str = ""
     # after the per-role keys and Azure's: its check reads them (see _key_for_every_role)
     openai_api_key: OptionalSecret = Field(default=None, validate_default=True)
 

@@ -7,7 +7,7 @@ whose answer was lost) has a natural key with a unique constraint, so a retry is
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Annotated, Any
 
 from sqlalchemy import (
     JSON,
@@ -34,6 +34,11 @@ NAMING = {
 
 def session_fk() -> ForeignKey:
     return ForeignKey("sessions.id", ondelete="CASCADE")
+
+
+# the columns many tables share (SQLAlchemy gives each table its own copy)
+RowId = Annotated[int, mapped_column(Integer, primary_key=True, autoincrement=True)]
+SessionKey = Annotated[str, mapped_column(String(64), session_fk(), index=True)]
 
 
 class Base(DeclarativeBase):
@@ -64,7 +69,7 @@ class TurnRow(Base):
         Index("ix_turns_session_at", "session_id", "at"),
     )
 
-    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    id: Mapped[RowId]
     session_id: Mapped[str] = mapped_column(String(64), session_fk())
     item_id: Mapped[str] = mapped_column(String(64))  # the chat item's id in its session
     at: Mapped[datetime] = mapped_column(DateTime)
@@ -75,14 +80,19 @@ class TurnRow(Base):
     interrupted: Mapped[bool] = mapped_column(Boolean, default=False)
 
 
-class HandoffRow(Base):
+class SessionRecord:
+    """A row recorded under a session (with an id of the database's own)."""
+
+    id: Mapped[RowId]
+    session_id: Mapped[SessionKey]
+
+
+class HandoffRow(SessionRecord, Base):
     """A tutor handing the student to another, in-session or across workers."""
 
     __tablename__ = "handoffs"
     __table_args__ = (UniqueConstraint("session_id", "handoff_id"),)
 
-    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
-    session_id: Mapped[str] = mapped_column(String(64), session_fk(), index=True)
     handoff_id: Mapped[str] = mapped_column(String(64))
     from_tutor: Mapped[str] = mapped_column(String(32))
     to_tutor: Mapped[str] = mapped_column(String(32))
@@ -96,14 +106,12 @@ class HandoffRow(Base):
     silence_gap_s: Mapped[float | None] = mapped_column(Float)
 
 
-class FlagRow(Base):
+class FlagRow(SessionRecord, Base):
     """A moderation verdict that flagged a turn (written by the safety layer)."""
 
     __tablename__ = "flags"
     __table_args__ = (UniqueConstraint("session_id", "flag_id"),)
 
-    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
-    session_id: Mapped[str] = mapped_column(String(64), session_fk(), index=True)
     flag_id: Mapped[str] = mapped_column(String(64))
     turn_item_id: Mapped[str | None] = mapped_column(String(64))
     speaker: Mapped[str] = mapped_column(String(32))
@@ -121,7 +129,7 @@ class AlertRow(Base):
     __tablename__ = "alerts"
 
     id: Mapped[str] = mapped_column(String(64), primary_key=True)  # the idempotency key
-    session_id: Mapped[str] = mapped_column(String(64), session_fk(), index=True)
+    session_id: Mapped[SessionKey]
     flag_id: Mapped[str] = mapped_column(String(64))
     channel: Mapped[str] = mapped_column(String(32))  # "teacher", "safeguarding", ...
     tier: Mapped[str] = mapped_column(String(16))
@@ -145,7 +153,7 @@ class TeacherRow(Base):
         {"sqlite_autoincrement": True},
     )
 
-    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    id: Mapped[RowId]
     username: Mapped[str] = mapped_column(String(64))
     display_name: Mapped[str] = mapped_column(String(128), default="")
     password_hash: Mapped[str] = mapped_column(String(256))
@@ -162,7 +170,7 @@ class ClassRow(Base):
     __tablename__ = "classes"
     __table_args__ = (UniqueConstraint("code", name="uq_classes_code"),)
 
-    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    id: Mapped[RowId]
     code: Mapped[str] = mapped_column(String(16))
     name: Mapped[str] = mapped_column(String(128), default="")
     # RESTRICT: a teacher's removal hands the classes on first (`remove_teacher`)
@@ -207,7 +215,7 @@ class TranscriptViewRow(Base):
 
     __tablename__ = "transcript_views"
 
-    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    id: Mapped[RowId]
     teacher_id: Mapped[int | None] = mapped_column(
         Integer, ForeignKey("teachers.id", ondelete="SET NULL"), index=True
     )
@@ -222,7 +230,7 @@ class AuditRow(Base):
 
     __tablename__ = "audit_log"
 
-    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    id: Mapped[RowId]
     at: Mapped[datetime] = mapped_column(DateTime, index=True)
     actor: Mapped[str] = mapped_column(String(128))
     action: Mapped[str] = mapped_column(String(32))  # "export", "delete", "purge"
