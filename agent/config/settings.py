@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import ipaddress
 from functools import lru_cache
 from typing import Annotated, Generic, Literal, TypeVar
+from urllib.parse import urlsplit
 
 from pydantic import (
+    AfterValidator,
     BeforeValidator,
     Field,
     SecretStr,
@@ -19,6 +22,44 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 # the roles a model endpoint serves; each may have its own base URL and key
 MODEL_ROLES = ("llm", "stt", "tts", "realtime", "moderation")
+
+
+MIN_SECRET_CHARS = 32
+
+
+def strong_secret(value: SecretStr | None) -> SecretStr | None:
+    """A secret we sign with: long, and not the `.env.example` placeholder (an operator who
+    copied the file and forgot one would otherwise run with a secret anyone can read)."""
+    if value is None:
+        return value
+    secret = value.get_secret_value()
+    if "change-me" in secret:
+        raise ValueError("still the .env.example placeholder: set a long random secret")
+    if len(secret) < MIN_SECRET_CHARS:
+        raise ValueError(f"use at least {MIN_SECRET_CHARS} characters, e.g. `openssl rand -hex 32`")
+    return value
+
+
+def https_or_loopback(url: str) -> str:
+    """A webhook URL alerts can go to: https, or plain http to this machine only (alert
+    bodies carry a child's words)."""
+    url = url.strip()
+    if not url:
+        return url
+    parsed = urlsplit(url)
+    host = parsed.hostname or ""
+    if parsed.scheme == "https" and host:
+        return url
+    if parsed.scheme == "http" and (host == "localhost" or _is_loopback(host)):
+        return url
+    raise ValueError("use an https:// URL (plain http only to this machine)")
+
+
+def _is_loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 class SettingsError(Exception):
@@ -44,7 +85,7 @@ class LiveKitSettings(RosterSettings):
 
     livekit_url: str = Field(min_length=1)
     livekit_api_key: str = Field(min_length=1)
-    livekit_api_secret: SecretStr = Field(min_length=1)
+    livekit_api_secret: Annotated[SecretStr, AfterValidator(strong_secret)]
 
     # worker names (explicit dispatch): the roster's, unless these are set to other names
     # (then they rename the worker hosting the orchestrator / the English tutor)
@@ -126,6 +167,11 @@ def unset_if_empty(value: object) -> object:
 
 # a secret that may be left empty
 OptionalSecret = Annotated[SecretStr | None, BeforeValidator(unset_if_empty)]
+# one we sign with (may be left empty where the setting is optional)
+StrongSecret = Annotated[
+    SecretStr | None, BeforeValidator(unset_if_empty), AfterValidator(strong_secret)
+]
+WebhookUrl = Annotated[str, AfterValidator(https_or_loopback)]
 
 
 class ModelSettings(BaseSettings):
@@ -238,9 +284,9 @@ class SafetySettings(BaseSettings):
     safeguarding_helpline_text: str = ""
 
     # alerts to adults: webhooks per channel, signed with the secret
-    teacher_webhook_url: str = ""
-    safeguarding_webhook_url: str = ""
-    alert_webhook_secret: OptionalSecret = None
+    teacher_webhook_url: WebhookUrl = ""
+    safeguarding_webhook_url: WebhookUrl = ""
+    alert_webhook_secret: StrongSecret = None
     alert_poll_interval: float = Field(default=2.0, gt=0)
     alert_retry_hours: float = Field(default=48.0, gt=0)
 
@@ -312,7 +358,7 @@ class WebSettings(LiveKitSettings, RecordsSettings):
     livekit_public_url: str = ""
     # signs the teachers' session cookies; empty: a random one per start (sign-ins then
     # end when the service restarts)
-    web_session_secret: OptionalSecret = None
+    web_session_secret: StrongSecret = None
     # the session cookie is `Secure` (sent over HTTPS only): auto, whenever the request came
     # over HTTPS (directly or from a trusted proxy's X-Forwarded-Proto); true, always;
     # false, never (plain http on this machine)

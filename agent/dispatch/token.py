@@ -73,6 +73,9 @@ def student_token(
                 room_join=True,
                 room=room,
                 can_publish=True,
+                # a student speaks: no camera, no screen (a token copied out of a page can
+                # publish nothing else into a child's room either)
+                can_publish_sources=["microphone"],
                 can_subscribe=True,
                 can_publish_data=True,
             )

@@ -26,6 +26,7 @@ from typing import Any, TextIO
 
 from agent.config.settings import RecordsSettings, SettingsError, load_settings
 from agent.records.erasure import (
+    Ambiguous,
     NotFound,
     Scope,
     audit_log,
@@ -64,6 +65,12 @@ def add_parser(commands: Any) -> None:
     export.add_argument("session", nargs="?", help="session id")
     export.add_argument("--class", dest="class_code", metavar="CODE", help="the student's class")
     export.add_argument("--student", metavar="NAME", help="the first name they joined with")
+    export.add_argument(
+        "--identity",
+        action="append",
+        default=[],
+        help="which child of that name (repeatable; listed when the name matches several)",
+    )
     export.add_argument("--format", choices=["json"], default="json")
     _add_requester(export)
     erase_ = sub.add_parser(
@@ -72,6 +79,12 @@ def add_parser(commands: Any) -> None:
     erase_.add_argument("--session", metavar="ID", help="one session")
     erase_.add_argument("--class", dest="class_code", metavar="CODE", help="a class (all of it)")
     erase_.add_argument("--student", metavar="NAME", help="with --class: only this student")
+    erase_.add_argument(
+        "--identity",
+        action="append",
+        default=[],
+        help="which child of that name (repeatable; listed when the name matches several)",
+    )
     erase_.add_argument("--yes", action="store_true", help="delete (without: only show what)")
     _add_requester(erase_)
     purge = sub.add_parser("purge", help="delete sessions older than the retention period")
@@ -90,7 +103,12 @@ def _scope(args: argparse.Namespace) -> Scope:
     if args.student is not None and args.class_code is None:
         raise RecordsConfigError("--student needs --class: a student is named by class code")
     try:
-        return Scope(session_id=session, class_code=args.class_code, student=args.student)
+        return Scope(
+            session_id=session,
+            class_code=args.class_code,
+            student=args.student,
+            identities=tuple(args.identity),
+        )
     except ValueError as e:
         raise RecordsConfigError(str(e)) from None
 
@@ -130,6 +148,9 @@ def run(args: argparse.Namespace, out: TextIO | None = None, err: TextIO | None 
         return EXIT_BAD_INPUT
     except NotFound as e:
         print(f"error: {e} in {store.describe()}", file=err)
+        return EXIT_BAD_INPUT
+    except Ambiguous as e:
+        print(f"error: {e}", file=err)
         return EXIT_BAD_INPUT
     except Exception as e:
         print(

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import unicodedata
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -43,12 +44,17 @@ class Scope:
     session_id: str | None = None
     class_code: str | None = None
     student: str | None = None
+    # which of the children who joined with that name (their identities): needed when the
+    # name matches more than one
+    identities: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if (self.session_id is None) == (self.class_code is None):
             raise ValueError("name either a session, or a class (with or without a student)")
         if self.session_id is not None and self.student is not None:
             raise ValueError("a student is named by their class code, not a session")
+        if self.identities and self.student is None:
+            raise ValueError("--identity picks among the children with one name: add --student")
         if self.class_code is not None:  # as a child types it: any case, spaces, dashes
             code = "".join(self.class_code.split()).replace("-", "").upper()
             object.__setattr__(self, "class_code", code)
@@ -104,17 +110,43 @@ async def find(conn: AsyncConnection, scope: Scope) -> Found:
         raise NotFound(f"no class with the code {code!r}")
     visits = (
         await conn.execute(
-            select(VisitRow.session_id, VisitRow.student_name)
+            select(
+                VisitRow.session_id, VisitRow.student_name, VisitRow.identity, VisitRow.created_at
+            )
             .where(VisitRow.class_id == class_id)
             .order_by(VisitRow.created_at)
         )
     ).all()
     if scope.student is None:
         return Found([v.session_id for v in visits], class_id)
-    mine = [v.session_id for v in visits if same_name(v.student_name, scope.student)]
-    if not mine:
+    named = [v for v in visits if same_name(v.student_name, scope.student)]
+    if not named:
         raise NotFound(f"no student named {scope.student!r} in class {code}")
-    return Found(mine, None)
+    if scope.identities:
+        mine = [v.session_id for v in named if v.identity in scope.identities]
+        if not mine:
+            raise NotFound(f"none of those identities joined class {code} as {scope.student!r}")
+        return Found(mine, None)
+    if len({v.identity for v in named}) > 1:
+        raise Ambiguous(scope, named)
+    return Found([v.session_id for v in named], None)
+
+
+class Ambiguous(LookupError):
+    """A name that more than one child joined with (or one child on several joins): the
+    school must say which, so that no other child's data is exported or erased with them."""
+
+    def __init__(self, scope: Scope, visits: Sequence[Any]) -> None:
+        lines = [
+            f"{len({v.identity for v in visits})} identities joined class {scope.class_code} "
+            f"as {scope.student!r}; name one or more with --identity (or a --session):"
+        ]
+        lines += [
+            f"  --identity {v.identity}   joined as {v.student_name!r} at "
+            f"{v.created_at:%Y-%m-%d %H:%M} UTC, session {v.session_id}"
+            for v in visits
+        ]
+        super().__init__("\n".join(lines))
 
 
 async def count(conn: AsyncConnection, found: Found) -> dict[str, int]:

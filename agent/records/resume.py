@@ -9,14 +9,16 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Container
+from collections.abc import Container, Sequence
 from dataclasses import dataclass
 
 from livekit.agents import llm
 
 from agent.conversation.state import TutorKind
 from agent.handover.protocol import Transfer
+from agent.records.schema import TurnRow
 from agent.records.store import RecordsStore
+from agent.safety.lines import replaced_a_reply
 
 logger = logging.getLogger("tutor.resume")
 
@@ -47,7 +49,9 @@ async def find_resumption(
     the records cannot be read in time (then the job starts afresh: a greeting heard twice
     is better than a silent room)."""
     try:
-        turns = await asyncio.wait_for(store.turns(session_id), timeout)
+        async with asyncio.timeout(timeout):
+            turns = await store.turns(session_id)
+            flagged = await store.flagged_turns(session_id)
     except Exception as exc:
         logger.warning(
             "cannot read the session's records to resume it: %s",
@@ -59,8 +63,13 @@ async def find_resumption(
         return None
     history = llm.ChatContext.empty()
     last_tutor: TutorKind | None = None
-    for turn in turns:
+    for number, turn in enumerate(turns):
         if turn.synthetic:  # a question we passed on: the student's own words are there
+            continue
+        if turn.speaker == "student" and (
+            turn.item_id in flagged or _withheld(turns[number + 1 : number + 2])
+        ):
+            # moderation took it out of the conversation: it does not come back with it
             continue
         role = "user" if turn.speaker == "student" else "assistant"
         if role == "assistant":
@@ -68,3 +77,13 @@ async def find_resumption(
         if turn.text:
             history.add_message(role=role, content=turn.text)
     return Resumption(Transfer.from_history("resume", history), last_tutor)
+
+
+def _withheld(next_turns: Sequence[TurnRow]) -> bool:
+    """Whether the student's turn was answered with a fixed line instead of a reply (it was
+    flagged, or could not be checked): the tutor's model never saw it, nor will it now."""
+    return (
+        bool(next_turns)
+        and next_turns[0].speaker != "student"
+        and replaced_a_reply(next_turns[0].text or "")
+    )

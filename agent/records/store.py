@@ -311,6 +311,15 @@ class RecordsStore:
         async with self.engine.connect() as conn:
             return await _rows(conn, TurnRow, session_id, TurnRow.at, TurnRow.id)
 
+    async def flagged_turns(self, session_id: str) -> set[str]:
+        """The item ids of the session's turns that moderation flagged."""
+        await self.ensure_schema()
+        query = select(FlagRow.turn_item_id).where(
+            FlagRow.session_id == session_id, FlagRow.turn_item_id.is_not(None)
+        )
+        async with self.engine.connect() as conn:
+            return {item for item in (await conn.execute(query)).scalars() if item}
+
     async def export(self, session_id: str) -> dict[str, Any] | None:
         """The whole session as one JSON-ready document, or None if it is unknown."""
         await self.ensure_schema()

@@ -35,3 +35,10 @@ def is_fixed_line(text: str) -> bool:
     return text in (REDIRECT_LINE, SORRY_LINE, ONE_MOMENT_LINE) or text.startswith(
         SAFEGUARDING_LINE
     )
+
+
+def replaced_a_reply(text: str) -> bool:
+    """Whether a tutor's turn was a fixed line said instead of its reply: the student's words
+    before it were flagged, or could not be checked (the hold line may come first)."""
+    text = text.strip().removeprefix(ONE_MOMENT_LINE).strip()
+    return text in (REDIRECT_LINE, SORRY_LINE) or text.startswith(SAFEGUARDING_LINE)

@@ -23,7 +23,9 @@ CODE_LENGTH = 6
 MAX_NAME = 32
 # a first name: letters (any script), spaces, hyphens, apostrophes, dots
 NAME = re.compile(r"[^\W\d_](?:[^\W\d_]|[ '\u2019.-])*", re.UNICODE)
-STUDENT_TOKEN_TTL = timedelta(hours=2)
+# long enough to join: once in, LiveKit's reconnections keep the session, and a page that
+# must join again asks for a new token with its resume key
+STUDENT_TOKEN_TTL = timedelta(minutes=15)
 
 
 @dataclass

@@ -12,6 +12,7 @@ import re
 import shutil
 import ssl
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from http.cookies import SimpleCookie
@@ -294,3 +295,68 @@ def test_a_guessable_metrics_token_or_an_unknown_cookie_mode_stops_the_start() -
         for word in ("", "Auto", "true", "false")
     }
     assert modes == {"": "auto", "Auto": "auto", "true": True, "false": False}
+
+
+def test_caddy_never_lets_the_students_network_reach_the_livekit_server_api(
+    tmp_path: Path,
+) -> None:
+    """The server API (/twirp: list rooms, mint nothing but read everything) stays inside
+    compose; only the signalling websocket (/rtc) goes through the school's site."""
+    with caddy_serving(tmp_path) as (url, root):
+        context = ssl.create_default_context(cafile=str(root))
+        with httpx.Client(base_url=url, verify=context, timeout=10) as client:
+            for path in ("/twirp/livekit.RoomService/ListRooms", "/twirp/", "/twirp"):
+                answer = client.post(path, json={})
+                assert answer.status_code == 404 and answer.content == b"", path
+
+
+def example_values() -> dict[str, str]:
+    values = {}
+    for line in (REPO / ".env.example").read_text().splitlines():
+        name, sep, value = line.partition("=")
+        if sep and not line.startswith("#") and value:
+            values[name.strip()] = value.strip()
+    return values
+
+
+@pytest.mark.parametrize("name", ["LIVEKIT_API_SECRET", "ALERT_WEBHOOK_SECRET"])
+def test_the_example_files_placeholder_secrets_stop_every_start(
+    name: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A school that copied .env.example and forgot a secret does not start: not a worker,
+    not `agent check`, not the web service where it signs with it (each names the setting)."""
+    placeholder = example_values()[name]
+    monkeypatch.setenv(name, placeholder)
+    with pytest.raises(SettingsError, match=f"{name} .*placeholder"):
+        load_settings()  # a worker's settings
+    commands = [["check"]]
+    if name == "LIVEKIT_API_SECRET":  # the web service signs the students' tokens with it
+        with pytest.raises(SettingsError, match=name):
+            load_settings(WebSettings)
+        commands.append(["web", "--port", str(unused_port())])
+    env = {**os.environ, name: placeholder}
+    for command in commands:
+        done = subprocess.run(
+            [sys.executable, "-m", "agent", *command],
+            cwd=REPO,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert done.returncode != 0 and name in done.stdout + done.stderr, command
+
+
+@pytest.mark.parametrize("name", ["LIVEKIT_API_SECRET", "WEB_SESSION_SECRET"])
+def test_a_short_secret_stops_the_start(name: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(name, "x" * 31)
+    with pytest.raises(SettingsError, match=f"{name} .*32 characters"):
+        load_settings(WebSettings)
+
+
+def test_alerts_with_a_childs_words_go_only_over_https() -> None:
+    for url in ("http://alerts.school.example/teacher", "ftp://alerts.school.example"):
+        with pytest.raises(SettingsError, match="SAFEGUARDING_WEBHOOK_URL"):
+            load_settings(safeguarding_webhook_url=url)
+    for url in ("https://alerts.school.example/teacher", "http://127.0.0.1:8099/teacher"):
+        assert load_settings(teacher_webhook_url=url).teacher_webhook_url == url

@@ -16,7 +16,7 @@ from sqlalchemy import select
 
 from agent.__main__ import main
 from agent.records.retention import purge
-from agent.records.schema import AuditRow, Base
+from agent.records.schema import AuditRow, Base, VisitRow
 from agent.records.store import RecordsStore, utc_now
 from agent.web.classes import join_class
 from harness.databases import RecordsDatabase
@@ -63,7 +63,17 @@ async def class_of_two(site: Site) -> dict[str, Any]:
         assert await sign_in(lead, "lead") == 303
         viewed = await lead.get(f"/api/teacher/sessions/{school.session_id}")
         assert viewed.status_code == 200
-    return {"maya": [school.session_id, again.session_id], "sam": sam.session_id}
+    async with site.store.engine.connect() as conn:
+        first = (
+            await conn.execute(
+                select(VisitRow.identity).where(VisitRow.session_id == school.session_id)
+            )
+        ).scalar_one()
+    return {
+        "maya": [school.session_id, again.session_id],
+        "maya_identities": [first, again.identity],
+        "sam": sam.session_id,
+    }
 
 
 async def _sams_turn(conn: Any, session_id: str, identity: str) -> None:
@@ -87,9 +97,16 @@ async def test_exporting_a_student_gives_every_visit_session_flag_and_who_read_i
 ) -> None:
     async for site in open_site(database):
         ids = await class_of_two(site)
+        # two joins as "Maya"/"maya": which child is whose is for the school to say
+        code, _, err = await records(
+            "--url", database.url, "export", "--class", site.school.rivera_class.code.lower(),
+            "--student", "MAYA",
+        )  # fmt: skip
+        assert code == 2 and all(f"--identity {i}" in err for i in ids["maya_identities"])
+        picked = [arg for i in ids["maya_identities"] for arg in ("--identity", i)]
         code, out, err = await records(
             "--url", database.url, "export", "--class", site.school.rivera_class.code.lower(),
-            "--student", "MAYA", "--by", "office", "--reason", "parent asked",
+            "--student", "MAYA", *picked, "--by", "office", "--reason", "parent asked",
         )  # fmt: skip
         assert code == 0, err
         doc = json.loads(out)
@@ -115,15 +132,16 @@ async def test_erasing_a_student_leaves_no_trace_of_them_and_keeps_everyone_else
         before = await every_row(site.store)
         class_code = site.school.rivera_class.code
 
+        picked = [arg for i in ids["maya_identities"] for arg in ("--identity", i)]
         code, out, _ = await records(
-            "--url", database.url, "delete", "--class", class_code, "--student", "Maya"
+            "--url", database.url, "delete", "--class", class_code, "--student", "Maya", *picked
         )
         assert code == 0 and "would delete" in out and "--yes" in out
         assert await every_row(site.store) == before  # without --yes: nothing
 
         code, out, err = await records(
             "--url", database.url, "delete", "--class", class_code, "--student", "Maya",
-            "--yes", "--by", "head teacher", "--reason", "parent's request",
+            *picked, "--yes", "--by", "head teacher", "--reason", "parent's request",
         )  # fmt: skip
         assert code == 0, err
         after = await every_row(site.store)
@@ -200,3 +218,86 @@ async def test_naming_nobody_is_refused_with_one_line(database: RecordsDatabase)
             code, _, err = await records("--url", database.url, *argv)
             assert code == 2 and message in err and len(err.strip().splitlines()) == 1, argv
         assert (await every_row(site.store))["audit_log"] == []
+
+
+async def test_a_resumed_conversation_leaves_out_what_moderation_took_out(
+    database: RecordsDatabase,
+) -> None:
+    """A student turn that was flagged, or answered with a fixed line because it could not
+    be checked, does not come back in front of the model when the session resumes."""
+    from agent.records.models import FlagRecord, SessionStarted, TurnRecord
+    from agent.records.resume import find_resumption
+    from agent.safety.lines import ONE_MOMENT_LINE, REDIRECT_LINE, SORRY_LINE
+
+    store = database.store()
+    t0 = 1_790_000_000.0
+    said = [
+        ("t1", "student", "what is seven times eight"),
+        ("t2", "math", "It is 56."),
+        ("t3", "student", "something unkind a child should not say"),
+        ("t4", "math", REDIRECT_LINE),
+        ("t5", "student", "words the moderation could not check"),
+        ("t6", "math", f"{ONE_MOMENT_LINE} {SORRY_LINE}"),
+        ("t7", "student", "and nine times eight"),
+        ("t8", "math", "It is 72."),
+    ]
+    try:
+        await store.write(
+            [
+                SessionStarted("s-flag", "kid-1", "room"),
+                *(
+                    TurnRecord("s-flag", item, speaker, text, at=t0 + n)
+                    for n, (item, speaker, text) in enumerate(said)
+                ),
+                FlagRecord(
+                    "s-flag",
+                    "f1",
+                    "student",
+                    "concern",
+                    ["harassment"],
+                    {},
+                    "redirected",
+                    said[2][2],
+                    at=t0 + 2.5,
+                    turn_item_id="t3",
+                ),
+            ]
+        )
+        resumption = await find_resumption(store, "s-flag")
+        assert resumption is not None
+        texts = [text for _role, text in resumption.conversation.turns]
+        assert said[2][2] not in texts and said[4][2] not in texts
+        assert "what is seven times eight" in texts and "and nine times eight" in texts
+    finally:
+        await store.aclose()
+
+
+async def test_two_children_with_one_name_are_never_exported_or_erased_together(
+    database: RecordsDatabase,
+) -> None:
+    """ "Sam" and "sam" in one class: a parent's request names one child, so a name that two
+    children joined with is refused, listing both; the school picks one with --identity."""
+    async for site in open_site(database):
+        code = site.school.rivera_class.code
+        first = await join_class(site.store, site.settings, code, "Sam")
+        other = await join_class(site.store, site.settings, code, "sam")
+        for joined in (first, other):
+            await site.store.write_waiting(
+                lambda conn, j=joined: _sams_turn(conn, j.session_id, j.identity)
+            )
+        before = await every_row(site.store)
+        for command in ("export", "delete"):
+            status, out, err = await records(
+                "--url", database.url, command, "--class", code, "--student", "Sam", "--yes"
+            ) if command == "delete" else await records(
+                "--url", database.url, command, "--class", code, "--student", "Sam"
+            )  # fmt: skip
+            assert status == 2 and out == ""
+            assert f"--identity {first.identity}" in err and f"--identity {other.identity}" in err
+        assert await every_row(site.store) == before
+        status, out, err = await records(
+            "--url", database.url, "export", "--class", code, "--student", "Sam",
+            "--identity", first.identity,
+        )  # fmt: skip
+        assert status == 0, err
+        assert [v["session_id"] for v in json.loads(out)["visits"]] == [first.session_id]

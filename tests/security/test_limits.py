@@ -108,11 +108,55 @@ async def test_a_closed_class_gets_no_tutor_and_the_tutor_check_is_limited(
                     await client.post("/api/token", json={"code": code, "name": "Maya"})
                 ).json()
                 auth = {"Authorization": f"Bearer {joined['token']}"}
-                assert (await client.post("/api/tutor", headers=auth)).status_code == 200
+                assert (await client.post("/api/tutor", headers=auth, json={})).status_code == 200
                 await set_class_open(site.store, school.rivera.id, code, is_open=False)
-                closed = await client.post("/api/tutor", headers=auth)
+                closed = await client.post("/api/tutor", headers=auth, json={})
                 assert closed.status_code == 403 and closed.json()["reason"] == "closed"
-                assert (await client.post("/api/tutor", headers=auth)).status_code == 403
-                assert (await client.post("/api/tutor", headers=auth)).status_code == 429
+                assert (await client.post("/api/tutor", headers=auth, json={})).status_code == 403
+                assert (await client.post("/api/tutor", headers=auth, json={})).status_code == 429
             # one re-dispatch, made while the class was open; none after it closed
             assert len(livekit.history(joined["room"])) == 1
+
+
+async def test_a_cross_site_form_or_text_post_is_neither_read_nor_counted(
+    database: RecordsDatabase,
+) -> None:
+    """A page on another site can make a browser post a form or text without asking first;
+    the student endpoints take JSON only, so such posts cannot spend a class's join budget."""
+    async for site in open_site(database, web_token_rate_limit="2/minute"):
+        async with site.client() as client:
+            code = site.school.rivera_class.code
+            simple = [
+                {"data": {"code": code, "name": "Maya"}},  # a form
+                {
+                    "content": f'{{"code": "{code}", "name": "Maya"}}',
+                    "headers": {"Content-Type": "text/plain"},
+                },  # text
+                {"content": b"junk"},  # no type at all
+            ]
+            for request in simple * 3:
+                assert (await client.post("/api/token", **request)).status_code == 415
+            joined = await client.post("/api/token", json={"code": code, "name": "Maya"})
+            assert joined.status_code == 200  # the budget is whole
+            token = joined.json()["token"]
+            auth = {"Authorization": f"Bearer {token}"}
+            text = await client.post("/api/tutor", headers=auth, content=b'{"lost": []}')
+            assert text.status_code == 415
+
+
+async def test_a_students_token_is_for_joining_soon_and_speaking_only(
+    database: RecordsDatabase,
+) -> None:
+    """A token copied out of a child's page: it expires within 15 minutes (LiveKit's own
+    reconnections keep a joined session), and it can publish a microphone and nothing else
+    (no camera, no screen into a child's room)."""
+    import jwt
+
+    async for site in open_site(database):
+        async with site.client() as client:
+            payload = {"code": site.school.rivera_class.code, "name": "Maya"}
+            token = (await client.post("/api/token", json=payload)).json()["token"]
+            claims = jwt.decode(token, options={"verify_signature": False})
+            assert claims["exp"] - claims["nbf"] <= 15 * 60
+            assert claims["video"]["canPublishSources"] == ["microphone"]
+            assert claims["video"]["room"] and not claims["video"].get("roomAdmin")

@@ -17,7 +17,7 @@ from agent.__main__ import main
 from agent.safety.cli import receiver_app
 from harness import REPO
 
-SECRET = "test-alert-secret-placeholder"
+SECRET = "test-alert-secret-of-at-least-32-characters"
 
 
 async def test_a_listener_from_the_readme_receives_the_signed_test_alerts(

@@ -34,7 +34,7 @@ from harness.fakes.webhook import WebhookReceiver
 from harness.rosters import ANNOUNCEMENTS
 
 WAIT = 10.0
-SECRET = "test-alert-secret-placeholder"
+SECRET = "test-alert-secret-of-at-least-32-characters"
 HELPLINE = "You can also call the school helpline on 0800 000 000."
 RUDE = "You are stupid and I hate you"
 DISCLOSURE = "Someone at home hurts me and I want to hurt myself"

@@ -85,7 +85,7 @@ async def stage(database: RecordsDatabase) -> AsyncIterator[Stage]:
 
 
 def ask(client: httpx.AsyncClient, token: str) -> asyncio.Future:
-    return client.post("/api/tutor", headers={"Authorization": f"Bearer {token}"})  # type: ignore[return-value]
+    return client.post("/api/tutor", headers={"Authorization": f"Bearer {token}"}, json={})  # type: ignore[return-value]
 
 
 async def test_an_empty_room_gets_the_orchestrator_again_with_the_same_session(

@@ -85,7 +85,9 @@ def test_server_image_is_pinned_to_the_version_the_real_server_tier_tests(compos
 def test_server_ports_match_its_config(compose: dict, livekit_config: dict) -> None:
     ports = compose["services"]["livekit"]["ports"]
     rtc = livekit_config["rtc"]
-    assert "7880:7880" in ports and livekit_config["port"] == 7880
+    # signalling on this machine's loopback only: other machines come through the TLS proxy
+    assert "127.0.0.1:7880:7880" in ports and livekit_config["port"] == 7880
+    assert not [port for port in ports if port.startswith(("7880", "0.0.0.0:7880"))]
     assert "7881:7881" in ports and rtc["tcp_port"] == 7881
     udp = f"{rtc['port_range_start']}-{rtc['port_range_end']}"
     assert f"{udp}:{udp}/udp" in ports

@@ -40,8 +40,19 @@ async def student_page(request: Request, web: Web) -> Response:
     return web.templates.TemplateResponse(request, "student.html", {})
 
 
+def not_json(request: Request) -> Response | None:
+    """A 415 for a body that does not say it is JSON: a form or text a page on another site
+    can post without asking the browser first is neither read nor counted."""
+    media_type = request.headers.get("content-type", "").partition(";")[0].strip().lower()
+    if media_type == "application/json":
+        return None
+    return JSONResponse({"error": "send application/json"}, status_code=415)
+
+
 @router.post("/api/token")
 async def token(request: Request, web: Web) -> Response:
+    if (refused := not_json(request)) is not None:
+        return refused
     # the limit before the body is read: a flood costs no parsing
     if not web.limits.allow(web.limits.token, client_key(request)):
         return too_many()
@@ -92,6 +103,8 @@ async def tutor(
     room = claims.video.room if claims and claims.video else ""
     if claims is None or not room:
         return JSONResponse({"error": "a student's token is needed"}, status_code=401)
+    if (refused := not_json(request)) is not None:
+        return refused
     if not web.limits.allow(web.limits.tutor, f"tutor:{claims.identity}", client_key(request)):
         return too_many()
     raw = await request.body()
