@@ -193,7 +193,11 @@ def check_compose_layout(directory: Path) -> Result:
 
 def compose_problems(compose: dict[str, Any], server: dict[str, Any]) -> list[str]:
     services = compose["services"]
-    published = [str(p) for p in services["livekit"].get("ports", [])]
+    # "7880:7880", or "127.0.0.1:7880:7880" for this machine only
+    published = [
+        str(p).split(":", 1)[1] if str(p).count(":") == 2 else str(p)
+        for p in services["livekit"].get("ports", [])
+    ]
     rtc = server["rtc"]
     udp = f"{rtc['port_range_start']}-{rtc['port_range_end']}"
     wanted = {

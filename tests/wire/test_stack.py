@@ -233,7 +233,11 @@ def test_the_cluster_profile_puts_two_nodes_on_redis_behind_the_health_checked_p
     for node in ("livekit", "livekit-b"):
         assert services[node]["environment"]["REDIS_HOST"] == "redis:6379"
     media = [
-        {int(p["published"]) for p in services[node]["ports"] if p.get("protocol") == "udp"}
+        {
+            int(p["published"])
+            for p in services[node]["ports"]
+            if isinstance(p, dict) and p.get("protocol") == "udp"
+        }
         for node in ("livekit", "livekit-b")
     ]
     assert media[0] and media[1] and not media[0] & media[1]  # each node's own ICE ports
