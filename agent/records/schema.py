@@ -208,6 +208,10 @@ class VisitRow(Base):
     dispatches: Mapped[int] = mapped_column(Integer, default=1)
     last_dispatch_at: Mapped[datetime] = mapped_column(DateTime)
     gave_up_at: Mapped[datetime | None] = mapped_column(DateTime)
+    # the generation of the one resume key that is valid now (each rejoin spends it and
+    # hands out the next), and when the visit was ended (Leave): no key opens it again
+    resume_generation: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    ended_at: Mapped[datetime | None] = mapped_column(DateTime)
 
 
 class TranscriptViewRow(Base):

@@ -57,6 +57,7 @@ class Join:
     room: str
     identity: str
     session_id: str
+    resume_generation: int = 0  # the generation of the visit's one valid resume key
 
 
 def normalize_code(text: str) -> str:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import httpx
 import pytest
 from livekit import api
 from playwright.async_api import expect
@@ -61,10 +62,16 @@ async def test_the_page_shows_each_tutor_and_the_captions_and_leave_ends_the_vis
     await expect(title).to_have_text("English tutor", timeout=WAIT_MS)
     await screenshot(page, "realserver-english")
 
-    await page.get_by_role("button", name="Leave").click()
+    async with page.expect_response("**/api/leave") as left:
+        await page.get_by_role("button", name="Leave").click()
+    assert (await left.value).status == 204  # the page said the visit is over
     await expect(page.locator("#message")).to_contain_text("Goodbye")
     await expect(page.get_by_role("button", name="Start")).to_be_visible()
     await classroom.until_empty(room)
+    # the key the page held opens nothing now: a copy of it is of no use to anyone
+    async with httpx.AsyncClient(base_url=url, timeout=10) as other:
+        replay = await other.post("/api/token", json={"resume": joined["resume"]})
+    assert replay.status_code == 410
 
 
 async def test_with_no_tutor_worker_the_page_says_on_the_way_and_the_tutor_comes_when_one_starts(

@@ -75,7 +75,7 @@ async def test_a_forged_altered_or_foreign_key_gets_nothing(site: Site) -> None:
         keys = [
             "not-a-key",
             first["resume"][:-2] + ("AA" if not first["resume"].endswith("AA") else "BB"),
-            other.dumps({"session": session}),
+            other.dumps({"session": session, "g": 0}),
             # a teacher's cookie is signed with the same secret, not with this salt
             URLSafeTimedSerializer(site.settings.web_session_secret.get_secret_value()).dumps(  # type: ignore[union-attr]
                 {"session": site.school.session_id}
@@ -99,7 +99,9 @@ async def test_a_key_older_than_the_window_or_for_a_closed_class_gets_nothing(
         first = await join(client, site)
         session = session_in(site, first)
         secret = site.settings.web_session_secret.get_secret_value()  # type: ignore[union-attr]
-        old = URLSafeTimedSerializer(secret, salt=SALT, signer=HourAgo).dumps({"session": session})
+        old = URLSafeTimedSerializer(secret, salt=SALT, signer=HourAgo).dumps(
+            {"session": session, "g": 0}  # the visit's valid key, but signed an hour ago
+        )
         late = await client.post("/api/token", json={"resume": old})
         assert late.status_code == 410  # WEB_RESUME_MINUTES is 30
         await set_class_open(
@@ -120,9 +122,9 @@ async def test_an_erased_visit_cannot_be_rejoined(site: Site) -> None:
 
 def test_resume_keys_expire_after_the_window() -> None:
     from agent.web.classes import JoinError
-    from agent.web.rejoin import resume_key, session_of
+    from agent.web.rejoin import ResumeKey, key_of, resume_key
 
-    key = resume_key("secret", "s-1")
-    assert session_of("secret", key, timedelta(minutes=30)) == "s-1"
+    key = resume_key("secret", "s-1", 3)
+    assert key_of("secret", key, timedelta(minutes=30)) == ResumeKey("s-1", 3)
     with pytest.raises(JoinError):
-        session_of("secret", key, timedelta(seconds=-1))
+        key_of("secret", key, timedelta(seconds=-1))

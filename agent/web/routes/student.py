@@ -15,7 +15,7 @@ from pydantic import BaseModel, Field, ValidationError
 from agent.dispatch.token import TokenRequestError
 from agent.web.classes import JoinError, join_class, visit_class_open
 from agent.web.context import LIVEKIT_CALL_TIMEOUT, Web, client_key, too_many
-from agent.web.rejoin import rejoin_visit, resume_key, session_of
+from agent.web.rejoin import EXPIRED, end_visit, key_of, rejoin_visit, resume_key
 from agent.web.watchdog import TutorStatus, find_visit, summon_tutor
 
 logger = logging.getLogger("tutor.web")
@@ -64,8 +64,8 @@ async def token(request: Request, web: Web) -> Response:
         )
     try:
         if body.resume:
-            session = session_of(web.cookie_secret, body.resume, web.resume_window)
-            joined = await rejoin_visit(web.store, web.settings, session)
+            key = key_of(web.cookie_secret, body.resume, web.resume_window)
+            joined = await rejoin_visit(web.store, web.settings, key)
         else:
             joined = await join_class(web.store, web.settings, body.code, body.name)
     except JoinError as e:
@@ -84,9 +84,29 @@ async def token(request: Request, web: Web) -> Response:
             "room": joined.room,
             "identity": joined.identity,
             "tutor_timeout_s": web.settings.web_tutor_arrival_timeout,
-            "resume": resume_key(web.cookie_secret, joined.session_id),
+            "resume": resume_key(web.cookie_secret, joined.session_id, joined.resume_generation),
         }
     )
+
+
+class LeaveRequest(BaseModel):
+    resume: str = Field(max_length=512)
+
+
+@router.post("/api/leave")
+async def leave(request: Request, web: Web) -> Response:
+    """The student pressed Leave: the visit is over, and its resume key opens nothing."""
+    if (refused := not_json(request)) is not None:
+        return refused
+    try:
+        body = LeaveRequest.model_validate_json(await request.body())
+        key = key_of(web.cookie_secret, body.resume, web.resume_window)
+    except (ValidationError, JoinError):
+        return JSONResponse({"error": EXPIRED.message, "reason": EXPIRED.code}, 410)
+    if not await end_visit(web.store, key):
+        return JSONResponse({"error": EXPIRED.message, "reason": EXPIRED.code}, 410)
+    logger.info("student left", extra={"session": key.session_id})
+    return Response(status_code=204)
 
 
 @router.post("/api/tutor")

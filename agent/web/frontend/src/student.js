@@ -105,6 +105,20 @@ function forgetVisit() {
   sessionStorage.removeItem(VISIT_KEY);
 }
 
+// tells the service the visit is over (the page may be closing: keepalive lets the request
+// finish), so that a copy of its resume key opens nothing
+function endVisit() {
+  const saved = savedVisit();
+  forgetVisit();
+  if (!saved?.resume) return;
+  fetch('/api/leave', {
+    method: 'POST',
+    keepalive: true,
+    headers: { 'Content-Type': 'application/json' },
+    body: JSON.stringify({ resume: saved.resume }),
+  }).catch(() => {}); // the key expires anyway; nothing for the child to do
+}
+
 function say(text) {
   ui.message.textContent = text;
   ui.message.hidden = !text;
@@ -468,7 +482,7 @@ async function finish(message) {
 
 ui.form.addEventListener('submit', start);
 ui.leave.addEventListener('click', () => {
-  forgetVisit(); // Leave means done: a reload afterwards starts a new visit
+  endVisit(); // Leave means done: no key opens this visit again, a reload starts a new one
   finish('Goodbye! Press Start to talk again.');
 });
 ui.playAudio.addEventListener('click', () => {
