@@ -10,6 +10,7 @@ from datetime import datetime, timedelta
 
 from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from agent.config.settings import LiveKitSettings
 from agent.conversation.state import new_session_id
@@ -119,6 +120,25 @@ async def set_class_open(store: RecordsStore, teacher_id: int, code: str, *, is_
             .values(is_open=is_open, closed_at=None if is_open else utc_now())
         )
     return result.rowcount == 1
+
+
+async def end_class_visits(store: RecordsStore, teacher_id: int, code: str) -> list[str]:
+    """End every visit of one of the teacher's classes that has not ended (no resume key
+    opens one again, should the class be reopened); their rooms, to close."""
+    now = utc_now()
+    class_id = (
+        select(ClassRow.id)
+        .where(ClassRow.code == normalize_code(code), ClassRow.teacher_id == teacher_id)
+        .scalar_subquery()
+    )
+    live = (VisitRow.class_id == class_id, VisitRow.ended_at.is_(None))
+
+    async def work(conn: AsyncConnection) -> list[str]:
+        rooms = list((await conn.execute(select(VisitRow.room).where(*live))).scalars())
+        await conn.execute(update(VisitRow).where(*live).values(ended_at=now))
+        return rooms
+
+    return await store.write_waiting(work)
 
 
 async def classes_of(store: RecordsStore, teacher_id: int) -> list[SchoolClass]:

@@ -37,6 +37,8 @@ from livekit.protocol.agent_dispatch import (
 )
 from livekit.protocol.models import ParticipantInfo
 from livekit.protocol.room import (
+    DeleteRoomRequest,
+    DeleteRoomResponse,
     ListParticipantsRequest,
     ListParticipantsResponse,
     RemoveParticipantResponse,
@@ -105,6 +107,7 @@ class TwirpDispatchServer:
         self.delete_calls = 0
         self.participants: dict[str, list[ParticipantInfo]] = {}
         self.removed: list[tuple[str, str]] = []  # (room, identity) RemoveParticipant took
+        self.deleted_rooms: list[str] = []  # the rooms DeleteRoom closed, in order
         # a removed participant is still listed (as a server may, a moment after removing)
         self.linger = False
         self.url = ""
@@ -133,6 +136,7 @@ class TwirpDispatchServer:
         app.router.add_post(
             f"{ROOM_SERVICE_PATH}/RemoveParticipant", self._twirp(self._remove_participant)
         )
+        app.router.add_post(f"{ROOM_SERVICE_PATH}/DeleteRoom", self._twirp(self._delete_room))
         self._runner = web.AppRunner(app, shutdown_timeout=1.0, access_log=None)
         await self._runner.setup()
         await web.TCPSite(self._runner, "127.0.0.1", 0).start()
@@ -218,6 +222,23 @@ class TwirpDispatchServer:
             self.participants[req.room] = [p for p in present if p.identity != req.identity]
         self.removed.append((req.room, req.identity))
         return protobuf_response(RemoveParticipantResponse())
+
+    async def _delete_room(self, request: web.Request) -> web.StreamResponse:
+        """DeleteRoom: its participants and dispatches go (the grant is room_create)."""
+        if request.content_type != PROTOBUF:
+            raise TwirpFailure(400, "bad_route", f"unexpected content type {request.content_type}")
+        req = DeleteRoomRequest.FromString(await request.read())
+        scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+        try:
+            video = self._verifier.verify(token).video if scheme == "Bearer" else None
+        except Exception:
+            video = None
+        if video is None or not video.room_create:
+            raise TwirpFailure(401, "unauthenticated", "no room_create grant")
+        self.participants.pop(req.room, None)
+        self._rooms.pop(req.room, None)
+        self.deleted_rooms.append(req.room)
+        return protobuf_response(DeleteRoomResponse())
 
     # helpers
 

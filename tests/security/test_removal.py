@@ -67,3 +67,30 @@ async def test_the_database_itself_refuses_to_drop_a_teachers_classes(
             async with site.store.engine.begin() as conn:
                 await conn.execute(delete(ClassRow).where(ClassRow.id == school.rivera_class.id))
         assert await can_view(site.store, school.lead, school.session_id)
+
+
+async def test_closing_a_class_closes_its_students_rooms_and_ends_their_visits(
+    database: RecordsDatabase,
+) -> None:
+    """A teacher closes the class: its students' rooms are deleted on the server (their
+    tutors leave with them), and no resume key of theirs opens a visit again, even once the
+    class is reopened."""
+    from harness.fakes.twirp import DEFAULT_SECRET, TwirpDispatchServer
+    from harness.web import csrf_from
+
+    async with TwirpDispatchServer(api_secret=DEFAULT_SECRET) as livekit:
+        async for site in open_site(
+            database, livekit_url=livekit.url, livekit_api_secret=DEFAULT_SECRET
+        ):
+            code = site.school.rivera_class.code
+            async with site.client() as student, site.client() as rivera:
+                joined = await student.post("/api/token", json={"code": code, "name": "Maya"})
+                assert joined.status_code == 200
+                assert await sign_in(rivera, "rivera") == 303
+                csrf = csrf_from((await rivera.get("/teacher")).text)
+                closed = await rivera.post(f"/teacher/classes/{code}/close", data={"csrf": csrf})
+                assert closed.status_code == 303
+                assert joined.json()["room"] in livekit.deleted_rooms
+                await rivera.post(f"/teacher/classes/{code}/open", data={"csrf": csrf})
+                again = await student.post("/api/token", json={"resume": joined.json()["resume"]})
+                assert again.status_code == 410

@@ -3,17 +3,21 @@ alerts), class codes made, opened and closed, one session's transcript (audited)
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import Annotated
 
 from fastapi import APIRouter, Form, Request, Response
 from fastapi.responses import HTMLResponse, RedirectResponse
+from livekit import api
+from livekit.api import LiveKitAPI
 
 from agent.web import teacher_data
 from agent.web.accounts import authenticate, end_sign_ins
-from agent.web.classes import classes_of, create_class, set_class_open
+from agent.web.classes import classes_of, create_class, end_class_visits, set_class_open
 from agent.web.context import (
     FORM_EXPIRED,
+    LIVEKIT_CALL_TIMEOUT,
     SignedIn,
     Web,
     client_key,
@@ -109,7 +113,24 @@ async def open_or_close_class(
         return HTMLResponse("Unknown action.", 404)
     if not await set_class_open(web.store, teacher.id, code, is_open=action == "open"):
         return HTMLResponse("You have no class with that code.", 404)
+    if action == "close":
+        # its students' rooms close now: their tutors leave, and a token copied from a
+        # page finds no visit, and no tutor, to come back to
+        rooms = await end_class_visits(web.store, teacher.id, code)
+        await close_rooms(request.app.state.livekit, rooms)
+        logger.info("class closed", extra={"teacher": teacher.username, "rooms": len(rooms)})
     return RedirectResponse("/teacher#classes", status_code=303)
+
+
+async def close_rooms(lk: LiveKitAPI, rooms: list[str]) -> None:
+    """Delete each room (its participants and dispatches go with it), within a bound; a
+    room that is already gone is no error."""
+    for room in rooms:
+        try:
+            async with asyncio.timeout(LIVEKIT_CALL_TIMEOUT):
+                await lk.room.delete_room(api.DeleteRoomRequest(room=room))
+        except Exception as e:  # gone already, or the server is away: it empties itself
+            logger.info("room not closed: %s", type(e).__name__, extra={"room": room})
 
 
 @router.get("/sessions/{session_id}", response_class=HTMLResponse)
