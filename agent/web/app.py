@@ -129,7 +129,14 @@ def create_app(settings: WebSettings, store: RecordsStore | None = None) -> Fast
                 await store.aclose()
 
     app = FastAPI(
-        title="Voice tutor", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None
+        title="Voice tutor",
+        lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
+        openapi_url=None,
+        # no "/teacher/" -> "/teacher" redirect: it would be built from the request's Host
+        # header, a redirect anyone can point at a site of theirs
+        redirect_slashes=False,
     )
     web = app.state.web = web_context(settings, store)
     app.state.store = store

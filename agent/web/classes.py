@@ -23,6 +23,8 @@ CODE_ALPHABET = "ABCDEFGHJKMNPQRSTUVWXYZ23456789"
 CODE_LENGTH = 6
 MAX_NAME = 32
 # a first name: letters (any script), spaces, hyphens, apostrophes, dots
+# letters that show as nothing: a name made of them looks empty, or like another child's
+INVISIBLE_LETTERS = frozenset("\u115f\u1160\u3164\uffa0")
 NAME = re.compile(r"[^\W\d_](?:[^\W\d_]|[ '\u2019.-])*", re.UNICODE)
 # long enough to join: once in, LiveKit's reconnections keep the session, and a page that
 # must join again asks for a new token with its resume key
@@ -67,14 +69,25 @@ def normalize_code(text: str) -> str:
 
 
 def check_first_name(text: str) -> str:
-    name = " ".join(text.split())
+    """The first name as the teacher will read it, or a `JoinError` the child can act on."""
+    name = " ".join(unicodedata.normalize("NFC", text).split())
     if not name:
         raise JoinError(400, "name_missing", "Please type your first name.")
     if len(name) > MAX_NAME:
         raise JoinError(400, "name_too_long", f"Please use at most {MAX_NAME} letters.")
-    if not NAME.fullmatch(name):
+    if not NAME.fullmatch(name) or INVISIBLE_LETTERS & set(name):
         raise JoinError(400, "name_invalid", "Please use only letters in your name.")
+    if len(scripts_of(name)) > 1:
+        # a Cyrillic letter in a Latin name (or the like) reads as another child's name
+        raise JoinError(400, "name_invalid", "Please write your name in one alphabet.")
     return name
+
+
+def scripts_of(name: str) -> set[str]:
+    """The writing systems of a name's letters (LATIN, CYRILLIC, GREEK, ...; Japanese kana
+    and kanji are written together, so they count as one)."""
+    scripts = {unicodedata.name(c, "?").split(" ")[0] for c in name if c.isalpha()}
+    return {"CJK" if s in ("HIRAGANA", "KATAKANA") else s for s in scripts}
 
 
 def identity_for(name: str) -> str:

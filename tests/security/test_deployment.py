@@ -360,3 +360,14 @@ def test_alerts_with_a_childs_words_go_only_over_https() -> None:
             load_settings(safeguarding_webhook_url=url)
     for url in ("https://alerts.school.example/teacher", "http://127.0.0.1:8099/teacher"):
         assert load_settings(teacher_webhook_url=url).teacher_webhook_url == url
+
+
+async def test_no_redirect_points_where_a_forged_host_header_says(
+    database: RecordsDatabase,
+) -> None:
+    async for site in open_site(database):
+        async with site.client() as client:
+            for path in ("/teacher/", "/api/teacher/classes/", "/healthz/"):
+                answer = await client.get(path, headers={"Host": "evil.example"})
+                assert answer.status_code == 404, path
+                assert "evil.example" not in answer.headers.get("location", "")

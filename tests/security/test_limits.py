@@ -4,6 +4,7 @@ attack replayed against the real app, on both records backends, and refused."""
 from __future__ import annotations
 
 import httpx
+import pytest
 from limits import parse
 from limits.storage import MemoryStorage
 from limits.strategies import MovingWindowRateLimiter
@@ -160,3 +161,31 @@ async def test_a_students_token_is_for_joining_soon_and_speaking_only(
             assert claims["exp"] - claims["nbf"] <= 15 * 60
             assert claims["video"]["canPublishSources"] == ["microphone"]
             assert claims["video"]["room"] and not claims["video"].get("roomAdmin")
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "\u041caya",  # a Cyrillic EM: it reads as "Maya", another child's name
+        "Ma\u3164ya",  # a letter that shows as nothing
+        "\u3164",  # a name that looks empty
+        "Ma\u200bya",  # a zero-width space
+    ],
+)
+async def test_a_name_that_looks_like_another_or_like_nothing_is_refused(
+    database: RecordsDatabase, name: str
+) -> None:
+    async for site in open_site(database):
+        async with site.client() as client:
+            payload = {"code": site.school.rivera_class.code, "name": name}
+            answer = await client.post("/api/token", json=payload)
+            assert answer.status_code == 400 and answer.json()["reason"] == "name_invalid"
+
+
+async def test_names_in_any_one_alphabet_are_welcome(database: RecordsDatabase) -> None:
+    async for site in open_site(database):
+        async with site.client() as client:
+            for name in ("Zoe\u0308", "Анна", "José", "さくら子", "O'Brien"):
+                payload = {"code": site.school.rivera_class.code, "name": name}
+                answer = await client.post("/api/token", json=payload)
+                assert answer.status_code == 200, (name, answer.text)
