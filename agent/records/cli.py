@@ -33,6 +33,7 @@ from agent.records.erasure import (
     erase,
     export_student,
     note_export,
+    note_view,
     preview,
 )
 from agent.records.retention import purge
@@ -57,8 +58,9 @@ def add_parser(commands: Any) -> None:
     listing.add_argument("--student", help="only this student's sessions")
     listing.add_argument("--flagged", action="store_true", help="only sessions with a flag")
     listing.add_argument("--limit", type=int, default=50, help="at most this many (default 50)")
-    show = sub.add_parser("show", help="a session's transcript, readable")
+    show = sub.add_parser("show", help="a session's transcript, readable (audited)")
     show.add_argument("session", help="session id")
+    _add_requester(show)
     export = sub.add_parser(
         "export", help="a session, or everything about one student, as one JSON document"
     )
@@ -135,7 +137,7 @@ def run(args: argparse.Namespace, out: TextIO | None = None, err: TextIO | None 
         return EXIT_BAD_INPUT
     actions: dict[str, Callable[[], Awaitable[str]]] = {
         "list": lambda: _list(store, args),
-        "show": lambda: _show(store, args.session),
+        "show": lambda: _show(store, args.session, actor=_requester(args), reason=args.reason),
         "export": lambda: _export(store, args, scope),
         "delete": lambda: _delete(store, args, scope),  # type: ignore[arg-type]
         "purge": lambda: _purge(store, args.days or settings.records_retention_days),
@@ -203,8 +205,12 @@ def _length(started: datetime, ended: datetime | None) -> str:
     return f"{seconds // 60}m{seconds % 60:02d}s"
 
 
-async def _show(store: RecordsStore, session_id: str) -> str:
+async def _show(store: RecordsStore, session_id: str, *, actor: str, reason: str) -> str:
+    """The transcript, read by a person: as an adult's view of it on the teacher pages, it
+    is written to the audit log."""
     doc = await _document(store, session_id)
+    seen = {"turns": len(doc["turns"])}
+    await note_view(store, Scope(session_id=session_id), seen, actor=actor, reason=reason)
     session = doc["session"]
     lines = [
         f"session {session['id']}  student {session['student']}  room {session['room']}",

@@ -253,10 +253,20 @@ async def note_export(
     store: RecordsStore, scope: Scope, rows: dict[str, int], *, actor: str, reason: str = ""
 ) -> None:
     """Write an export of `scope` (`rows` per table handed out) to the audit log."""
+    await _note(store, "export", scope, rows, actor=actor, reason=reason)
 
-    await store.write_waiting(
-        lambda conn: _audit(conn, "export", scope, rows, actor=actor, reason=reason)
-    )
+
+async def note_view(
+    store: RecordsStore, scope: Scope, rows: dict[str, int], *, actor: str, reason: str = ""
+) -> None:
+    """Write a reading of `scope` at the terminal (`records show`) to the audit log."""
+    await _note(store, "view", scope, rows, actor=actor, reason=reason)
+
+
+async def _note(
+    store: RecordsStore, action: str, scope: Scope, rows: dict[str, int], **who: str
+) -> None:
+    await store.write_waiting(lambda conn: _audit(conn, action, scope, rows, **who))
 
 
 async def _audit(

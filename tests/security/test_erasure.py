@@ -301,3 +301,19 @@ async def test_two_children_with_one_name_are_never_exported_or_erased_together(
         )  # fmt: skip
         assert status == 0, err
         assert [v["session_id"] for v in json.loads(out)["visits"]] == [first.session_id]
+
+
+async def test_reading_a_transcript_at_the_terminal_is_audited(database: RecordsDatabase) -> None:
+    """`records show` is an adult reading a child's conversation, as on the teacher pages:
+    who, when and which session go into the audit log (the child's name does not)."""
+    async for site in open_site(database):
+        session = site.school.session_id
+        code, out, err = await records(
+            "--url", database.url, "show", session, "--by", "office", "--reason", "complaint"
+        )
+        assert code == 0, err
+        assert "What is seven times eight?" in out
+        async with site.store.engine.connect() as conn:
+            (entry,) = (await conn.execute(select(AuditRow))).all()
+        assert (entry.actor, entry.action, entry.reason) == ("office", "view", "complaint")
+        assert entry.target == f"session {session}" and entry.rows == {"turns": 3}
