@@ -9,12 +9,13 @@ turns, handoffs, flags, alerts and the adults' transcript views.
 from __future__ import annotations
 
 import logging
+import re
 import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import delete, func, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from agent.records.deletion import SESSION_KEYED, audit, delete_sessions
@@ -178,17 +179,51 @@ async def erase(
 
     async def work(conn: AsyncConnection) -> dict[str, int]:
         found = await find(conn, scope)
+        names = await names_of(conn, found.session_ids)
         deleted = await delete_sessions(conn, found.session_ids)
         if found.class_id is not None:
             await conn.execute(delete(VisitRow).where(VisitRow.class_id == found.class_id))
             await conn.execute(delete(ClassRow).where(ClassRow.id == found.class_id))
             deleted[ClassRow.__tablename__] = 1
-        await _audit(conn, "delete", scope, deleted, actor=actor, reason=reason)
+        # the audit log outlives the erasure: no reason written in it names the child
+        await _audit(conn, "delete", scope, deleted, actor=actor, reason=without(reason, names))
+        await scrub_reasons(conn, names)
         return deleted
 
     deleted = await store.write_waiting(work)
     logger.info("records erased", extra={"rows": deleted, "actor": actor})
     return deleted
+
+
+NAME_REMOVED = "[a child's name]"
+
+
+async def names_of(conn: AsyncConnection, session_ids: Sequence[str]) -> set[str]:
+    """The first names the children of these sessions joined with."""
+    if not session_ids:
+        return set()
+    query = select(VisitRow.student_name).where(VisitRow.session_id.in_(list(session_ids)))
+    return {name for name in (await conn.execute(query)).scalars() if name}
+
+
+def without(text: str, names: set[str]) -> str:
+    """`text` with each of `names` (as a word, in any case) replaced."""
+    for name in sorted(names, key=len, reverse=True):
+        text = re.sub(rf"(?<!\w){re.escape(name)}(?!\w)", NAME_REMOVED, text, flags=re.I)
+    return text
+
+
+async def scrub_reasons(conn: AsyncConnection, names: set[str]) -> None:
+    """Take the erased children's names out of the reasons earlier audit entries give (an
+    export "for Maya's parents" must not keep Maya's name past her erasure)."""
+    if not names:
+        return
+    for entry_id, reason in (await conn.execute(select(AuditRow.id, AuditRow.reason))).all():
+        cleaned = without(reason or "", names)
+        if cleaned != reason:
+            await conn.execute(
+                update(AuditRow).where(AuditRow.id == entry_id).values(reason=cleaned)
+            )
 
 
 async def export_student(

@@ -317,3 +317,29 @@ async def test_reading_a_transcript_at_the_terminal_is_audited(database: Records
             (entry,) = (await conn.execute(select(AuditRow))).all()
         assert (entry.actor, entry.action, entry.reason) == ("office", "view", "complaint")
         assert entry.target == f"session {session}" and entry.rows == {"turns": 3}
+
+
+async def test_an_erased_childs_name_does_not_stay_in_the_audit_logs_reasons(
+    database: RecordsDatabase,
+) -> None:
+    """An export "for Maya's parents" was audited with that reason; Maya is then erased
+    (with a reason naming her too): no reason in the audit log names her afterwards."""
+    async for site in open_site(database):
+        ids = await class_of_two(site)
+        class_code = site.school.rivera_class.code
+        picked = [arg for i in ids["maya_identities"] for arg in ("--identity", i)]
+        code, _, err = await records(
+            "--url", database.url, "export", "--class", class_code, "--student", "Maya",
+            *picked, "--reason", "asked by MAYA's parents",
+        )  # fmt: skip
+        assert code == 0, err
+        code, _, err = await records(
+            "--url", database.url, "delete", "--class", class_code, "--student", "Maya",
+            *picked, "--yes", "--reason", "maya left the school",
+        )  # fmt: skip
+        assert code == 0, err
+        async with site.store.engine.connect() as conn:
+            entries = await conn.execute(select(AuditRow).order_by(AuditRow.id))
+            reasons = [row.reason for row in entries.all()]
+        assert len(reasons) == 2 and not any("maya" in reason.lower() for reason in reasons)
+        assert reasons[0] == "asked by [a child's name]'s parents"
