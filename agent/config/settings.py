@@ -369,7 +369,7 @@ class WebSettings(LiveKitSettings, RecordsSettings):
     # failed sign-ins per username from one client address (four times this per address);
     # only failures count, after the form's CSRF check, so nobody can lock a teacher out
     web_login_rate_limit: str = "5/minute"
-    # a student page's "is my tutor coming?" asks, per student and per client address
+    # a student page's "is my tutor coming?" asks, per student (its token)
     web_tutor_rate_limit: str = "30/minute"
     # request bodies larger than this are refused (413) before anything reads them
     web_max_body_bytes: int = Field(default=16_384, ge=1024)

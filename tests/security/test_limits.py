@@ -189,3 +189,30 @@ async def test_names_in_any_one_alphabet_are_welcome(database: RecordsDatabase) 
                 payload = {"code": site.school.rivera_class.code, "name": name}
                 answer = await client.post("/api/token", json=payload)
                 assert answer.status_code == 200, (name, answer.text)
+
+
+async def test_a_class_of_35_behind_one_address_all_join_and_ask_for_tutors(
+    database: RecordsDatabase,
+) -> None:
+    """A school's whole class shares one address (its router); each child joins and its
+    page asks twice for a tutor within the minute, while another client at the same address
+    posts junk: every child's request is served."""
+    async with TwirpDispatchServer(api_secret=DEFAULT_SECRET) as livekit:
+        async for site in open_site(
+            database, livekit_url=livekit.url, livekit_api_secret=DEFAULT_SECRET
+        ):
+            code = site.school.rivera_class.code
+            async with site.client() as school, site.client() as junk:
+                tokens = []
+                for child in range(35):
+                    await junk.post("/api/token", content=b"junk")  # text: neither read nor counted
+                    joined = await school.post(
+                        "/api/token", json={"code": code, "name": f"Child {chr(65 + child % 26)}"}
+                    )
+                    assert joined.status_code == 200, joined.text
+                    tokens.append(joined.json()["token"])
+                for _ in range(2):
+                    for token in tokens:
+                        auth = {"Authorization": f"Bearer {token}"}
+                        asked = await school.post("/api/tutor", headers=auth, json={})
+                        assert asked.status_code == 200, asked.text
