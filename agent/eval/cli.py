@@ -9,11 +9,17 @@ import json
 import logging
 import os
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any
 
-from agent.config.roster import SHIPPED_ROSTER, Roster, RosterError, load_roster, roster_for
+from agent.config.roster import (
+    SHIPPED_ROSTER,
+    Roster,
+    RosterError,
+    load_roster,
+    parse_roster,
+    roster_for,
+)
 from agent.config.settings import Settings, SettingsError, load_settings
 from agent.conversation.state import TutorModels
 from agent.eval.cases import DEFAULT_CASES, CasesError, load_cases
@@ -129,12 +135,7 @@ def eval_rosters(settings: Settings, models: str) -> dict[str, Roster]:
     rosters = {"": base}
     for addition in sorted(ROSTERS.glob("*.toml")):
         text = SHIPPED_ROSTER.read_text(encoding="utf-8") + "\n" + addition.read_text("utf-8")
-        with tempfile.NamedTemporaryFile("w", suffix=".toml", delete=False) as copy:
-            copy.write(text)
-        try:
-            rosters[addition.stem] = load_roster(copy.name)
-        finally:
-            os.unlink(copy.name)
+        rosters[addition.stem] = parse_roster(text, source=str(addition))
     return rosters
 
 

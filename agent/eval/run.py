@@ -43,6 +43,13 @@ class EvalModels:
     tutors: Callable[[Roster], dict[TutorKind, TutorModels]]
     moderator: Moderates | None = None
     judge: llm.LLM | None = None  # grades the answers (None: routing only)
+    _built: dict[int, dict[TutorKind, TutorModels]] = field(default_factory=dict, repr=False)
+
+    def built(self, roster: Roster) -> dict[TutorKind, TutorModels]:
+        """The tutors' models for `roster`, made on first use."""
+        if id(roster) not in self._built:
+            self._built[id(roster)] = self.tutors(roster)
+        return self._built[id(roster)]
 
 
 @dataclass
@@ -107,8 +114,10 @@ async def run_case(
     case: Case, settings: Settings, roster: Roster, models: EvalModels
 ) -> CaseResult:
     """One case through a tutor job of its own: the tutor with the floor opens (or welcomes
-    the child back to the conversation so far), then hears the child's words."""
-    tutors = models.tutors(roster)
+    the child back to the conversation so far), then hears the child's words. The models
+    are the run's, built once per roster and shared by its cases (as a worker's prewarmed
+    models are by its jobs)."""
+    tutors = models.built(roster)
     wiring = JobWiring(
         models=JobModels(tutors, {"llm": tutors[case.start].llm}),
         roster=roster,
