@@ -245,7 +245,7 @@ def main(argv: list[str]) -> int:
     parser.add_argument(
         "--turn-detector",
         choices=("model", "vad", "stt"),
-        help="the workers' TURN_DETECTOR (default: the setting's default, the model)",
+        help="the workers' TURN_DETECTOR (default: the setting's default, vad)",
     )
     args = parser.parse_args(argv)
     global VERBOSE
@@ -256,6 +256,8 @@ def main(argv: list[str]) -> int:
     with realserver.run_directory() as run_dir:
         print(f"logs: {run_dir}", file=sys.stderr)
         overrides = {"TURN_DETECTOR": args.turn_detector} if args.turn_detector else {}
+        if args.turn_detector == "model":  # the end-of-turn model listens to 0.25 s at least
+            overrides["VAD_MIN_SILENCE_DURATION"] = "0.25"
         count = 1 if args.quick else max(1, args.conversations)
         results, problems = asyncio.run(run(count, run_dir, overrides))
     report(

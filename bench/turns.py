@@ -216,6 +216,10 @@ async def run(configs: list[Config], repeat: int) -> list[ConfigResult]:
 
 
 def main(argv: list[str]) -> int:
+    if "--real-server" in argv:
+        from bench import turns_realserver
+
+        return turns_realserver.main(argv)
     parser = argparse.ArgumentParser(prog="python -m bench turns", description=__doc__)
     parser.add_argument("--repeat", type=int, default=2, help="runs of every clip")
     parser.add_argument("--quick", action="store_true", help="CI size: the project defaults once")

@@ -37,7 +37,7 @@ from livekit import api
 
 from agent.dispatch.metadata import parse_dispatch_metadata
 from harness import REPO
-from harness.fakes.openai_server import FakeOpenAI
+from harness.fakes.openai_server import ChatScript, FakeOpenAI, Transcriber
 from harness.fakes.production import SEVEN_EIGHTS, chat_script, model_settings, realtime_script
 from harness.student import Student
 
@@ -293,6 +293,8 @@ class ModelFake:
     """The wire-compatible OpenAI fake on 127.0.0.1, served from a thread."""
 
     questions: Questions = field(default_factory=Questions)
+    transcribe: Transcriber | None = None  # instead of `questions` (e.g. spoken turns' parts)
+    chat: ChatScript = chat_script
     fake: FakeOpenAI | None = None
     _loop: asyncio.AbstractEventLoop | None = None
     _thread: threading.Thread | None = None
@@ -309,9 +311,9 @@ class ModelFake:
         def serve() -> None:
             asyncio.set_event_loop(loop)
             self.fake = FakeOpenAI(
-                chat=chat_script,
+                chat=self.chat,
                 realtime=realtime_script,
-                transcribe=self.questions,
+                transcribe=self.transcribe or self.questions,
                 llm_ttft=LLM_TTFT,
                 tts_ttfb=TTS_TTFB,
             )

@@ -113,27 +113,42 @@ class RecordsSettings(BaseSettings):
         return value.strip()
 
 
+EOT_MIN_SILENCE = 0.25  # the framework refuses a shorter VAD silence with its end-of-turn model
+
+
 class TurnSettings(BaseSettings):
     """How a pipeline session decides the student has finished (see agent/workers/turns.py)."""
 
     model_config = SettingsConfigDict(env_file=".env", extra="ignore", frozen=True)
 
-    # the defaults are the framework's own (its end-of-turn model with the streaming
-    # endpointing, Silero's silence): see BENCHMARKS.md "Turn latency" for the trade-off
-    turn_detector: Literal["model", "vad", "stt"] = "model"
+    # measured on real children's voices (BENCHMARKS.md "Turn-taking with real children"):
+    # answer after a short silence and stop the moment the child goes on; the end-of-turn
+    # model ("model") tells a child's pause from a sentence's end no better than silence
+    turn_detector: Literal["model", "vad", "stt"] = "vad"
     endpointing_mode: Literal["fixed", "dynamic"] = "fixed"
-    min_endpointing_delay: float = Field(default=0.3, ge=0)
-    max_endpointing_delay: float = Field(default=2.5, gt=0)
+    min_endpointing_delay: float = Field(default=0.2, ge=0)
+    max_endpointing_delay: float = Field(default=1.0, gt=0)
     # the local voice activity detector: native (the framework's own `inference.VAD`, the
     # Silero model in native code: the cheapest on the real server), silero (the plugin,
     # onnxruntime), none (no local VAD: the streaming transcription's server VAD ends turns
     # and starts interruptions; needs TURN_DETECTOR=stt and STT_STREAMING=true)
     vad_engine: Literal["native", "silero", "none"] = "native"
-    vad_min_silence_duration: float = Field(default=0.55, gt=0)
+    vad_min_silence_duration: float = Field(default=0.2, gt=0)
     vad_activation_threshold: float = Field(default=0.5, gt=0, lt=1)
     stt_streaming: bool = False
     preemptive_generation: bool = True
-    preemptive_tts: bool = False
+    preemptive_tts: bool = True
+    # the end-of-turn model's "unlikely" threshold; empty: the model's own (0.36 in English)
+    eot_threshold: float | None = Field(default=None, gt=0, lt=1)
+    # how long a child must speak over the tutor to stop it (s); a stop with no words after
+    # it within the timeout was a false interruption: the tutor resumes
+    interruption_min_duration: float = Field(default=0.08, gt=0)
+    false_interruption_timeout: float = Field(default=1.0, gt=0)
+
+    @field_validator("eot_threshold", mode="before")
+    @classmethod
+    def _empty_is_the_models_own(cls, value: object) -> object:
+        return unset_if_empty(value)
 
     @model_validator(mode="after")
     def _turns_without_a_vad(self) -> TurnSettings:
@@ -141,6 +156,11 @@ class TurnSettings(BaseSettings):
             raise ValueError(
                 "VAD_ENGINE=none needs TURN_DETECTOR=stt and STT_STREAMING=true: without a "
                 "local VAD only the streaming transcription can tell when the student stops"
+            )
+        if self.turn_detector == "model" and self.vad_min_silence_duration < EOT_MIN_SILENCE:
+            raise ValueError(
+                f"TURN_DETECTOR=model needs VAD_MIN_SILENCE_DURATION of at least "
+                f"{EOT_MIN_SILENCE} s (the end-of-turn model listens to that much silence)"
             )
         return self
 

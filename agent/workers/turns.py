@@ -28,9 +28,19 @@ def turn_handling(settings: TurnSettings) -> TurnHandlingOptions:
             "enabled": settings.preemptive_generation,
             "preemptive_tts": settings.preemptive_tts,
         },
+        "interruption": {
+            "min_duration": settings.interruption_min_duration,
+            "false_interruption_timeout": settings.false_interruption_timeout,
+        },
     }
-    if settings.turn_detector != "model":  # "model": the framework's end-of-turn model
+    if settings.turn_detector != "model":
         options["turn_detection"] = settings.turn_detector
+    elif settings.eot_threshold is not None:  # else the framework's model at its own threshold
+        from livekit.agents import inference
+
+        options["turn_detection"] = inference.TurnDetector(
+            version="v1-mini", unlikely_threshold=settings.eot_threshold
+        )
     return options  # type: ignore[return-value]
 
 

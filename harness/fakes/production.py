@@ -79,6 +79,28 @@ def chat_script(call_: ChatCall) -> Reply:
     return say("(the pipeline English tutor was not expected)")
 
 
+HEARD_ALL = "That is my whole answer."  # an answer cut short in the context lacks it
+
+
+def echo_script(call_: ChatCall) -> Reply:
+    """The main tutor answers what it was asked, in the child's words, without routing: every
+    student turn since its last whole answer (one cut short by the child does not count), as
+    a model that sees the whole conversation would. Turn-taking benches read what a reply
+    covered from its caption."""
+    if any("come back" in text for text in call_.texts("system")[-1:]):
+        return say(welcome_back(call_.last_user()))
+    asked: list[str] = []
+    for message in call_.messages:
+        text = ChatCall("", [message], []).texts()
+        if message["role"] == "assistant" and text and HEARD_ALL in text[0]:
+            asked = []
+        elif message["role"] == "user" and text and text[0].strip():
+            asked.append(text[0].strip())
+    if not asked:
+        return say(GREETING)
+    return say(f"You asked: {' '.join(asked)}. Let us work it out together. {HEARD_ALL}")
+
+
 def realtime_script(call_: RealtimeCall) -> Reply:
     """The English realtime tutor: answers the noun question, hands Napoleon back."""
     if "Napoleon" in call_.last_user():

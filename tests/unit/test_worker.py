@@ -167,8 +167,40 @@ async def test_turn_settings_reach_the_session_and_the_vad() -> None:
     from agent.workers.models import session_stt
 
     assert session_stt(settings).capabilities.streaming is True
-    # the shipped defaults leave the detector to the framework (its end-of-turn model)
-    assert "turn_detection" not in turn_handling(load_settings())
+    # the shipped default ends a turn on the VAD's silence (measured on children's voices)
+    assert turn_handling(load_settings())["turn_detection"] == "vad"
+
+
+async def test_interruption_and_end_of_turn_threshold_settings_reach_the_session() -> None:
+    from livekit.agents import inference
+
+    from agent.config.settings import SettingsError
+    from agent.conversation.session import create_session
+    from agent.conversation.state import SessionUserdata
+    from agent.workers.turns import turn_handling
+
+    settings = load_settings(
+        turn_detector="model",
+        vad_min_silence_duration=0.3,
+        interruption_min_duration=0.12,
+        false_interruption_timeout=0.9,
+        eot_threshold=0.2,
+    )
+    handling = turn_handling(settings)
+    detector = handling["turn_detection"]
+    assert isinstance(detector, inference.TurnDetector)
+    assert detector.model == "turn-detector-v1-mini"
+    assert await detector.stream().unlikely_threshold(None) == 0.2
+    options = create_session(SessionUserdata(), turn_handling=handling).options
+    assert options.interruption["min_duration"] == 0.12
+    assert options.interruption["false_interruption_timeout"] == 0.9
+    # an empty EOT_THRESHOLD is the model's own
+    assert load_settings(eot_threshold="").eot_threshold is None
+    with pytest.raises(SettingsError, match=r"(?i)eot_threshold"):
+        load_settings(eot_threshold="1.5")
+    # the framework's end-of-turn model refuses a shorter silence: refused at start-up instead
+    with pytest.raises(SettingsError, match=r"VAD_MIN_SILENCE_DURATION of at least 0\.25"):
+        load_settings(turn_detector="model", vad_min_silence_duration=0.2)
 
 
 async def test_the_vad_engine_setting_picks_the_local_vad_or_none() -> None:

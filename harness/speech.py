@@ -1,0 +1,203 @@
+"""Spoken turns for turn-taking tests and benchmarks: real children's clips (a directory in
+the `clips.tsv` format of `../shared/speech/children`) and the espeak-ng fixtures, each with
+its kind, when the speaker is voiced, and the transcript the fake STT gives each side of a
+pause (`TurnTranscriber`).
+
+The clips of `../shared/speech/children` are from speechocean762 (Zhang et al., Interspeech
+2021), CC BY 4.0: their README holds the attribution that goes with them.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import re
+import shlex
+import subprocess
+import threading
+import wave
+from collections import deque
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from harness import FIXTURES, REPO, TURN_CLIPS
+
+CHILDREN = REPO.parent / "shared" / "speech" / "children"
+FRAME = 0.02  # the clips' analysis frame, as `clips.tsv` was made
+PAUSE = 0.3  # a silence this long between voiced frames is a pause (clips.tsv: "complete" < 0.3)
+HEARD_LEVEL = 0.003  # RMS: the fake STT hears a segment with voiced audio above this (-50 dBFS)
+HEARD_SECONDS = 0.06
+
+
+@dataclass(frozen=True)
+class SpokenTurn:
+    """One recorded turn: what it is, when its speaker is voiced, what each side says."""
+
+    path: Path
+    kind: str  # complete, paused, quiet, faint (children); "espeak complete" etc.
+    parts: tuple[str, ...]  # the transcript of each voiced side of the turn's pauses
+    voiced: tuple[tuple[float, float], ...]  # (start, end) seconds into the clip
+    seconds: float
+    age: int | None = None
+
+    @property
+    def name(self) -> str:
+        return self.path.stem
+
+    @property
+    def speech_start(self) -> float:
+        return self.voiced[0][0]
+
+    @property
+    def speech_end(self) -> float:
+        return self.voiced[-1][1]
+
+    @property
+    def text(self) -> str:
+        return " ".join(self.parts)
+
+
+def children_turns(directory: Path = CHILDREN) -> list[SpokenTurn]:
+    """The clips of a directory in the `clips.tsv` format, in its order."""
+    index = directory / "clips.tsv"
+    if not index.exists():
+        raise FileNotFoundError(f"{index}: a speech directory needs its clips.tsv")
+    turns = []
+    with index.open(newline="") as f:
+        for row in csv.DictReader(f, delimiter="\t"):
+            start, end = float(row["speech_start"]), float(row["speech_end"])
+            pause, at = float(row["longest_pause"] or 0), float(row["pause_at"] or 0)
+            words = row["text"].lower().split()
+            if row["kind"] == "paused" and pause >= PAUSE and len(words) > 1:
+                voiced = ((start, at), (at + pause, end))
+                # the words said before the pause, in proportion to the voiced time before it
+                share = (at - start) / max(end - start - pause, FRAME)
+                cut = min(max(round(share * len(words)), 1), len(words) - 1)
+                parts = (" ".join(words[:cut]), " ".join(words[cut:]))
+            else:
+                voiced, parts = ((start, end),), (" ".join(words),)
+            turns.append(
+                SpokenTurn(
+                    path=directory / row["file"],
+                    kind=row["kind"],
+                    parts=parts,
+                    voiced=voiced,
+                    seconds=float(row["seconds"]),
+                    age=int(row["age"]) if row.get("age") else None,
+                )
+            )
+    return turns
+
+
+ESPEAK_KINDS = {"short": "complete", "long": "complete", "pause1": "paused", "pause2": "paused"}
+
+
+def espeak_turns(directory: Path = TURN_CLIPS) -> list[SpokenTurn]:
+    """The espeak-ng fixtures (`harness/fixtures/make_turns.sh` says what each one says)."""
+    script = (FIXTURES / "make_turns.sh").read_text()
+    turns = []
+    for line in script.splitlines():
+        if not line.startswith("turn "):
+            continue
+        name, *pieces = shlex.split(line)[1:]
+        path = directory / f"{name}.wav"
+        samples, rate = read_wav(path)
+        voiced = voiced_stretches(samples, rate)
+        parts = tuple(p.rstrip("?,. ").lower() for p in pieces[::2])
+        if len(voiced) != len(parts):  # a piece with a pause of its own: one stretch per part
+            voiced = ((voiced[0][0], voiced[-1][1]),)
+            parts = (" ".join(parts),)
+        kind = ESPEAK_KINDS.get(name.split("-")[0], name.split("-")[0])
+        turns.append(SpokenTurn(path, f"espeak {kind}", parts, voiced, len(samples) / rate))
+    return turns
+
+
+def read_wav(path: Path) -> tuple[np.ndarray, int]:
+    with wave.open(str(path)) as w:
+        if w.getnchannels() != 1 or w.getsampwidth() != 2:
+            raise ValueError(f"{path}: 16-bit mono WAV expected")
+        return np.frombuffer(w.readframes(w.getnframes()), dtype=np.int16), w.getframerate()
+
+
+def frame_levels(samples: np.ndarray, rate: int) -> np.ndarray:
+    """RMS (full scale 1) of each 20 ms frame."""
+    window = int(rate * FRAME)
+    usable = len(samples) // window * window
+    frames = samples[:usable].astype(np.float32).reshape(-1, window) / 32768.0
+    return np.sqrt((frames**2).mean(axis=1))
+
+
+def voiced_stretches(samples: np.ndarray, rate: int) -> tuple[tuple[float, float], ...]:
+    """Stretches of frames louder than 30 dB under the loudest, split by pauses ≥ `PAUSE`."""
+    levels = frame_levels(samples, rate)
+    if not len(levels) or levels.max() == 0:
+        return ()
+    loud = np.flatnonzero(levels > levels.max() * 10 ** (-30 / 20))
+    stretches = []
+    start = prev = int(loud[0])
+    for i in loud[1:]:
+        if (i - prev - 1) * FRAME >= PAUSE:
+            stretches.append((start * FRAME, (prev + 1) * FRAME))
+            start = int(i)
+        prev = int(i)
+    stretches.append((start * FRAME, (prev + 1) * FRAME))
+    return tuple(stretches)
+
+
+def as_microphone(turn: SpokenTurn, folder: Path, rate: int = 48_000) -> Path:
+    """The clip at the microphone's rate (SoX), level unchanged, cached in `folder`."""
+    target = folder / f"{re.sub(r'[^A-Za-z0-9_-]+', '-', turn.kind)}-{turn.name}.wav"
+    if not target.exists():
+        subprocess.run(
+            ["sox", "-D", "-R", str(turn.path), "-r", str(rate), "-c", "1", "-b", "16",
+             str(target)],
+            check=True,
+            timeout=60,
+        )  # fmt: skip
+    return target
+
+
+class TurnTranscriber:
+    """The fake STT for spoken turns: each segment the VAD sends gets the next part of the
+    turn being spoken; a segment with more voiced audio than the part (the VAD did not split
+    at the pause) gets every part left. A segment with no voice is heard as nothing."""
+
+    def __init__(self) -> None:
+        self._parts: deque[tuple[str, float]] = deque()  # text, voiced seconds of that side
+        self.heard: list[str] = []
+        self._lock = threading.Lock()
+
+    def expect(self, turn: SpokenTurn) -> None:
+        with self._lock:
+            self._parts.clear()
+            for text, (start, end) in zip(turn.parts, turn.voiced, strict=True):
+                self._parts.append((text, end - start))
+
+    def __call__(self, audio: bytes) -> str:
+        voiced = voiced_seconds(audio)
+        if voiced < HEARD_SECONDS:
+            return ""
+        with self._lock:
+            texts = []
+            while self._parts:
+                text, length = self._parts.popleft()
+                texts.append(text)
+                voiced -= length
+                if not self._parts or voiced < self._parts[0][1] * 0.5:
+                    break
+            said = " ".join(texts)
+            self.heard.append(said)
+        return said
+
+
+def voiced_seconds(audio: bytes) -> float:
+    """Seconds of 20 ms frames above `HEARD_LEVEL` in a WAV (or 24 kHz PCM)."""
+    rate = 24_000
+    if audio.startswith(b"RIFF"):
+        with wave.open(io.BytesIO(audio)) as w:
+            rate = w.getframerate()
+            audio = w.readframes(w.getnframes())
+    samples = np.frombuffer(audio[: len(audio) // 2 * 2], dtype=np.int16)
+    return float((frame_levels(samples, rate) > HEARD_LEVEL).sum()) * FRAME

@@ -1,0 +1,97 @@
+"""A child's spoken turn on the real server, judged as the child heard it: when the tutor
+first sounded after the child's last voiced moment, whether it cut in before, whether the last
+whole reply covered the whole sentence, and how long the tutor sounded over the child.
+
+The main tutor's replies come from `echo_script` ("You asked: ..."), so a reply's caption says
+which of the child's words it answered.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from harness import realserver
+from harness.fakes.production import HEARD_ALL
+from harness.speech import SpokenTurn, TurnTranscriber, as_microphone
+from harness.student import HEARD_FRAME, Student
+
+REPLY = "You asked:"
+ANSWER_WAIT = 8.0  # after the speech, no whole reply by then: unanswered (or unheard)
+SETTLE = 1.5  # quiet this long after a reply: every reply to the turn has been heard
+SETTLE_CUT = 4.0  # ... after a reply that cut the child off (the next may come later)
+QUIET = 1.0  # before each clip, the tutor has been quiet this long
+
+
+@dataclass
+class TurnResult:
+    name: str
+    kind: str
+    latency: float | None  # s, last voiced moment -> first tutor audio (None: cut off/none)
+    cut_off: bool
+    half_answer: bool
+    unheard: bool
+    unanswered: bool
+    overlap_ms: float
+    replies: list[str]
+    spoke_until: float  # monotonic: the child's last voiced moment
+    tutor_heard: list[tuple[float, float]]  # stretches of tutor audio, s into the clip
+
+
+def judge(student: Student, turn: SpokenTurn, start: float, first_caption: int) -> TurnResult:
+    """What the child heard of the clip that started playing at `start` (monotonic)."""
+    speech_end = start + turn.speech_end
+    tutor = sorted(
+        t
+        for who, times in student.loud.items()
+        if who != student.identity
+        for t in times
+        if t >= start + turn.speech_start
+    )
+    replies = [c for c in student.captions[first_caption:] if c.text.startswith(REPLY)]
+    first_audio = tutor[0] if tutor else None
+    cut_off = (first_audio is not None and first_audio < speech_end) or any(
+        c.at < speech_end for c in replies
+    )
+    whole = [c for c in replies if HEARD_ALL in c.text]
+    overlap = sum(
+        HEARD_FRAME for t in tutor for a, b in turn.voiced if start + a <= t < start + b
+    )  # fmt: skip
+    return TurnResult(
+        name=turn.name,
+        kind=turn.kind,
+        latency=first_audio - speech_end if first_audio is not None and not cut_off else None,
+        cut_off=cut_off,
+        half_answer=bool(whole) and turn.text not in whole[-1].text,
+        unheard=not replies and not tutor,
+        unanswered=bool(tutor or replies) and not whole,
+        overlap_ms=round(overlap * 1000),
+        replies=[c.text for c in replies],
+        spoke_until=speech_end,
+        tutor_heard=[
+            (round(s.start - start, 2), round(s.end - start, 2))
+            for s in student.speech()
+            if s.identity != student.identity and s.end >= start + turn.speech_start
+        ],
+    )
+
+
+async def speak(
+    student: Student, transcriber: TurnTranscriber, turn: SpokenTurn, mic: Path
+) -> TurnResult:
+    await student.wait_for(lambda: student.quiet_since(QUIET), realserver.TURN, "a quiet moment")
+    transcriber.expect(turn)
+    first_caption = len(student.captions)
+    end = await student.say(as_microphone(turn, mic))
+    start = end - turn.seconds
+    deadline = time.monotonic() + ANSWER_WAIT
+
+    def answered() -> bool:
+        whole = any(HEARD_ALL in c.text for c in student.captions[first_caption:])
+        return whole or time.monotonic() > deadline
+
+    await student.wait_for(answered, ANSWER_WAIT + 1, "an answer or the wait's end")
+    settle = SETTLE_CUT if judge(student, turn, start, first_caption).cut_off else SETTLE
+    await student.wait_for(lambda: student.quiet_since(settle), realserver.TURN, "quiet")
+    return judge(student, turn, start, first_caption)
