@@ -62,7 +62,7 @@ async def test_a_fluent_child_is_answered_after_finishing(
     assert any(turn.text in reply for reply in result.replies), result
 
 
-async def test_a_child_who_pauses_mid_sentence_gets_one_answer_to_the_whole_sentence(
+async def test_a_child_who_pauses_mid_sentence_stops_the_tutor_and_gets_one_whole_answer(
     classroom: Classroom, transcriber: TurnTranscriber
 ) -> None:
     turn = clip(PAUSED)
@@ -73,6 +73,9 @@ async def test_a_child_who_pauses_mid_sentence_gets_one_answer_to_the_whole_sent
     assert whole and turn.text in whole[-1], result
     # no whole reply to the first part alone was heard
     assert not [r for r in whole if turn.parts[1] not in r], result
+    # a tutor that started in the pause stopped while the child was still speaking
+    cut_in = [(a, b) for a, b in result.tutor_heard if a < turn.speech_end]
+    assert all(b < turn.speech_end for _, b in cut_in), result
 
 
 async def test_a_quiet_child_is_heard(classroom: Classroom, transcriber: TurnTranscriber) -> None:
