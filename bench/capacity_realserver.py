@@ -172,11 +172,7 @@ async def run_level(
         "learning-orchestrator", worker_env, run_dir, name=name, cpus="0"
     )
     admitted = capacity or default_capacity()
-    settings = LiveKitSettings(
-        livekit_url=url,
-        livekit_api_key=realserver.API_KEY_ID,
-        livekit_api_secret=realserver.API_SECRET,
-    )
+    settings = realserver.stack_settings(url)
     try:
         await wait_for_warm_pool(worker, int(worker_env.get("NUM_IDLE_PROCESSES") or admitted))
         before = core_ticks(0)

@@ -165,11 +165,7 @@ async def run(
     try:
         for name in ("learning-orchestrator", "learning-english"):
             workers.append(await realserver.start_worker(name, env, run_dir))
-        settings = LiveKitSettings(
-            livekit_url=server.url,
-            livekit_api_key=realserver.API_KEY_ID,
-            livekit_api_secret=realserver.API_SECRET,
-        )
+        settings = realserver.stack_settings(server.url)
         speech = run_dir / "speech"
         speech.mkdir(exist_ok=True)
         server_api = api.LiveKitAPI(server.http_url, realserver.API_KEY_ID, realserver.API_SECRET)

@@ -32,7 +32,6 @@ from typing import Any
 from livekit import api
 from playwright.async_api import Browser, Page, async_playwright
 
-from agent.config.settings import LiveKitSettings
 from agent.dispatch.token import student_token
 from agent.records import RecordsStore
 from harness import realserver
@@ -91,11 +90,7 @@ class Stack:
 
 async def blip(stack: Stack) -> float:
     room = f"bench-blip-{secrets.token_hex(4)}"
-    settings = LiveKitSettings(
-        livekit_url=stack.server.url,
-        livekit_api_key=realserver.API_KEY_ID,
-        livekit_api_secret=realserver.API_SECRET,
-    )
+    settings = realserver.stack_settings(stack.server.url)
     host, port = stack.server.url.removeprefix("ws://").split(":")
     async with TcpProxy(host, int(port)) as signalling:
         token = student_token(settings, room=room, identity="maya")

@@ -96,11 +96,7 @@ async def run(
     worker = None
     try:
         worker = await realserver.start_worker("learning-orchestrator", env, run_dir)
-        settings = LiveKitSettings(
-            livekit_url=server.url,
-            livekit_api_key=realserver.API_KEY_ID,
-            livekit_api_secret=realserver.API_SECRET,
-        )
+        settings = realserver.stack_settings(server.url)
         mic = run_dir / "microphone"
         mic.mkdir(exist_ok=True)
         results = []

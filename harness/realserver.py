@@ -35,6 +35,7 @@ import httpx
 import numpy as np
 from livekit import api
 
+from agent.config.settings import LiveKitSettings
 from agent.dispatch.metadata import parse_dispatch_metadata
 from harness import REPO
 from harness.fakes.openai_server import ChatScript, FakeOpenAI, Transcriber
@@ -340,6 +341,13 @@ WORKER_MODULES = {
     "learning-orchestrator": "agent/workers/orchestrator.py",
     "learning-english": "agent/workers/english.py",
 }
+
+
+def stack_settings(url: str) -> LiveKitSettings:
+    """The LiveKit settings a student's token is signed with on this stack (`url`: signalling)."""
+    return LiveKitSettings(
+        livekit_url=url, livekit_api_key=API_KEY_ID, livekit_api_secret=API_SECRET
+    )
 
 
 def stack_env(server: LiveKitServer | Cluster, models: ModelFake, run_dir: Path) -> dict[str, str]:

@@ -10,7 +10,6 @@ The clips of `../shared/speech/children` are from speechocean762 (Zhang et al., 
 from __future__ import annotations
 
 import csv
-import io
 import re
 import shlex
 import subprocess
@@ -23,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from harness import FIXTURES, REPO, TURN_CLIPS
+from harness.realserver import loud_seconds
 
 CHILDREN = REPO.parent / "shared" / "speech" / "children"
 FRAME = 0.02  # the clips' analysis frame, as `clips.tsv` was made
@@ -193,11 +193,5 @@ class TurnTranscriber:
 
 
 def voiced_seconds(audio: bytes) -> float:
-    """Seconds of 20 ms frames above `HEARD_LEVEL` in a WAV (or 24 kHz PCM)."""
-    rate = 24_000
-    if audio.startswith(b"RIFF"):
-        with wave.open(io.BytesIO(audio)) as w:
-            rate = w.getframerate()
-            audio = w.readframes(w.getnframes())
-    samples = np.frombuffer(audio[: len(audio) // 2 * 2], dtype=np.int16)
-    return float((frame_levels(samples, rate) > HEARD_LEVEL).sum()) * FRAME
+    """Seconds of audio above `HEARD_LEVEL` in a WAV (or 24 kHz PCM)."""
+    return loud_seconds(audio, threshold=HEARD_LEVEL)
