@@ -16,6 +16,7 @@ BENCHMARKS = (
     "capacity",
     "realserver",
     "resume",
+    "live",
 )
 
 

@@ -50,15 +50,33 @@ async def screenshot(page: Page, name: str) -> None:
     await page.screenshot(path=SCREENSHOTS / f"{name}.png", full_page=True)
 
 
-async def class_code(env: dict[str, str]) -> str:
-    """An open class of a new teacher in the stack's records store."""
+TEACHER_PASSWORD = "correct horse battery"
+
+
+async def teacher_with_class(env: dict[str, str]) -> tuple[str, str]:
+    """A new teacher (their username; the password is `TEACHER_PASSWORD`) with an open
+    class (its code) in the stack's records store."""
     store = RecordsStore(env["RECORDS_URL"])
     try:
         await store.ensure_schema()
-        teacher = await add_teacher(store, f"t{secrets.token_hex(4)}", "correct horse battery")
-        return (await create_class(store, teacher.id, "Year 4 Maple")).code
+        teacher = await add_teacher(store, f"t{secrets.token_hex(4)}", TEACHER_PASSWORD)
+        return teacher.username, (await create_class(store, teacher.id, "Year 4 Maple")).code
     finally:
         await store.aclose()
+
+
+async def class_code(env: dict[str, str]) -> str:
+    """An open class of a new teacher in the stack's records store."""
+    return (await teacher_with_class(env))[1]
+
+
+async def sign_in_page(page: Page, url: str, username: str) -> None:
+    """Sign in as `username` on the teacher's page, as a teacher does."""
+    await page.goto(url + "/teacher")
+    await page.get_by_label("Username").fill(username)
+    await page.get_by_label("Password").fill(TEACHER_PASSWORD)
+    await page.get_by_role("button", name="Sign in").click()
+    await page.wait_for_url(url + "/teacher")
 
 
 async def open_page(

@@ -39,7 +39,13 @@ from agent.config.settings import LiveKitSettings
 from agent.dispatch.metadata import parse_dispatch_metadata
 from harness import REPO
 from harness.fakes.openai_server import ChatScript, FakeOpenAI, Transcriber
-from harness.fakes.production import SEVEN_EIGHTS, chat_script, model_settings, realtime_script
+from harness.fakes.production import (
+    SEVEN_EIGHTS,
+    chat_script,
+    model_settings,
+    moderation_script,
+    realtime_script,
+)
 from harness.student import Student
 
 SHARED_SERVER = REPO.parent / "shared" / "livekit-server"
@@ -186,7 +192,11 @@ class LiveKitServer(ServesOnLoopback):
     port: int
 
 
-def server_config(port: int, udp: tuple[int, int], redis: str | None = None) -> str:
+def server_config(
+    port: int, udp: tuple[int, int], redis: str | None = None, webhook: str | None = None
+) -> str:
+    """The server's `livekit.yaml`; `webhook`: where it posts its events (signed with the
+    API key, as compose's `livekit.yaml` does)."""
     lines = [
         f"port: {port}",
         "bind_addresses: [127.0.0.1, " + NODE_IP + "]",
@@ -203,6 +213,8 @@ def server_config(port: int, udp: tuple[int, int], redis: str | None = None) -> 
     ]
     if redis:
         lines += ["redis:", f"  address: {redis}"]
+    if webhook:
+        lines += ["webhook:", f"  api_key: {API_KEY_ID}", "  urls:", f"    - {webhook}"]
     return "\n".join(lines) + "\n"
 
 
@@ -213,11 +225,12 @@ async def start_livekit(
     port: int = 7880,
     udp: tuple[int, int] = (50000, 50100),
     redis: str | None = None,
+    webhook: str | None = None,
 ) -> LiveKitServer:
     binary = server_binary()
     assert binary is not None, "no LiveKit server binary"
     config = log_dir / f"{name}.yaml"
-    config.write_text(server_config(port, udp, redis))
+    config.write_text(server_config(port, udp, redis, webhook))
     process = spawn(name, [str(binary), "--config", str(config)], dict(os.environ), log_dir)
     server = LiveKitServer(process, port)
     await wait_until_answering(server.http_url, process, 30)
@@ -313,6 +326,7 @@ class ModelFake:
             asyncio.set_event_loop(loop)
             self.fake = FakeOpenAI(
                 chat=self.chat,
+                moderate=moderation_script,
                 realtime=realtime_script,
                 transcribe=self.transcribe or self.questions,
                 llm_ttft=LLM_TTFT,

@@ -4,14 +4,23 @@ school (teachers, classes, a student's session with a flag and its alert)."""
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
+import hashlib
+import json
+import secrets
 import socket
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
 
 import httpx
 import uvicorn
+from google.protobuf.json_format import MessageToJson
+from livekit import api
+from livekit.protocol.models import ParticipantInfo, Room
+from livekit.protocol.webhook import WebhookEvent
 
 from agent.config.settings import WebSettings, load_settings
 from agent.records import RecordsStore
@@ -181,3 +190,88 @@ def csrf_from(html: str) -> str:
     marker = 'name="csrf" value="'
     start = html.index(marker) + len(marker)
     return html[start : html.index('"', start)]
+
+
+@dataclass(frozen=True)
+class PageEvent:
+    """One Server-Sent Event as a browser's EventSource gets it."""
+
+    name: str
+    data: Any  # the JSON it carried (None: none)
+    id: str = ""
+
+
+class EventStream:
+    """A teacher page's event stream, read as its EventSource does."""
+
+    def __init__(self, response: httpx.Response) -> None:
+        self.response = response
+        self._lines = response.aiter_lines()
+
+    async def next(self, timeout: float = 10.0) -> PageEvent:
+        """The next event (comments skipped), within `timeout` seconds."""
+        async with asyncio.timeout(timeout):
+            name, data, event_id = "message", [], ""
+            async for line in self._lines:
+                if not line:
+                    if data:
+                        return PageEvent(name, json.loads("\n".join(data)), event_id)
+                    name, event_id = "message", ""
+                    continue
+                field, _, value = line.partition(":")
+                value = value.removeprefix(" ")
+                if field == "event":
+                    name = value
+                elif field == "data":
+                    data.append(value)
+                elif field == "id":
+                    event_id = value
+            raise EOFError("the stream ended")
+
+    async def until(
+        self, name: str, good: Callable[[Any], bool] = lambda _: True, timeout: float = 10.0
+    ) -> PageEvent:
+        """The first event called `name` whose data is `good`, within `timeout` seconds
+        (what comes before it is passed over)."""
+        async with asyncio.timeout(timeout):
+            while True:
+                event = await self.next(timeout)
+                if event.name == name and good(event.data):
+                    return event
+
+
+@contextlib.asynccontextmanager
+async def event_stream(
+    client: httpx.AsyncClient, path: str, headers: dict[str, str] | None = None
+) -> AsyncIterator[EventStream]:
+    """Open the stream at `path` as `client` (a teacher's signed-in browser)."""
+    request = client.build_request("GET", path, headers=headers, timeout=None)
+    response = await client.send(request, stream=True)
+    try:
+        yield EventStream(response)
+    finally:
+        await response.aclose()
+
+
+def livekit_webhook(api_key: str, api_secret: str, event: WebhookEvent) -> dict[str, Any]:
+    """What the LiveKit server posts for `event`: its JSON, and a token signed with the API
+    key's secret carrying the body's SHA-256 (`httpx` request arguments)."""
+    body = MessageToJson(event)
+    digest = base64.b64encode(hashlib.sha256(body.encode()).digest()).decode()
+    token = api.AccessToken(api_key, api_secret).with_sha256(digest).to_jwt()
+    return {"content": body, "headers": {"Authorization": token}}
+
+
+def room_event(kind: str, room: str, identity: str = "", *, agent: bool = False) -> WebhookEvent:
+    """A webhook event of `kind` (participant_joined, participant_left, room_finished)."""
+    participant = ParticipantInfo(
+        identity=identity,
+        kind=ParticipantInfo.Kind.AGENT if agent else ParticipantInfo.Kind.STANDARD,
+    )
+    return WebhookEvent(
+        event=kind,
+        room=Room(name=room),
+        participant=participant if identity else None,
+        created_at=int(time.time()),
+        id=f"EV_{secrets.token_hex(6)}",
+    )

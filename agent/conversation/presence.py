@@ -22,6 +22,8 @@ logger = logging.getLogger("tutor.presence")
 KIND_ATTRIBUTE = "tutor.kind"
 TITLE_ATTRIBUTE = "tutor.title"
 PING_METHOD = "tutor.ping"
+# sent by the server (the web service) to a room whose visit a teacher ended
+VISIT_ENDED_TOPIC = "tutor.visit-ended"
 PUBLISH_TIMEOUT = 5.0
 
 _pending: set[asyncio.Task[None]] = set()

@@ -15,6 +15,8 @@ from agent.records.schema import (
     AuditRow,
     FlagRow,
     HandoffRow,
+    LiveChangeRow,
+    PresenceRow,
     SessionRow,
     TranscriptViewRow,
     TurnRow,
@@ -28,6 +30,9 @@ SESSION_KEYED: tuple[tuple[type[Any], Any], ...] = (
     (SessionRow, SessionRow.id),
     (VisitRow, VisitRow.session_id),
     (TranscriptViewRow, TranscriptViewRow.session_id),
+    (PresenceRow, PresenceRow.session_id),
+    # last: deleting the rows above notes their sessions in the live view's feed
+    (LiveChangeRow, LiveChangeRow.session_id),
 )
 
 

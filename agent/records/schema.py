@@ -212,6 +212,36 @@ class VisitRow(Base):
     # hands out the next), and when the visit was ended (Leave): no key opens it again
     resume_generation: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     ended_at: Mapped[datetime | None] = mapped_column(DateTime)
+    # who ended it: "student" (Leave), "teacher" (the live page), "class closed"
+    end_reason: Mapped[str | None] = mapped_column(String(32))
+
+
+class PresenceRow(Base):
+    """Who is in a visit's room now, as LiveKit's webhooks tell it: the student and each
+    tutor, when they joined and (once gone) left. Written by the web service."""
+
+    __tablename__ = "room_presence"
+
+    room: Mapped[str] = mapped_column(String(128), primary_key=True)
+    identity: Mapped[str] = mapped_column(String(128), primary_key=True)
+    session_id: Mapped[str] = mapped_column(String(64), index=True)
+    is_tutor: Mapped[bool] = mapped_column(Boolean, default=False)
+    joined_at: Mapped[datetime] = mapped_column(DateTime)
+    left_at: Mapped[datetime | None] = mapped_column(DateTime)
+
+
+class LiveChangeRow(Base):
+    """The change feed of the teachers' live view: one row per write to a table it shows
+    (sessions, turns, handoffs, flags, visits, room presence), added by the database's own
+    triggers (migration 0005), read in order by the web service and pruned after minutes.
+    It names the session only."""
+
+    __tablename__ = "live_changes"
+    __table_args__ = ({"sqlite_autoincrement": True},)
+
+    id: Mapped[RowId]
+    session_id: Mapped[str] = mapped_column(String(64), default="")
+    at: Mapped[datetime] = mapped_column(DateTime, index=True)
 
 
 class TranscriptViewRow(Base):

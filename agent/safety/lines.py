@@ -21,6 +21,10 @@ SORRY_LINE = "Sorry, could you say that again?"
 ONE_MOMENT_LINE = "One moment, please."
 
 
+# a teacher ended the visit from the live page: the tutor's last words
+TEACHER_ENDED_LINE = "Your teacher has ended our chat for now. Well done today, goodbye!"
+
+
 def line_for(tier: Tier, helpline: str = "") -> str:
     """What the child hears after a flagged turn of this tier (`helpline`: the school's own
     sentence, e.g. a helpline number, appended to the safeguarding line)."""
@@ -32,9 +36,12 @@ def line_for(tier: Tier, helpline: str = "") -> str:
 def is_fixed_line(text: str) -> bool:
     """One of the lines above (the safeguarding line may end with the school's helpline)."""
     text = text.strip()
-    return text in (REDIRECT_LINE, SORRY_LINE, ONE_MOMENT_LINE) or text.startswith(
-        SAFEGUARDING_LINE
-    )
+    return text in (
+        REDIRECT_LINE,
+        SORRY_LINE,
+        ONE_MOMENT_LINE,
+        TEACHER_ENDED_LINE,
+    ) or text.startswith(SAFEGUARDING_LINE)
 
 
 def replaced_a_reply(text: str) -> bool:

@@ -36,7 +36,9 @@ from agent.web.context import (
 )
 from agent.web.deployment import MetricsGuard, SessionCookies
 from agent.web.guards import BodyLimit, SignInGuard
-from agent.web.routes import student, teacher_api, teacher_pages
+from agent.web.live.ending import GOODBYE_TIMEOUT
+from agent.web.live.feed import LiveFeed
+from agent.web.routes import live, student, teacher_api, teacher_pages
 from agent.web.watchdog import SummonPolicy
 
 logger = logging.getLogger("tutor.web")
@@ -60,6 +62,7 @@ def web_context(settings: WebSettings, store: RecordsStore) -> WebContext:
     templates = Jinja2Templates(directory=HERE / "templates")
     templates.env.globals["tutor_title"] = teacher_data.tutor_title
     templates.env.filters["when"] = teacher_data.when
+    templates.env.filters["local"] = teacher_data.local_time
     limiter = MovingWindowRateLimiter(MemoryStorage())
     per_name = parse(settings.web_login_rate_limit)
     secret = settings.web_session_secret
@@ -120,10 +123,15 @@ def create_app(settings: WebSettings, store: RecordsStore | None = None) -> Fast
         app.state.dispatcher = Dispatcher(
             lk, policy=DispatchPolicy(attempt_timeout=LIVEKIT_CALL_TIMEOUT, max_attempts=2)
         )
+        feed = app.state.live_feed = LiveFeed(store)
+        await feed.start()
         logger.info("web service ready", extra={"records": store.describe()})
         try:
             yield
         finally:
+            # a class closed just before: its rooms still close
+            await live.background_done(timeout=GOODBYE_TIMEOUT + 2 * LIVEKIT_CALL_TIMEOUT)
+            await feed.aclose()
             await lk.aclose()
             if own_store:
                 await store.aclose()
@@ -182,6 +190,6 @@ def create_app(settings: WebSettings, store: RecordsStore | None = None) -> Fast
             return JSONResponse({"error": message}, status_code=503)
         return HTMLResponse(message, status_code=503)
 
-    for routes in (student, teacher_pages, teacher_api):
+    for routes in (student, teacher_pages, teacher_api, live):
         app.include_router(routes.router)
     return app

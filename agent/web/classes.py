@@ -148,7 +148,9 @@ async def end_class_visits(store: RecordsStore, teacher_id: int, code: str) -> l
 
     async def work(conn: AsyncConnection) -> list[str]:
         rooms = list((await conn.execute(select(VisitRow.room).where(*live))).scalars())
-        await conn.execute(update(VisitRow).where(*live).values(ended_at=now))
+        await conn.execute(
+            update(VisitRow).where(*live).values(ended_at=now, end_reason="class closed")
+        )
         return rooms
 
     return await store.write_waiting(work)

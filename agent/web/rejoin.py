@@ -86,7 +86,7 @@ async def end_visit(store: RecordsStore, key: ResumeKey) -> bool:
     """The student pressed Leave: no key opens the visit again (false: the key was spent,
     or the visit had ended)."""
     await store.ensure_schema()
-    return await spend_key(store, key, ended_at=utc_now())
+    return await spend_key(store, key, ended_at=utc_now(), end_reason="student")
 
 
 async def rejoin_visit(store: RecordsStore, settings: LiveKitSettings, key: ResumeKey) -> Join:

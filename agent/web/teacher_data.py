@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from markupsafe import Markup
 from sqlalchemy import ColumnElement, and_, exists, func, or_, select
 from sqlalchemy.orm import aliased
 
@@ -35,6 +36,17 @@ def when(value: datetime | str | None) -> str:
     if isinstance(value, str):
         value = datetime.fromisoformat(value.removesuffix("Z"))
     return value.strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def local_time(value: datetime | str | None) -> Markup:
+    """A stored time for a teacher's page: UTC in the markup, shown in the browser's own
+    time zone by `static/teacher.js` (UTC as written if scripts do not run)."""
+    if value is None or value == "":
+        return Markup("—")
+    if isinstance(value, str):
+        value = datetime.fromisoformat(value.removesuffix("Z"))
+    stamp = value.isoformat(timespec="seconds") + "Z"
+    return Markup('<time datetime="{}">{}</time>').format(stamp, when(value))
 
 
 def tutor_title(kind: str) -> str:

@@ -26,7 +26,7 @@ from livekit.agents.voice.run_result import RunResult
 
 from agent.config.roster import Roster
 from agent.config.settings import Settings
-from agent.conversation.presence import PING_METHOD, AttributePublisher
+from agent.conversation.presence import PING_METHOD, VISIT_ENDED_TOPIC, AttributePublisher
 from agent.conversation.session import create_session
 from agent.conversation.state import SessionUserdata, TutorKind, TutorModels, new_session_id
 from agent.dispatch.client import DispatchClient
@@ -39,6 +39,7 @@ from agent.records import RecordWriter
 from agent.records.recorder import SessionRecorder
 from agent.records.resume import Resumption, find_resumption
 from agent.safety.guard import SafetyGuard
+from agent.safety.lines import TEACHER_ENDED_LINE
 from agent.safety.moderation import Moderator
 from agent.telemetry.metrics import DUPLICATE_JOBS
 
@@ -47,6 +48,8 @@ logger = logging.getLogger("tutor.worker")
 CLOSE_ROOM_TIMEOUT = 2.0
 # a student whose connection was lost is waited for this long before the job ends
 STUDENT_RETURN_TIMEOUT = 20.0
+# the goodbye line when a teacher ends the visit, at most this long
+GOODBYE_TIMEOUT = 10.0
 
 
 @dataclass
@@ -221,6 +224,8 @@ class TutorJob:
         )
         if room is not None and plan.student:
             self._watcher = spawn(self._until_student_leaves(room.handover, plan.student))
+        if room is not None and room.rtc_room is not None:
+            room.rtc_room.on("data_received", self._on_data)
         if room is not None:
             # this job's own connection broke (its server node was lost): it cannot know
             # what the student heard since, so it leaves the session to a tutor that
@@ -282,6 +287,29 @@ class TutorJob:
 
             self.ctx.add_shutdown_callback(close_after_leaving)
         self.ctx.shutdown(reason=reason)
+
+    def _on_data(self, packet: rtc.DataPacket) -> None:
+        # only the server sends with no participant: a student's own data names them
+        if packet.topic == VISIT_ENDED_TOPIC and packet.participant is None and not self.leaving:
+            spawn(self.end_by_teacher())
+
+    async def end_by_teacher(self) -> None:
+        """The teacher ended the visit (the live page): the goodbye line from the tutor
+        with the floor (one that handed the student to another worker is not listening,
+        and stays quiet), then leave, and the room goes too."""
+        session = self.session
+        logger.info("visit ended by the teacher", extra=self.userdata.log_fields())
+        holds_floor = session is not None and (
+            session.input.audio is None or session.input.audio_enabled
+        )
+        if session is not None and holds_floor and not self.leaving:
+            try:
+                await session.interrupt(force=True)
+                goodbye = session.say(TEACHER_ENDED_LINE, allow_interruptions=False)
+                await asyncio.wait_for(goodbye.wait_for_playout(), GOODBYE_TIMEOUT)
+            except Exception as exc:  # not running, or too slow: leaving matters more
+                logger.info("goodbye line not finished: %s", type(exc).__name__)
+        await self.finish("ended by teacher", student_left=True)
 
     def _on_close(self, event: CloseEvent) -> None:
         if not self.leaving:

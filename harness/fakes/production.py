@@ -20,6 +20,8 @@ NAPOLEON = "Who was Napoleon?"
 NOUN_ANSWER = "A noun names a person, place or thing."
 NAPOLEON_ANSWER = "Napoleon was a French emperor."
 WELCOME_BACK = "Welcome back! Before, you asked:"
+# what a child in distress might say: the moderation script flags it as self-harm (urgent)
+UPSET = "Nobody would miss me if I was gone."
 MODELS = {
     "orchestrator": "orch-model",
     "math": "math-model",
@@ -44,6 +46,13 @@ def model_settings(base_url: str) -> dict[str, str]:
 
 def settings_for(fake: FakeOpenAI, **overrides: Any) -> Settings:
     return load_settings(**model_settings(fake.url), handover_ready_timeout=5.0, **overrides)
+
+
+def moderation_script(text: str) -> dict[str, float]:
+    """The moderation fake's scores for `text`: self-harm for `UPSET`, else nothing."""
+    if UPSET.lower().rstrip(".") in text.lower():
+        return {"self-harm": 0.93, "self-harm/intent": 0.9}
+    return {}
 
 
 def tutor_of(model: str) -> str:

@@ -43,6 +43,8 @@ from livekit.protocol.room import (
     ListParticipantsResponse,
     RemoveParticipantResponse,
     RoomParticipantIdentity,
+    SendDataRequest,
+    SendDataResponse,
 )
 
 from agent.dispatch.client import Dispatcher, DispatchPolicy
@@ -61,6 +63,7 @@ M = TypeVar(
     DeleteAgentDispatchRequest,
     ListParticipantsRequest,
     RoomParticipantIdentity,
+    SendDataRequest,
 )
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 CreateFault = Callable[[CreateAgentDispatchRequest], str | None]
@@ -108,6 +111,7 @@ class TwirpDispatchServer:
         self.participants: dict[str, list[ParticipantInfo]] = {}
         self.removed: list[tuple[str, str]] = []  # (room, identity) RemoveParticipant took
         self.deleted_rooms: list[str] = []  # the rooms DeleteRoom closed, in order
+        self.sent_data: list[SendDataRequest] = []  # what SendData sent, in order
         # a removed participant is still listed (as a server may, a moment after removing)
         self.linger = False
         self.url = ""
@@ -137,6 +141,7 @@ class TwirpDispatchServer:
             f"{ROOM_SERVICE_PATH}/RemoveParticipant", self._twirp(self._remove_participant)
         )
         app.router.add_post(f"{ROOM_SERVICE_PATH}/DeleteRoom", self._twirp(self._delete_room))
+        app.router.add_post(f"{ROOM_SERVICE_PATH}/SendData", self._twirp(self._send_data))
         self._runner = web.AppRunner(app, shutdown_timeout=1.0, access_log=None)
         await self._runner.setup()
         await web.TCPSite(self._runner, "127.0.0.1", 0).start()
@@ -222,6 +227,14 @@ class TwirpDispatchServer:
             self.participants[req.room] = [p for p in present if p.identity != req.identity]
         self.removed.append((req.room, req.identity))
         return protobuf_response(RemoveParticipantResponse())
+
+    async def _send_data(self, request: web.Request) -> web.StreamResponse:
+        """SendData: recorded; a room nobody is in is not found."""
+        req = await self._authorized(request, SendDataRequest)
+        if not self.participants.get(req.room):
+            raise TwirpFailure(404, "not_found", "room not found")
+        self.sent_data.append(req)
+        return protobuf_response(SendDataResponse())
 
     async def _delete_room(self, request: web.Request) -> web.StreamResponse:
         """DeleteRoom: its participants and dispatches go (the grant is room_create)."""

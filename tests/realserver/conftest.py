@@ -58,9 +58,16 @@ def run_dir() -> Iterator[Path]:
         yield path
 
 
+@pytest.fixture(scope="session")
+def webhook_port() -> int:
+    """The port of the web service that gets the server's webhooks (`web(webhooks=True)`)."""
+    return realserver.free_port()
+
+
 @pytest_asyncio.fixture(scope="session", loop_scope="session")
-async def livekit(run_dir: Path) -> AsyncIterator[LiveKitServer]:
-    server = await realserver.start_livekit(run_dir)
+async def livekit(run_dir: Path, webhook_port: int) -> AsyncIterator[LiveKitServer]:
+    webhook = f"http://127.0.0.1:{webhook_port}/api/livekit/webhook"
+    server = await realserver.start_livekit(run_dir, webhook=webhook)
     yield server
     await server.process.stop()
 
@@ -194,12 +201,13 @@ async def chromium_with(page_script: Path) -> AsyncIterator:  # type: ignore[typ
 
 
 @pytest_asyncio.fixture(loop_scope="session")
-async def web(env: dict[str, str], run_dir: Path) -> AsyncIterator:  # type: ignore[type-arg]
-    """`await web(**settings)`: the web service as a process, with these settings."""
+async def web(env: dict[str, str], run_dir: Path, webhook_port: int) -> AsyncIterator:  # type: ignore[type-arg]
+    """`await web(**settings)`: the web service as a process, with these settings;
+    `webhooks=True`: on the port the server posts its webhooks to (one such at a time)."""
     started: list[Process] = []
 
-    async def start(**overrides: str) -> str:
-        port = realserver.free_port()
+    async def start(*, webhooks: bool = False, **overrides: str) -> str:
+        port = webhook_port if webhooks else realserver.free_port()
         settings = {"LIVEKIT_PUBLIC_URL": env["LIVEKIT_URL"]} | overrides
         started.append(await realserver.start_web(env | settings, run_dir, port))
         return f"http://127.0.0.1:{port}"

@@ -7,6 +7,7 @@ from __future__ import annotations
 import pytest
 
 from agent.web.accounts import AccountError, remove_teacher, teacher_by_id
+from agent.web.routes.live import background_done
 from agent.web.teacher_data import can_view, flags_for, sessions_for, transcript
 from harness.databases import RecordsDatabase
 from harness.web import open_site, sign_in
@@ -90,6 +91,7 @@ async def test_closing_a_class_closes_its_students_rooms_and_ends_their_visits(
                 csrf = csrf_from((await rivera.get("/teacher")).text)
                 closed = await rivera.post(f"/teacher/classes/{code}/close", data={"csrf": csrf})
                 assert closed.status_code == 303
+                await background_done(timeout=30)
                 assert joined.json()["room"] in livekit.deleted_rooms
                 await rivera.post(f"/teacher/classes/{code}/open", data={"csrf": csrf})
                 again = await student.post("/api/token", json={"resume": joined.json()["resume"]})

@@ -105,6 +105,26 @@ def test_keys_come_from_the_environment_not_the_repository(
     assert ".env" in ignored and ".env" in (REPO / ".dockerignore").read_text().split()
 
 
+def test_every_node_posts_its_webhooks_to_the_web_services_route(
+    compose: dict, livekit_config: dict
+) -> None:
+    """The live view's joins and leaves: each LiveKit node posts to the web service's
+    webhook route, signed with the API key (the server refuses webhooks without one)."""
+    from agent.web.routes import live
+
+    route = "/api/livekit/webhook"
+    assert route in {getattr(r, "path", "") for r in live.router.routes}
+    web_port = compose["services"]["web"]["environment"]["WEB_PORT"]
+    expected = f"http://web:{web_port}{route}"
+    assert livekit_config["webhook"]["urls"] == [expected]
+    second = yaml.safe_load(compose["services"]["livekit-b"]["environment"]["LIVEKIT_CONFIG"])
+    assert second["webhook"]["urls"] == [expected]
+    for node in ("livekit", "livekit-b"):
+        assert compose["services"][node]["environment"]["LIVEKIT_WEBHOOK_API_KEY"] == (
+            "${LIVEKIT_API_KEY}"
+        )
+
+
 def test_services_wait_for_health_and_restart(compose: dict) -> None:
     services = compose["services"]
     for service in services.values():
@@ -157,6 +177,8 @@ def test_docker_compose_accepts_the_file(tmp_path: Path) -> None:
     assert rendered["services"]["livekit"]["environment"]["LIVEKIT_KEYS"] == (
         "devkey: change-me-to-a-long-random-secret-000"
     )
+    # the server signs its webhooks with the same key the web service verifies them with
+    assert rendered["services"]["livekit"]["environment"]["LIVEKIT_WEBHOOK_API_KEY"] == "devkey"
 
 
 def test_dockerfile_installs_exactly_the_lock_and_runs_unprivileged() -> None:

@@ -3,21 +3,17 @@ alerts), class codes made, opened and closed, one session's transcript (audited)
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from typing import Annotated
 
 from fastapi import APIRouter, Form, Request, Response
 from fastapi.responses import HTMLResponse, RedirectResponse
-from livekit import api
-from livekit.api import LiveKitAPI
 
 from agent.web import teacher_data
 from agent.web.accounts import authenticate, end_sign_ins
 from agent.web.classes import classes_of, create_class, end_class_visits, set_class_open
 from agent.web.context import (
     FORM_EXPIRED,
-    LIVEKIT_CALL_TIMEOUT,
     SignedIn,
     Web,
     client_key,
@@ -25,6 +21,8 @@ from agent.web.context import (
     csrf_token,
     login_page,
 )
+from agent.web.live.ending import CLASS_CLOSED, close_with_goodbye
+from agent.web.routes.live import in_background, live_feed
 
 logger = logging.getLogger("tutor.web")
 
@@ -114,23 +112,17 @@ async def open_or_close_class(
     if not await set_class_open(web.store, teacher.id, code, is_open=action == "open"):
         return HTMLResponse("You have no class with that code.", 404)
     if action == "close":
-        # its students' rooms close now: their tutors leave, and a token copied from a
-        # page finds no visit, and no tutor, to come back to
+        # its students' visits end now: each tutor says goodbye and leaves, the rooms
+        # close, and a token copied from a page finds no visit, and no tutor, to come
+        # back to
         rooms = await end_class_visits(web.store, teacher.id, code)
-        await close_rooms(request.app.state.livekit, rooms)
+        in_background(
+            close_with_goodbye(
+                request.app.state.livekit, live_feed(request), rooms, by=CLASS_CLOSED
+            )
+        )
         logger.info("class closed", extra={"teacher": teacher.username, "rooms": len(rooms)})
     return RedirectResponse("/teacher#classes", status_code=303)
-
-
-async def close_rooms(lk: LiveKitAPI, rooms: list[str]) -> None:
-    """Delete each room (its participants and dispatches go with it), within a bound; a
-    room that is already gone is no error."""
-    for room in rooms:
-        try:
-            async with asyncio.timeout(LIVEKIT_CALL_TIMEOUT):
-                await lk.room.delete_room(api.DeleteRoomRequest(room=room))
-        except Exception as e:  # gone already, or the server is away: it empties itself
-            logger.info("room not closed: %s", type(e).__name__, extra={"room": room})
 
 
 @router.get("/sessions/{session_id}", response_class=HTMLResponse)

@@ -7,7 +7,8 @@
 // connection it cannot restore, or a reload of the page, rejoins the same visit with the
 // resume key this tab keeps (sessionStorage), and the tutor resumes the conversation. A
 // tutor that stops answering the page's pings (its worker was lost) is reported, and the
-// service sends another at once.
+// service sends another at once. A visit the teacher ends (`tutor.visit-ended`, sent by the
+// server itself) is over: the page says so once the tutor has said goodbye.
 import {
   ConnectionState,
   DisconnectReason,
@@ -54,6 +55,14 @@ const FINAL = new Set([
 ]);
 const MAX_CAPTIONS = 8;
 const TRANSCRIPTION_TOPIC = 'lk.transcription';
+// sent by the server (no participant can send as it) when the teacher ends the visit
+const VISIT_ENDED_TOPIC = 'tutor.visit-ended';
+const ENDED_WORDS = {
+  teacher: 'Your teacher ended this visit. Goodbye!',
+  'class closed': 'Your teacher closed the class. Goodbye!',
+};
+// the tutor's goodbye line, then its leaving; the page hangs up after this whatever happens
+const GOODBYE_MS = 12000;
 const STATE_WORDS = {
   listening: 'is listening',
   thinking: 'is thinking',
@@ -87,6 +96,8 @@ const captionItems = new Map(); // segment id -> <li>
 const lastAnswer = new Map(); // tutor identity -> when it last answered a ping (or joined)
 const answered = new Set(); // tutors that have answered a ping on this connection
 let departed = null; // { identity, at }: the last tutor left and none came after it
+let endedWords = null; // what to say once the teacher has ended the visit
+let goodbyeTimer = null;
 
 // the visit this tab can come back to (gone with the tab; never shared with another)
 function savedVisit() {
@@ -233,7 +244,7 @@ function waitForTutor(seconds, token) {
 function keepPinging(current, joined) {
   const round = async () => {
     pingTimer = null;
-    if (room !== current) return;
+    if (room !== current || endedWords) return; // the tutor leaving now is its goodbye
     const now = Date.now();
     if (current.state !== ConnectionState.Connected) {
       lastAnswer.clear(); // our own connection is the one in question
@@ -342,6 +353,10 @@ function wireRoom(current) {
     .on(RoomEvent.TrackUnsubscribed, (track) => track.detach().forEach((el) => el.remove()))
     .on(RoomEvent.ParticipantConnected, renderTutor)
     .on(RoomEvent.ParticipantDisconnected, (participant) => {
+      if (endedWords) {
+        if (tutors().length === 0) finish(endedWords); // the goodbye is said
+        return;
+      }
       if (participant.kind === ParticipantKind.AGENT && tutors().length === 0) {
         departed = { identity: participant.identity, at: Date.now() };
       }
@@ -357,12 +372,18 @@ function wireRoom(current) {
     .on(RoomEvent.Disconnected, (reason) => {
       // a failed connect is reported by connect(); this is a call that was going
       if (room !== current || document.body.dataset.stage !== 'connected') return;
-      if (FINAL.has(reason) || !savedVisit()) {
+      if (endedWords) {
+        finish(endedWords);
+      } else if (FINAL.has(reason) || !savedVisit()) {
         finish('The call has ended. Press Start to talk again.');
       } else {
         rejoin(); // the connection could not be restored, or the room was closed under us
       }
     });
+  current.on(RoomEvent.DataReceived, (payload, participant, _kind, topic) => {
+    if (topic !== VISIT_ENDED_TOPIC || participant || room !== current) return;
+    visitEnded(payload);
+  });
   current.registerTextStreamHandler(TRANSCRIPTION_TOPIC, (reader, info) => {
     onTranscription(reader, info).catch(() => {});
   });
@@ -454,7 +475,32 @@ async function rejoin() {
   if (mine === attempt) await finish('We could not reconnect you. Press Start to talk again.');
 }
 
+// The teacher ended this visit: nothing resumes it; the tutor says goodbye and leaves,
+// then the page hangs up (at the latest after GOODBYE_MS).
+function visitEnded(payload) {
+  let by = 'teacher';
+  try {
+    by = JSON.parse(new TextDecoder().decode(payload)).by ?? by;
+  } catch {
+    // the words for a teacher's end do
+  }
+  forgetVisit();
+  endedWords = ENDED_WORDS[by] ?? ENDED_WORDS.teacher;
+  if (tutorTimer) clearTimeout(tutorTimer);
+  if (pingTimer) clearTimeout(pingTimer);
+  tutorTimer = null;
+  pingTimer = null;
+  say(endedWords);
+  if (tutors().length === 0) {
+    finish(endedWords);
+  } else {
+    goodbyeTimer = setTimeout(() => finish(endedWords), GOODBYE_MS);
+  }
+}
+
 function stopTimers() {
+  if (goodbyeTimer) clearTimeout(goodbyeTimer);
+  goodbyeTimer = null;
   if (tutorTimer) clearTimeout(tutorTimer);
   if (pingTimer) clearTimeout(pingTimer);
   tutorTimer = null;
@@ -476,6 +522,7 @@ async function finish(message) {
   ui.captions.replaceChildren();
   ui.playAudio.hidden = true;
   captionItems.clear();
+  endedWords = null;
   show('join');
   say(message || '');
 }
