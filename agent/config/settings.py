@@ -384,7 +384,8 @@ class WebSettings(LiveKitSettings, RecordsSettings):
     # false, never (plain http on this machine)
     web_secure_cookies: bool | Literal["auto"] = "auto"
     web_session_hours: float = Field(default=8, gt=0, le=24 * 7)
-    # student tokens per client address (a school's students often share one address)
+    # wrong class codes per client address (guesses; nothing else a student sends counts
+    # against an address, which a school's students often share), and rejoins per visit
     web_token_rate_limit: str = "60/minute"
     # failed sign-ins per username from one client address (four times this per address);
     # only failures count, after the form's CSRF check, so nobody can lock a teacher out

@@ -6,13 +6,18 @@ attributes to show who is speaking. Publishing is best effort and off the voice 
 never delays or breaks a turn, and a failure is logged, not raised. The page also calls
 `tutor.ping` on its tutors every second or so: a tutor whose worker was lost stays in the
 room for about 20 s before the server removes it, so an unanswered ping is how the page
-learns, within seconds, that it must ask for another.
+learns, within seconds, that it must ask for another. The page's word is not trusted alone:
+each tutor renews `tutor.alive` (its clock, in seconds) every `ALIVE_EVERY`, and the web
+service removes a tutor the page reports lost only when that sign of life is older than
+`ALIVE_FOR` (or missing).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
+from collections.abc import Mapping
 from typing import Protocol
 
 from livekit import rtc
@@ -25,6 +30,11 @@ PING_METHOD = "tutor.ping"
 # sent by the server (the web service) to a room whose visit a teacher ended
 VISIT_ENDED_TOPIC = "tutor.visit-ended"
 PUBLISH_TIMEOUT = 5.0
+ALIVE_ATTRIBUTE = "tutor.alive"
+ALIVE_EVERY = 0.5  # a tutor's sign of life is renewed this often
+# a sign of life older than this is a lost tutor's: twice the period and a margin for a
+# loaded machine (the hosts' clocks agree, by NTP)
+ALIVE_FOR = 1.25
 
 _pending: set[asyncio.Task[None]] = set()
 
@@ -71,6 +81,27 @@ async def wait_published() -> None:
     for task in [t for t in _pending if t.get_loop().is_closed()]:
         _pending.discard(task)
     await asyncio.gather(*(t for t in _pending if t.get_loop() is loop), return_exceptions=True)
+
+
+async def keep_alive(publisher: AttributePublisher, every: float = ALIVE_EVERY) -> None:
+    """Renew this tutor's sign of life every `every` seconds, until cancelled (its job
+    ends; a killed worker simply stops)."""
+    while True:
+        try:
+            async with asyncio.timeout(PUBLISH_TIMEOUT):
+                await publisher.set_attributes({ALIVE_ATTRIBUTE: f"{time.time():.2f}"})
+        except Exception as e:  # the next beat tries again; a missed one is not an error
+            logger.debug("sign of life not published: %s", type(e).__name__)
+        await asyncio.sleep(every)  # the heartbeat's period
+
+
+def alive(attributes: Mapping[str, str], now: float | None = None) -> bool:
+    """Whether a tutor with these attributes showed a sign of life within `ALIVE_FOR`."""
+    try:
+        last = float(attributes[ALIVE_ATTRIBUTE])
+    except (KeyError, ValueError):
+        return False
+    return (now if now is not None else time.time()) - last <= ALIVE_FOR
 
 
 async def _publish(publisher: AttributePublisher, attributes: dict[str, str]) -> None:

@@ -7,7 +7,9 @@ records delete --session ID | --class CODE [--student NAME] [--yes] [--by WHO] [
 records audit                                    the exports, erasures and purges done
 
 `export SESSION --format json` is the stable interface other tools read (see
-`RecordsStore.export`). A delete without `--yes` only shows what it would delete. Exports
+`RecordsStore.export`). A delete without `--yes` only shows what it would delete; with it,
+the erased visits' rooms are deleted on the LiveKit server too (with LIVEKIT_* set), so a
+conversation still going on ends. Exports
 and deletions go into the audit log (who, when, what, how many rows). Bad input (an
 unknown session, class or student, an unusable RECORDS_URL) prints one line and exits 2;
 a database that cannot be reached prints one line and exits 1.
@@ -24,7 +26,9 @@ from collections.abc import Awaitable, Callable
 from datetime import datetime
 from typing import Any, TextIO
 
-from agent.config.settings import RecordsSettings, SettingsError, load_settings
+from livekit import api
+
+from agent.config.settings import LiveKitSettings, RecordsSettings, SettingsError, load_settings
 from agent.records.erasure import (
     Ambiguous,
     NotFound,
@@ -35,10 +39,12 @@ from agent.records.erasure import (
     note_export,
     note_view,
     preview,
+    rooms_of,
 )
 from agent.records.retention import purge
 from agent.records.store import RecordsConfigError, RecordsStore, SessionSummary
 
+ROOM_CALL_TIMEOUT = 5.0
 EXIT_BAD_INPUT = 2
 EXIT_UNAVAILABLE = 1
 
@@ -270,8 +276,37 @@ async def _delete(store: RecordsStore, args: argparse.Namespace, scope: Scope) -
             f"{scope.describe()}: would delete {_rows(counts)}\n"
             "nothing deleted: run again with --yes to delete"
         )
+    rooms = await rooms_of(store, scope)
     deleted = await erase(store, scope, actor=_requester(args), reason=args.reason)
-    return f"{scope.describe()}: deleted {_rows(deleted)}"
+    return f"{scope.describe()}: deleted {_rows(deleted)}\n{await _close_rooms(rooms)}"
+
+
+async def _close_rooms(rooms: list[str]) -> str:
+    """End the erased sessions still going on: their rooms are deleted on the LiveKit server
+    (participants and dispatches with them), when this process has its settings."""
+    if not rooms:
+        return "no room to close"
+    try:
+        settings = load_settings(LiveKitSettings)
+    except SettingsError:
+        return (
+            f"{len(rooms)} room(s) not closed: no LiveKit settings here (a conversation "
+            "still going on keeps talking, but nothing more of it is recorded)"
+        )
+    closed = 0
+    async with api.LiveKitAPI(
+        settings.livekit_url,
+        settings.livekit_api_key,
+        settings.livekit_api_secret.get_secret_value(),
+    ) as lk:
+        for room in rooms:
+            try:
+                async with asyncio.timeout(ROOM_CALL_TIMEOUT):
+                    await lk.room.delete_room(api.DeleteRoomRequest(room=room))
+                closed += 1
+            except Exception:  # gone already (it ended), or the server is away
+                continue
+    return f"closed {closed} of {len(rooms)} room(s) on the LiveKit server (the rest had ended)"
 
 
 def _rows(counts: dict[str, int]) -> str:

@@ -15,13 +15,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import delete, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from agent.records.deletion import SESSION_KEYED, audit, delete_sessions
 from agent.records.schema import (
     AuditRow,
     ClassRow,
+    ErasedSessionRow,
     SessionRow,
     TranscriptViewRow,
     VisitRow,
@@ -181,6 +182,8 @@ async def erase(
         found = await find(conn, scope)
         names = await names_of(conn, found.session_ids)
         deleted = await delete_sessions(conn, found.session_ids)
+        # a conversation still going on writes on: the database drops what it writes
+        await keep_erased(conn, found.session_ids)
         if found.class_id is not None:
             await conn.execute(delete(VisitRow).where(VisitRow.class_id == found.class_id))
             await conn.execute(delete(ClassRow).where(ClassRow.id == found.class_id))
@@ -193,6 +196,28 @@ async def erase(
     deleted = await store.write_waiting(work)
     logger.info("records erased", extra={"rows": deleted, "actor": actor})
     return deleted
+
+
+async def rooms_of(store: RecordsStore, scope: Scope) -> list[str]:
+    """The LiveKit rooms of the visits `scope` covers (to close before erasing them)."""
+    await store.ensure_schema()
+    async with store.engine.connect() as conn:
+        found = await find(conn, scope)
+        query = select(VisitRow.room).where(VisitRow.session_id.in_(found.session_ids))
+        return sorted({room for (room,) in (await conn.execute(query)).all()})
+
+
+async def keep_erased(conn: AsyncConnection, session_ids: Sequence[str]) -> None:
+    """Tombstones for `session_ids`: no later write can bring them back (migration 0006)."""
+    now = utc_now()
+    for session_id in session_ids:
+        exists = select(ErasedSessionRow.session_id).where(
+            ErasedSessionRow.session_id == session_id
+        )
+        if (await conn.execute(exists)).first() is None:
+            await conn.execute(
+                insert(ErasedSessionRow).values(session_id=session_id, erased_at=now)
+            )
 
 
 NAME_REMOVED = "[a child's name]"

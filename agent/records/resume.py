@@ -13,10 +13,11 @@ from collections.abc import Container, Sequence
 from dataclasses import dataclass
 
 from livekit.agents import llm
+from sqlalchemy import select
 
 from agent.conversation.state import TutorKind
 from agent.handover.protocol import Transfer
-from agent.records.schema import TurnRow
+from agent.records.schema import ErasedSessionRow, TurnRow, VisitRow
 from agent.records.store import RecordsStore
 from agent.safety.lines import replaced_a_reply
 
@@ -40,6 +41,33 @@ class Resumption:
         if self.last_tutor is not None and self.last_tutor in hosted_here:
             return self.last_tutor
         return default
+
+
+async def session_closed(
+    store: RecordsStore, session_id: str, *, timeout: float = READ_TIMEOUT
+) -> bool:
+    """Whether the session must not continue: its visit has ended (the student's Leave, the
+    teacher, the class closed) or the session was erased. A token made before still joins
+    the room and brings a tutor, which must leave. A session with no visit (a developer's
+    token) has none to end. Records that cannot be read in time count as open: the web
+    service already refuses an ended visit's keys, so this is the second line, and a
+    silent room the worse failure."""
+    ended = select(VisitRow.ended_at).where(
+        VisitRow.session_id == session_id, VisitRow.ended_at.is_not(None)
+    )
+    erased = select(ErasedSessionRow.session_id).where(ErasedSessionRow.session_id == session_id)
+    try:
+        async with asyncio.timeout(timeout):
+            await store.ensure_schema()
+            async with store.engine.connect() as conn:
+                return any([(await conn.execute(q)).first() for q in (ended, erased)])
+    except Exception as exc:
+        logger.warning(
+            "cannot read whether the session may continue: %s",
+            type(exc).__name__,
+            extra={"session_id": session_id},
+        )
+        return False
 
 
 async def find_resumption(

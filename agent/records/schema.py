@@ -230,6 +230,17 @@ class PresenceRow(Base):
     left_at: Mapped[datetime | None] = mapped_column(DateTime)
 
 
+class ErasedSessionRow(Base):
+    """A session erased at a parent's request (its random id and when, nothing else): the
+    database's own triggers (migration 0006) drop any later write naming it, so a worker
+    still in that conversation cannot bring any of it back."""
+
+    __tablename__ = "erased_sessions"
+
+    session_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    erased_at: Mapped[datetime] = mapped_column(DateTime)
+
+
 class LiveChangeRow(Base):
     """The change feed of the teachers' live view: one row per write to a table it shows
     (sessions, turns, handoffs, flags, visits, room presence), added by the database's own

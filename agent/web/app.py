@@ -71,6 +71,9 @@ def web_context(settings: WebSettings, store: RecordsStore) -> WebContext:
             "WEB_SESSION_SECRET is not set: a random one is used, so teachers are signed "
             "out whenever the web service restarts"
         )
+    # signs the teachers' cookies, the students' resume keys and the sign-in devices (each
+    # with its own salt)
+    cookie_secret = secret.get_secret_value() if secret else secrets.token_urlsafe(32)
     return WebContext(
         settings=settings,
         store=store,
@@ -83,6 +86,7 @@ def web_context(settings: WebSettings, store: RecordsStore) -> WebContext:
             per_name_and_address=per_name,
             # one address (a school's, behind one router) may hold many teachers
             per_address=type(per_name)(per_name.amount * 4, per_name.multiples),
+            secret=cookie_secret,
         ),
         summon_policy=SummonPolicy(
             agent_name=orchestrator_worker_name(settings),
@@ -92,8 +96,7 @@ def web_context(settings: WebSettings, store: RecordsStore) -> WebContext:
         verifier=TokenVerifier(
             settings.livekit_api_key, settings.livekit_api_secret.get_secret_value()
         ),
-        # signs the teachers' cookies and the students' resume keys (each with its own salt)
-        cookie_secret=secret.get_secret_value() if secret else secrets.token_urlsafe(32),
+        cookie_secret=cookie_secret,
         resume_window=timedelta(minutes=settings.web_resume_minutes),
         public_url=settings.livekit_public_url or settings.livekit_url,
     )

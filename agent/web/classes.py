@@ -31,6 +31,9 @@ NAME = re.compile(r"[^\W\d_](?:[^\W\d_]|[ '\u2019.-])*", re.UNICODE)
 STUDENT_TOKEN_TTL = timedelta(minutes=15)
 
 
+CODE_UNKNOWN = "code_unknown"  # the one join error that is a guess (rate-limited)
+
+
 @dataclass
 class JoinError(Exception):
     """A join the page must refuse; `message` is written for the child who typed it."""
@@ -188,7 +191,7 @@ async def open_class(store: RecordsStore, code: str) -> SchoolClass:
         row = (await conn.execute(select(ClassRow).where(ClassRow.code == code))).first()
     if row is None:
         raise JoinError(
-            404, "code_unknown", "We don't know that class code. Please check it with your teacher."
+            404, CODE_UNKNOWN, "We don't know that class code. Please check it with your teacher."
         )
     if not row.is_open:
         raise JoinError(

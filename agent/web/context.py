@@ -44,6 +44,13 @@ class Limits:
     def allow(self, item: RateLimitItem, *keys: str) -> bool:
         return all(self.limiter.hit(item, key) for key in keys)
 
+    def within(self, item: RateLimitItem, key: str) -> bool:
+        """Whether `key` has budget left, without spending any (see `spend`)."""
+        return self.limiter.test(item, key)
+
+    def spend(self, item: RateLimitItem, key: str) -> None:
+        self.limiter.hit(item, key)
+
 
 @dataclass
 class WebContext:

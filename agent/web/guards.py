@@ -11,8 +11,10 @@
 from __future__ import annotations
 
 import json
+import secrets
 from dataclasses import dataclass
 
+from itsdangerous import BadSignature, URLSafeTimedSerializer
 from limits import RateLimitItem
 from limits.strategies import RateLimiter
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -75,25 +77,61 @@ async def _refuse(send: Send) -> None:
     await send({"type": "http.response.body", "body": body})
 
 
+DEVICE_COOKIE = "tutor_device"
+DEVICE_DAYS = 90
+_DEVICE_SALT = "tutor.sign-in-device"
+
+
 @dataclass
 class SignInGuard:
     """Failed sign-ins per (username, address) and per address; a success clears nothing
-    (the window moves on by itself)."""
+    (the window moves on by itself).
+
+    A browser that has signed in as a teacher before carries a device cookie (signed,
+    `DEVICE_DAYS`): its attempts for that username count against that browser alone, so
+    failures from other browsers, at the school's address or anywhere, never hold it."""
 
     limiter: RateLimiter
     per_name_and_address: RateLimitItem
     per_address: RateLimitItem
+    secret: str = ""  # signs the device cookies (none without it)
 
-    def _keys(self, username: str, address: str) -> list[tuple[RateLimitItem, str]]:
+    def _keys(
+        self, username: str, address: str, device: str | None
+    ) -> list[tuple[RateLimitItem, str]]:
+        if device is not None:
+            return [(self.per_name_and_address, f"signin-fail-device:{device}")]
         name = username.strip().lower()
         return [
             (self.per_name_and_address, f"signin-fail:{name}@{address}"),
             (self.per_address, f"signin-fail-ip:{address}"),
         ]
 
-    def allowed(self, username: str, address: str) -> bool:
-        return all(self.limiter.test(item, key) for item, key in self._keys(username, address))
+    def allowed(self, username: str, address: str, device: str | None = None) -> bool:
+        keys = self._keys(username, address, device)
+        return all(self.limiter.test(item, key) for item, key in keys)
 
-    def failed(self, username: str, address: str) -> None:
-        for item, key in self._keys(username, address):
+    def failed(self, username: str, address: str, device: str | None = None) -> None:
+        for item, key in self._keys(username, address, device):
             self.limiter.hit(item, key)
+
+    def _signer(self) -> URLSafeTimedSerializer:
+        return URLSafeTimedSerializer(self.secret, salt=_DEVICE_SALT)
+
+    def device_cookie(self, username: str) -> str:
+        """A new device cookie: this browser signed in as `username`."""
+        name = username.strip().lower()
+        return self._signer().dumps({"u": name, "d": secrets.token_urlsafe(12)})
+
+    def device_of(self, cookie: str | None, username: str) -> str | None:
+        """The device id in `cookie` if it is ours, recent, and for `username`."""
+        if not cookie or not self.secret:
+            return None
+        try:
+            data = self._signer().loads(cookie, max_age=DEVICE_DAYS * 86_400)
+        except BadSignature:  # SignatureExpired included
+            return None
+        if not isinstance(data, dict) or data.get("u") != username.strip().lower():
+            return None
+        device = data.get("d")
+        return device if isinstance(device, str) and device else None

@@ -91,8 +91,10 @@ async def end_visit(store: RecordsStore, key: ResumeKey) -> bool:
 
 async def rejoin_visit(store: RecordsStore, settings: LiveKitSettings, key: ResumeKey) -> Join:
     """A token for the visit's own room, identity and session (its dispatch brings the
-    orchestrator back, which resumes the session), and the visit's next key; the visit
-    counts its dispatches anew. The key is spent: a copy of it opens nothing."""
+    orchestrator back, which resumes the session), and the visit's next key. The visit's
+    budget of dispatches is kept (reloading does not buy the web service more to make); its
+    clock and any give-up start again with the token's own. The key is spent: a copy of it
+    opens nothing."""
     await store.ensure_schema()
     query = (
         select(VisitRow, ClassRow.is_open)
@@ -107,7 +109,7 @@ async def rejoin_visit(store: RecordsStore, settings: LiveKitSettings, key: Resu
         raise JoinError(
             403, "class_closed", "This class is closed right now. Please ask your teacher."
         )
-    if not await spend_key(store, key, dispatches=1, last_dispatch_at=utc_now(), gave_up_at=None):
+    if not await spend_key(store, key, last_dispatch_at=utc_now(), gave_up_at=None):
         raise EXPIRED  # used already (a copy), ended by Leave, or too old
     token = student_token(
         settings,

@@ -12,7 +12,8 @@ Every re-dispatch and give-up is counted and recorded on the visit.
 A tutor can also be lost mid-conversation (its worker killed): the server keeps its
 participant about 20 s and its job "running" for good, and never dispatches again. The page
 notices first (its tutor stops answering `tutor.ping`, or leaves with no tutor after it)
-and names the tutors it lost; those that are agents in the student's own room are removed,
+and names the tutors it lost; those that are agents in the student's own room and show no
+recent sign of life of their own (`tutor.alive`, renewed twice a second) are removed,
 the dispatches whose jobs they held are deleted, and the orchestrator is dispatched at once
 with the same session, which it resumes from the records.
 """
@@ -35,6 +36,7 @@ from livekit.protocol.models import ParticipantInfo
 from prometheus_client import Counter
 from sqlalchemy import select, update
 
+from agent.conversation.presence import alive
 from agent.dispatch.client import Dispatcher, DispatchError, job_held
 from agent.dispatch.plan import DispatchPlan
 from agent.records.schema import VisitRow
@@ -67,7 +69,7 @@ class TutorStatus(StrEnum):
 class SummonPolicy:
     agent_name: str
     min_interval: timedelta  # between two dispatches of one visit
-    max_dispatches: int  # the token's own included
+    max_dispatches: int  # per visit, the first join's own included (rejoins renew none)
 
 
 @dataclass(frozen=True)
@@ -118,16 +120,15 @@ async def clear_lost_tutors(lk: LiveKitAPI, room: str, lost: Collection[str]) ->
     participant lingers ~20 s) is removed, and the dispatch whose job it held (which the
     server never finishes for a dead worker) is deleted, so neither keeps the next tutor
     away. Only this room's agents and their dispatches are touched: a page can reach
-    nothing else. Returns the identities cleared."""
+    nothing else, and never a tutor whose own sign of life (`tutor.alive`) is recent: a page
+    cannot have a healthy tutor removed. Returns the identities cleared."""
     if not lost:
         return []
-    named = set(lost)
     participants = await lk.room.list_participants(ListParticipantsRequest(room=room))
-    ghosts = [
-        p.identity
-        for p in participants.participants
-        if p.kind == ParticipantInfo.Kind.AGENT and p.identity in named
-    ]
+    agents = [p for p in participants.participants if p.kind == ParticipantInfo.Kind.AGENT]
+    # the page's word alone removes no tutor that still shows signs of life
+    named = set(lost) - {p.identity for p in agents if alive(p.attributes)}
+    ghosts = [p.identity for p in agents if p.identity in named]
     cleared = set(ghosts)
     for dispatch in await lk.agent_dispatch.list_dispatch(room):
         holders = {job.state.participant_identity for job in dispatch.state.jobs} & named

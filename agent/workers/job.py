@@ -26,7 +26,12 @@ from livekit.agents.voice.run_result import RunResult
 
 from agent.config.roster import Roster
 from agent.config.settings import Settings
-from agent.conversation.presence import PING_METHOD, VISIT_ENDED_TOPIC, AttributePublisher
+from agent.conversation.presence import (
+    PING_METHOD,
+    VISIT_ENDED_TOPIC,
+    AttributePublisher,
+    keep_alive,
+)
 from agent.conversation.session import create_session
 from agent.conversation.state import SessionUserdata, TutorKind, TutorModels, new_session_id
 from agent.dispatch.client import DispatchClient
@@ -37,7 +42,7 @@ from agent.handover.outgoing import Crossing
 from agent.handover.protocol import HandoverRoom
 from agent.records import RecordWriter
 from agent.records.recorder import SessionRecorder
-from agent.records.resume import Resumption, find_resumption
+from agent.records.resume import Resumption, find_resumption, session_closed
 from agent.safety.guard import SafetyGuard
 from agent.safety.lines import TEACHER_ENDED_LINE
 from agent.safety.moderation import Moderator
@@ -157,6 +162,7 @@ class TutorJob:
         self.plan = DispatchPlan.from_metadata(ctx.job.metadata)
         self.leaving = False  # set once: the job is on its way out of the room
         self._watcher: asyncio.Task[None] | None = None  # ends the job when the student leaves
+        self._heartbeat: asyncio.Task[None] | None = None  # `tutor.alive`, while here
         self.userdata = SessionUserdata(
             room_name=ctx.room.name,
             tutor_models=wiring.models.tutors,
@@ -184,8 +190,22 @@ class TutorJob:
             )
             self.ctx.shutdown(reason=reason)
             return None
+        if await self._visit_over():
+            # a token made before the visit ended (the teacher, the class closed, Leave)
+            # or the session was erased brought this job: nothing to continue, and the
+            # room goes with it
+            logger.warning(
+                "the visit has ended: leaving, with the room",
+                extra={"room": self.ctx.room.name, "session": plan.session_id},
+            )
+            if room is not None and room.close is not None:
+                await _close_room(room.close)
+            self.ctx.shutdown(reason="visit ended")
+            return None
         if room is not None:
             room.handover.register_rpc(PING_METHOD, _pong)
+            if room.presence is not None:
+                self._heartbeat = spawn(keep_alive(room.presence))
         resumption = await self._resumption()
         apply_plan(userdata, plan)
         kind = self._tutor(kind)
@@ -261,6 +281,8 @@ class TutorJob:
         self.leaving = True
         if self._watcher is not None and self._watcher is not asyncio.current_task():
             self._watcher.cancel()
+        if self._heartbeat is not None:
+            self._heartbeat.cancel()
         userdata, session = self.userdata, self.session
         assert session is not None
         logger.info("job ending", extra={**userdata.log_fields(), "reason": reason})
@@ -350,6 +372,14 @@ class TutorJob:
         if room.served_by_earlier is not None and await room.served_by_earlier():
             return "an earlier dispatch's tutor serves this room"
         return ""
+
+    async def _visit_over(self) -> bool:
+        """A fresh dispatch (not a handover) for a session whose visit has ended, or which
+        was erased."""
+        plan, records = self.plan, self.wiring.records
+        if plan.is_handover or not plan.session_id or records is None:
+            return False
+        return await session_closed(records.store, plan.session_id)
 
     async def _resumption(self) -> Resumption | None:
         """The conversation this job continues: a fresh dispatch (not a handover) naming a

@@ -20,7 +20,7 @@ from agent.handover.protocol import RpcFailed, RpcHandler
 class FloorEvent:
     at: float
     identity: str
-    # "join", "leave", "start", "stop", "cut" (speech cut short by leaving), "attributes"
+    # "join", "leave", "start", "stop", "cut" (speech cut short by leaving), "attributes:<keys>"
     what: str
 
 
@@ -187,7 +187,7 @@ class MemoryRoom:
             **attributes,
         }
         self.hub.attribute_changes.append((self._identity, dict(attributes)))
-        self.hub._record(self._identity, "attributes")
+        self.hub._record(self._identity, "attributes:" + ",".join(sorted(attributes)))
         await self.hub._notify()
 
     @asynccontextmanager

@@ -143,6 +143,16 @@ async def test_the_live_page_follows_each_student_and_ends_a_visit(
     async with httpx.AsyncClient(base_url=url, timeout=10) as http:
         again = await http.post("/api/token", json={"resume": ada_joined["resume"]})
     assert again.status_code == 410  # the visit is over: no key opens it again
+    # nor does the token the student had: it still joins (its 15 minutes have not run out)
+    # and makes the room again, but the tutor it brings finds the visit over and closes it
+    old_token = await join(classroom.livekit.url, ada_joined["token"], ada_joined["identity"])
+    classroom.joined.append(old_token)
+    closed = asyncio.Event()
+    old_token.room.on("disconnected", lambda *_: closed.set())
+    async with asyncio.timeout(TURN):
+        await closed.wait()
+    assert old_token.captions == [] and not any(old_token.loud.values())  # not a word
+    await classroom.until_empty(ada_joined["room"])
 
     # closing the class from the page ends its live visits: the student's page says so
     mia_page, mia_joined = await open_page(browser, url, code, name="Mia")

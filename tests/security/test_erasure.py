@@ -9,22 +9,36 @@ from __future__ import annotations
 import asyncio
 import io
 import json
+import time
 from datetime import timedelta
 from typing import Any
 
+import pytest
 from sqlalchemy import select
 
 from agent.__main__ import main
+from agent.records.models import (
+    AlertRecord,
+    FlagRecord,
+    SessionEnded,
+    SessionStarted,
+    TurnRecord,
+)
+from agent.records.resume import session_closed
 from agent.records.retention import purge
 from agent.records.schema import AuditRow, Base, VisitRow
 from agent.records.store import RecordsStore, utc_now
 from agent.web.classes import join_class
 from harness.databases import RecordsDatabase
+from harness.fakes.twirp import DEFAULT_SECRET, TwirpDispatchServer
 from harness.web import Site, open_site, seed_session, sign_in
 
 # what only Maya's sessions hold: her name, her flagged words, her tutor's answer
 MAYA_TRACES = ("maya", "nobody would miss me", "fifty-six")
-KEPT = {"teachers", "classes", "audit_log", "alembic_version"}
+KEPT = {"teachers", "classes", "audit_log", "alembic_version", "erased_sessions"}
+# which sessions were erased, and nothing else: the audit log, and the tombstones that keep
+# them erased
+NAMES_ERASED_SESSIONS = {"audit_log", "erased_sessions"}
 
 
 async def records(*argv: str) -> tuple[int, str, str]:
@@ -150,7 +164,8 @@ async def test_erasing_a_student_leaves_no_trace_of_them_and_keeps_everyone_else
                 for trace in MAYA_TRACES:
                     assert trace not in row, f"{trace!r} left in {table}: {row}"
                 for session_id in ids["maya"]:
-                    assert session_id.lower() not in row, f"Maya's session left in {table}"
+                    if table != "erased_sessions":  # the random id, kept to keep it erased
+                        assert session_id.lower() not in row, f"Maya's session left in {table}"
         assert any(ids["sam"].lower() in row for row in after["visits"])
         assert any("why is sky blue" in row for row in after["turns"])
         assert after["classes"] == before["classes"]
@@ -172,7 +187,7 @@ async def test_erasing_a_session_or_a_class_takes_all_of_it(database: RecordsDat
         )
         assert code == 0, err
         for table, rows in (await every_row(site.store)).items():
-            if table != "audit_log":  # which names the session erased, and nothing else
+            if table not in NAMES_ERASED_SESSIONS:
                 assert not [row for row in rows if ids["sam"].lower() in row], table
 
         code, _, err = await records(
@@ -186,6 +201,60 @@ async def test_erasing_a_session_or_a_class_takes_all_of_it(database: RecordsDat
         for table, rows in left.items():
             if table not in KEPT:
                 assert rows == [], f"{table} still holds {rows}"
+
+
+async def test_a_session_erased_while_its_tutor_still_talks_stays_erased(
+    database: RecordsDatabase,
+) -> None:
+    """A parent's erasure of a session still going on: what its worker writes afterwards
+    (the session's end, a last turn, a flag, its alert) is dropped by the database, so no
+    row of it comes back where no later erasure could reach it."""
+    async for site in open_site(database):
+        ids = await class_of_two(site)
+        sam = ids["sam"]
+        code, _, err = await records("--url", database.url, "delete", "--session", sam, "--yes")
+        assert code == 0, err
+        t = time.time()
+        await site.store.write(
+            [
+                SessionStarted(sam, "sam-1", "r-sam", at=t),
+                TurnRecord(sam, "t2", "student", "Why is the sea salty", t + 1),
+                FlagRecord(sam, "f1", "student", "concern", ["x"], {}, "l", "w", at=t + 2),
+                AlertRecord("a1", sam, "f1", "teacher", "concern", {}, at=t + 2),
+                SessionEnded(sam, "student_left", at=t + 3),
+            ]
+        )
+        for table, rows in (await every_row(site.store)).items():
+            if table not in NAMES_ERASED_SESSIONS:
+                assert not [row for row in rows if sam.lower() in row], table
+        # another child's conversation is written as ever
+        other = await join_class(site.store, site.settings, site.school.rivera_class.code, "Ada")
+        await site.store.write([SessionStarted(other.session_id, other.identity, other.room)])
+        assert any(
+            other.session_id.lower() in row for row in (await every_row(site.store))["sessions"]
+        )
+
+
+async def test_erasing_a_session_still_going_on_ends_it_on_the_server(
+    database: RecordsDatabase, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The erased session's room is deleted through the server's API (its tutor and
+    dispatches with it), and a tutor that an old token brings later finds it erased."""
+    async with TwirpDispatchServer(api_secret=DEFAULT_SECRET) as livekit:
+        monkeypatch.setenv("LIVEKIT_URL", livekit.url)
+        monkeypatch.setenv("LIVEKIT_API_SECRET", DEFAULT_SECRET)
+        async for site in open_site(database):
+            ids = await class_of_two(site)
+            async with site.store.engine.connect() as conn:
+                query = select(VisitRow.room).where(VisitRow.session_id == ids["sam"])
+                room = (await conn.execute(query)).scalar_one()
+            assert not await session_closed(site.store, ids["sam"])
+            code, out, err = await records(
+                "--url", database.url, "delete", "--session", ids["sam"], "--yes"
+            )
+            assert code == 0, err
+            assert livekit.deleted_rooms == [room] and "closed 1 of 1 room(s)" in out
+            assert await session_closed(site.store, ids["sam"])
 
 
 async def test_the_retention_purge_empties_every_table_of_childrens_data(

@@ -10,10 +10,10 @@ from limits.storage import MemoryStorage
 from limits.strategies import MovingWindowRateLimiter
 
 from agent.web.classes import set_class_open
-from agent.web.guards import SignInGuard
+from agent.web.guards import DEVICE_COOKIE, SignInGuard
 from harness.databases import RecordsDatabase
 from harness.fakes.twirp import DEFAULT_SECRET, TwirpDispatchServer
-from harness.web import PASSWORD, open_site, sign_in
+from harness.web import PASSWORD, csrf_from, open_site, sign_in
 
 LARGE = 64 * 1024  # four times the default limit
 
@@ -47,15 +47,33 @@ async def test_a_huge_json_body_is_refused_before_anything_reads_it(
             assert joined.status_code == 200
 
 
-async def test_the_token_limit_is_counted_before_the_body_is_parsed(
+async def test_only_wrong_class_codes_count_against_an_address(
     database: RecordsDatabase,
 ) -> None:
+    """Junk, bad names and closed classes cost an address nothing; wrong codes (guesses)
+    do, and once spent no code is tried from that address, while another address joins."""
     async for site in open_site(database, web_token_rate_limit="2/minute"):
-        async with site.client() as client:
+        code = site.school.rivera_class.code
+        async with site.client() as client, site.client() as elsewhere:
             bad = {"content": b"not json", "headers": {"Content-Type": "application/json"}}
-            assert (await client.post("/api/token", **bad)).status_code == 422
-            assert (await client.post("/api/token", **bad)).status_code == 422
-            assert (await client.post("/api/token", **bad)).status_code == 429
+            for _ in range(5):
+                assert (await client.post("/api/token", **bad)).status_code == 422
+                nameless = await client.post("/api/token", json={"code": code, "name": "7"})
+                assert nameless.status_code == 400
+            joined = await client.post("/api/token", json={"code": code, "name": "Maya"})
+            assert joined.status_code == 200  # nothing above was a guess
+            for guess in ("AAAAAA", "BBBBBB"):
+                wrong = await client.post("/api/token", json={"code": guess, "name": "Maya"})
+                assert wrong.status_code == 404
+            third = await client.post("/api/token", json={"code": "CCCCCC", "name": "Maya"})
+            assert third.status_code == 429
+            right = await client.post("/api/token", json={"code": code, "name": "Maya"})
+            assert right.status_code == 429  # the guessing address tries no code now
+            other = {"X-Forwarded-For": "10.1.2.3"}
+            served = await elsewhere.post(
+                "/api/token", json={"code": code, "name": "Maya"}, headers=other
+            )
+            assert served.status_code == 200
 
 
 async def test_strangers_failing_to_sign_in_as_a_teacher_do_not_lock_the_teacher_out(
@@ -71,6 +89,36 @@ async def test_strangers_failing_to_sign_in_as_a_teacher_do_not_lock_the_teacher
                 assert forged.status_code == 403
         async with site.client() as rivera:
             assert await sign_in(rivera, "rivera", PASSWORD) == 303
+
+
+async def test_a_browser_that_signed_in_before_is_not_held_by_other_browsers_failures(
+    database: RecordsDatabase,
+) -> None:
+    """Strangers at the school's address fail as the teacher until that address and name
+    are held; the teacher's own browser, which signed in before, still signs in. A device
+    cookie is the teacher's own: it does not lift the hold for another name, and its own
+    failures hold it."""
+    async for site in open_site(database, web_login_rate_limit="3/minute"):
+        school = {"X-Forwarded-For": "203.0.113.7"}
+        async with site.client(headers=school) as rivera:
+            assert await sign_in(rivera, "rivera", PASSWORD) == 303
+            assert rivera.cookies.get(DEVICE_COOKIE)
+            await rivera.post(
+                "/teacher/logout", data={"csrf": csrf_from((await rivera.get("/teacher")).text)}
+            )
+        async with site.client(headers=school) as stranger:
+            for name in ("rivera", "okafor"):
+                for _ in range(4):
+                    await sign_in(stranger, name, "guess")
+            assert await sign_in(stranger, "rivera", PASSWORD) == 429  # held, as before
+        async with site.client(headers=school, cookies=rivera.cookies) as again:
+            assert await sign_in(again, "rivera", PASSWORD) == 303
+            # the same cookie does nothing for another account's name
+            assert await sign_in(again, "okafor", PASSWORD) == 429
+        async with site.client(headers=school, cookies=rivera.cookies) as guesser:
+            for _ in range(3):  # someone at that browser guessing: the browser is held
+                assert await sign_in(guesser, "rivera", "guess") == 401
+            assert await sign_in(guesser, "rivera", PASSWORD) == 429
 
 
 def test_failures_from_one_address_do_not_hold_the_same_teacher_at_another() -> None:
@@ -204,8 +252,11 @@ async def test_a_class_of_35_behind_one_address_all_join_and_ask_for_tutors(
             code = site.school.rivera_class.code
             async with site.client() as school, site.client() as junk:
                 tokens = []
+                junk_json = {"content": b"{junk", "headers": {"Content-Type": "application/json"}}
                 for child in range(35):
                     await junk.post("/api/token", content=b"junk")  # text: neither read nor counted
+                    for _ in range(3):  # malformed: read, refused, not counted
+                        assert (await junk.post("/api/token", **junk_json)).status_code == 422
                     joined = await school.post(
                         "/api/token", json={"code": code, "name": f"Child {chr(65 + child % 26)}"}
                     )

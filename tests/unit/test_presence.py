@@ -8,7 +8,14 @@ import logging
 
 import pytest
 
-from agent.conversation.presence import KIND_ATTRIBUTE, TITLE_ATTRIBUTE, wait_published
+from agent.conversation.presence import (
+    ALIVE_ATTRIBUTE,
+    ALIVE_FOR,
+    KIND_ATTRIBUTE,
+    TITLE_ATTRIBUTE,
+    alive,
+    wait_published,
+)
 from agent.dispatch.metadata import dispatch_metadata
 from harness.fakes.cluster import ENGLISH_WORKER, ORCHESTRATOR_WORKER, Cluster
 from harness.fakes.llm import call, say
@@ -18,6 +25,11 @@ from harness.fakes.tutoring import tutoring
 QUESTION = "What is 7 times 8?"
 NOUN = "What is a noun?"
 WAIT = 10.0
+
+
+def title_changes(hub: RoomHub) -> list[tuple[str, dict[str, str]]]:
+    """The attribute changes that published a tutor's title (not its signs of life)."""
+    return [(who, change) for who, change in hub.attribute_changes if TITLE_ATTRIBUTE in change]
 
 
 def title_of(hub: RoomHub, identity: str) -> str | None:
@@ -40,11 +52,12 @@ async def test_a_handoff_changes_the_published_tutor_title() -> None:
         await job.session.run(user_input=QUESTION)
         await hub.until(lambda: title_of(hub, job.identity) == "Mathematics tutor", WAIT)
 
-        assert hub.attributes[job.identity] == {
-            KIND_ATTRIBUTE: "math",
-            TITLE_ATTRIBUTE: "Mathematics tutor",
-        }
-        assert [change[TITLE_ATTRIBUTE] for _, change in hub.attribute_changes] == [
+        published = hub.attributes[job.identity]
+        assert (published[KIND_ATTRIBUTE], published[TITLE_ATTRIBUTE]) == (
+            "math",
+            "Mathematics tutor",
+        )
+        assert [change[TITLE_ATTRIBUTE] for _, change in title_changes(hub)] == [
             "main tutor",
             "Mathematics tutor",
         ]
@@ -71,10 +84,12 @@ async def test_the_tutor_of_another_worker_publishes_itself_once_it_has_the_floo
         assert hub.attributes[english.identity][KIND_ATTRIBUTE] == "english"
         # published once it has the floor: after the outgoing tutor's last word
         published = next(
-            e.at for e in hub.timeline if e.identity == english.identity and e.what == "attributes"
+            e.at
+            for e in hub.timeline
+            if e.identity == english.identity and TITLE_ATTRIBUTE in e.what
         )
         assert hub.speech_spans(first.identity)[-1][1] <= published
-        assert [who for who, _ in hub.attribute_changes] == [first.identity, english.identity]
+        assert [who for who, _ in title_changes(hub)] == [first.identity, english.identity]
     finally:
         await cluster.close()
 
@@ -131,3 +146,31 @@ async def test_a_publication_left_by_a_closed_loop_does_not_break_waiting_in_ano
 
     await asyncio.to_thread(leave_one_behind)
     await asyncio.wait_for(wait_published(), timeout=5)
+
+
+async def test_a_tutor_renews_its_sign_of_life_while_its_job_runs() -> None:
+    cluster = Cluster(RoomHub(), {"orchestrator": [say("Hi!")]})
+    hub = cluster.hub
+    try:
+        job = await cluster.start_job(
+            ORCHESTRATOR_WORKER, dispatch_metadata(session="s-a", student="kid-1")
+        )
+
+        def sign() -> str | None:
+            return hub.attributes.get(job.identity, {}).get(ALIVE_ATTRIBUTE)
+
+        await hub.until(lambda: sign() is not None, WAIT)
+        first = sign()
+        assert alive(hub.attributes[job.identity])
+        await hub.until(lambda: sign() != first, WAIT)  # renewed, not set once
+        assert float(sign() or 0) > float(first or 0)
+    finally:
+        await cluster.close()
+
+
+def test_a_sign_of_life_too_old_or_missing_is_no_sign_of_life() -> None:
+    now = 1_000_000.0
+    assert alive({ALIVE_ATTRIBUTE: f"{now - ALIVE_FOR / 2}"}, now)
+    assert not alive({ALIVE_ATTRIBUTE: f"{now - ALIVE_FOR - 0.1}"}, now)
+    assert not alive({}, now)
+    assert not alive({ALIVE_ATTRIBUTE: "soon"}, now)

@@ -110,15 +110,16 @@ async def test_a_closed_class_gets_no_token(site: Site) -> None:
     )
 
 
-async def test_token_requests_are_rate_limited_per_client(database: RecordsDatabase) -> None:
+async def test_guessing_class_codes_is_rate_limited_per_client(database: RecordsDatabase) -> None:
     async for site in open_site(database, web_token_rate_limit="3/minute"):
         payload = {"code": site.school.rivera_class.code, "name": "Maya"}
         async with site.client() as client:
-            statuses = [
-                (await client.post("/api/token", json=payload)).status_code for _ in range(4)
-            ]
-            limited = await client.post("/api/token", json=payload)
-        assert statuses == [200, 200, 200, 429]
+            joins = [(await client.post("/api/token", json=payload)).status_code for _ in range(5)]
+            guess = {"code": "ZZZZZZ", "name": "Maya"}
+            guesses = [(await client.post("/api/token", json=guess)).status_code for _ in range(4)]
+            limited = await client.post("/api/token", json=guess)
+        assert joins == [200] * 5  # a class joining from one address is not counted
+        assert guesses == [404, 404, 404, 429]
         assert limited.status_code == 429 and "Retry-After" in limited.headers
 
 

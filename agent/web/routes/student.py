@@ -13,7 +13,7 @@ from livekit.api import LiveKitAPI
 from pydantic import BaseModel, Field, ValidationError
 
 from agent.dispatch.token import TokenRequestError
-from agent.web.classes import JoinError, join_class, visit_class_open
+from agent.web.classes import CODE_UNKNOWN, JoinError, join_class, visit_class_open
 from agent.web.context import LIVEKIT_CALL_TIMEOUT, Web, client_key, too_many
 from agent.web.rejoin import EXPIRED, end_visit, key_of, rejoin_visit, resume_key
 from agent.web.watchdog import TutorStatus, find_visit, summon_tutor
@@ -51,24 +51,35 @@ def not_json(request: Request) -> Response | None:
 
 @router.post("/api/token")
 async def token(request: Request, web: Web) -> Response:
+    """A student's token: a first join (`code`, `name`) or a rejoin (`resume`).
+
+    Only guesses are counted against the client's address: a wrong class code. Once an
+    address has made `WEB_TOKEN_RATE_LIMIT` of them, no code is tried from it until the
+    window has passed. Malformed bodies, names and closed classes cost nothing, so a class
+    behind one address joins whatever else comes from it. A rejoin counts against its own
+    visit (its key is signed: there is nothing to guess)."""
     if (refused := not_json(request)) is not None:
         return refused
-    # the limit before the body is read: a flood costs no parsing
-    if not web.limits.allow(web.limits.token, client_key(request)):
-        return too_many()
     try:
         body = TokenRequest.model_validate_json(await request.body())
     except ValidationError:
         return JSONResponse(
             {"error": "Please type your class code and your first name."}, status_code=422
         )
+    guesses = f"code-guesses:{client_key(request)}"
     try:
         if body.resume:
             key = key_of(web.cookie_secret, body.resume, web.resume_window)
+            if not web.limits.allow(web.limits.token, f"rejoins:{key.session_id}"):
+                return too_many()
             joined = await rejoin_visit(web.store, web.settings, key)
         else:
+            if not web.limits.within(web.limits.token, guesses):
+                return too_many()
             joined = await join_class(web.store, web.settings, body.code, body.name)
     except JoinError as e:
+        if e.code == CODE_UNKNOWN:
+            web.limits.spend(web.limits.token, guesses)
         return JSONResponse({"error": e.message, "reason": e.code}, status_code=e.status)
     except TokenRequestError:
         logger.exception("a student token could not be made")

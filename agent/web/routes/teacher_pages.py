@@ -21,6 +21,7 @@ from agent.web.context import (
     csrf_token,
     login_page,
 )
+from agent.web.guards import DEVICE_COOKIE, DEVICE_DAYS
 from agent.web.live.ending import CLASS_CLOSED, close_with_goodbye
 from agent.web.routes.live import in_background, live_feed
 
@@ -60,11 +61,13 @@ async def login(
     if not csrf_ok(request, csrf):
         return login_page(request, status=403, error="The form expired. Please try again.")
     address = client_key(request)
-    if not web.sign_in_guard.allowed(username, address):
+    guard = web.sign_in_guard
+    device = guard.device_of(request.cookies.get(DEVICE_COOKIE), username)
+    if not guard.allowed(username, address, device):
         return login_page(request, status=429, error="Too many sign-in attempts. Wait a minute.")
     teacher = await authenticate(web.store, username, password)
     if teacher is None:
-        web.sign_in_guard.failed(username, address)
+        guard.failed(username, address, device)
         logger.info("teacher sign-in refused")
         return login_page(request, error="That username and password do not match.")
     request.session.clear()  # a fresh session: nothing from before the sign-in survives
@@ -72,7 +75,18 @@ async def login(
     request.session["version"] = teacher.session_version
     csrf_token(request)
     logger.info("teacher signed in", extra={"teacher": teacher.username})
-    return RedirectResponse("/teacher", status_code=303)
+    answer = RedirectResponse("/teacher", status_code=303)
+    # this browser's next sign-ins as this teacher are not held by others' failures
+    answer.set_cookie(
+        DEVICE_COOKIE,
+        guard.device_cookie(teacher.username),
+        max_age=DEVICE_DAYS * 86_400,
+        path="/teacher",
+        httponly=True,
+        samesite="strict",
+        secure=web.settings.web_secure_cookies is True or request.url.scheme == "https",
+    )
+    return answer
 
 
 @router.post("/logout")
