@@ -31,8 +31,6 @@ from typing import Any
 
 import httpx
 import psutil
-from sqlalchemy import make_url, text
-from sqlalchemy.ext.asyncio import create_async_engine
 
 from agent.config.settings import LiveKitSettings
 from agent.records import RecordsStore
@@ -40,6 +38,7 @@ from agent.records.models import FlagRecord, HandoffRecord, SessionStarted, Turn
 from agent.web.accounts import add_teacher
 from agent.web.classes import Join, create_class, join_class
 from harness import postgres, realserver
+from harness.databases import create_database, drop_database
 from harness.report import percentile, report, table
 from harness.web import PASSWORD, EventStream, event_stream, livekit_webhook, room_event, sign_in
 
@@ -272,26 +271,6 @@ async def open_page(stack: contextlib.AsyncExitStack, base: str, username: str, 
     first = await stream.next(timeout=30)
     assert first.name == "state", first
     return Page(stream)
-
-
-async def create_database(server: str, name: str) -> str:
-    """A new, empty database `name` on the PostgreSQL server at `server`; its URL."""
-    admin = create_async_engine(server, isolation_level="AUTOCOMMIT")
-    try:
-        async with admin.connect() as conn:
-            await conn.execute(text(f'CREATE DATABASE "{name}"'))
-    finally:
-        await admin.dispose()
-    return make_url(server).set(database=name).render_as_string(hide_password=False)
-
-
-async def drop_database(server: str, name: str) -> None:
-    admin = create_async_engine(server, isolation_level="AUTOCOMMIT")
-    try:
-        async with admin.connect() as conn:
-            await conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    finally:
-        await admin.dispose()
 
 
 @contextlib.asynccontextmanager

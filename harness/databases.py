@@ -61,16 +61,27 @@ async def open_database(
     assert postgres_url is not None
     server = make_url(postgres_url)
     name = f"t_{uuid.uuid4().hex[:12]}"
+    await create_database(postgres_url, name)
+    async with TcpProxy(server.host or "127.0.0.1", server.port or 5432) as proxy:
+        url = server.set(port=proxy.port, database=name)
+        yield RecordsDatabase("postgresql", url.render_as_string(hide_password=False), proxy=proxy)
+    await drop_database(postgres_url, name)
+
+
+async def _as_admin(server: str, statement: str) -> None:
     admin = create_async_engine(server, isolation_level="AUTOCOMMIT")
     try:
         async with admin.connect() as conn:
-            await conn.execute(text(f'CREATE DATABASE "{name}"'))
-        async with TcpProxy(server.host or "127.0.0.1", server.port or 5432) as proxy:
-            url = server.set(port=proxy.port, database=name)
-            yield RecordsDatabase(
-                "postgresql", url.render_as_string(hide_password=False), proxy=proxy
-            )
-        async with admin.connect() as conn:
-            await conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+            await conn.execute(text(statement))
     finally:
         await admin.dispose()
+
+
+async def create_database(server: str, name: str) -> str:
+    """A new, empty database `name` on the PostgreSQL server at `server`; its URL."""
+    await _as_admin(server, f'CREATE DATABASE "{name}"')
+    return make_url(server).set(database=name).render_as_string(hide_password=False)
+
+
+async def drop_database(server: str, name: str) -> None:
+    await _as_admin(server, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Container, Sequence
+from collections.abc import Container, Coroutine, Sequence
 from dataclasses import dataclass
+from typing import Any, TypeVar
 
 from livekit.agents import llm
 from sqlalchemy import select
@@ -22,6 +23,7 @@ from agent.records.store import RecordsStore
 from agent.safety.lines import replaced_a_reply
 
 logger = logging.getLogger("tutor.resume")
+T = TypeVar("T")
 
 READ_TIMEOUT = 3.0  # the student waits for this: past it, the job starts afresh
 
@@ -43,6 +45,20 @@ class Resumption:
         return default
 
 
+async def _read_in_time(
+    reading: Coroutine[Any, Any, T], timeout: float, what: str, session_id: str
+) -> T | None:
+    """`reading`'s answer, or None (with a warning) if the records cannot give it in time."""
+    try:
+        async with asyncio.timeout(timeout):
+            return await reading
+    except Exception as exc:
+        logger.warning(
+            "cannot read %s: %s", what, type(exc).__name__, extra={"session_id": session_id}
+        )
+        return None
+
+
 async def session_closed(
     store: RecordsStore, session_id: str, *, timeout: float = READ_TIMEOUT
 ) -> bool:
@@ -56,18 +72,14 @@ async def session_closed(
         VisitRow.session_id == session_id, VisitRow.ended_at.is_not(None)
     )
     erased = select(ErasedSessionRow.session_id).where(ErasedSessionRow.session_id == session_id)
-    try:
-        async with asyncio.timeout(timeout):
-            await store.ensure_schema()
-            async with store.engine.connect() as conn:
-                return any([(await conn.execute(q)).first() for q in (ended, erased)])
-    except Exception as exc:
-        logger.warning(
-            "cannot read whether the session may continue: %s",
-            type(exc).__name__,
-            extra={"session_id": session_id},
-        )
-        return False
+
+    async def read() -> bool:
+        await store.ensure_schema()
+        async with store.engine.connect() as conn:
+            return any([(await conn.execute(q)).first() for q in (ended, erased)])
+
+    closed = await _read_in_time(read(), timeout, "whether the session may continue", session_id)
+    return bool(closed)
 
 
 async def find_resumption(
@@ -76,17 +88,14 @@ async def find_resumption(
     """The session's conversation so far, or None if it has no turn yet (a new student) or
     the records cannot be read in time (then the job starts afresh: a greeting heard twice
     is better than a silent room)."""
-    try:
-        async with asyncio.timeout(timeout):
-            turns = await store.turns(session_id)
-            flagged = await store.flagged_turns(session_id)
-    except Exception as exc:
-        logger.warning(
-            "cannot read the session's records to resume it: %s",
-            type(exc).__name__,
-            extra={"session_id": session_id},
-        )
+
+    async def read() -> tuple[list[TurnRow], set[str]]:
+        return await store.turns(session_id), await store.flagged_turns(session_id)
+
+    found = await _read_in_time(read(), timeout, "the session's records to resume it", session_id)
+    if found is None:
         return None
+    turns, flagged = found
     if not turns:
         return None
     history = llm.ChatContext.empty()

@@ -190,7 +190,9 @@ class TutorJob:
             )
             self.ctx.shutdown(reason=reason)
             return None
-        if await self._visit_over():
+        # both reads of the records at once: the greeting waits for them
+        over, resumption = await asyncio.gather(self._visit_over(), self._resumption())
+        if over:
             # a token made before the visit ended (the teacher, the class closed, Leave)
             # or the session was erased brought this job: nothing to continue, and the
             # room goes with it
@@ -206,7 +208,6 @@ class TutorJob:
             room.handover.register_rpc(PING_METHOD, _pong)
             if room.presence is not None:
                 self._heartbeat = spawn(keep_alive(room.presence))
-        resumption = await self._resumption()
         apply_plan(userdata, plan)
         kind = self._tutor(kind)
         if resumption is not None:

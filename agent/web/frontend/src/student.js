@@ -486,10 +486,7 @@ function visitEnded(payload) {
   }
   forgetVisit();
   endedWords = ENDED_WORDS[by] ?? ENDED_WORDS.teacher;
-  if (tutorTimer) clearTimeout(tutorTimer);
-  if (pingTimer) clearTimeout(pingTimer);
-  tutorTimer = null;
-  pingTimer = null;
+  stopTimers(); // no more pings, no "tutor is late": the tutor leaving now is its goodbye
   say(endedWords);
   if (tutors().length === 0) {
     finish(endedWords);
