@@ -6,7 +6,7 @@ STT 0.2 s / LLM first token 0.3 s / TTS first byte 0.15 s) hears spoken turns ma
 espeak-ng (`harness/fixtures/turns/`, see `make_turns.sh`) at real-time pace: short and long
 complete questions, questions with one or two mid-sentence pauses of 0.6 to 1.5 s, and a
 trailing "um". Each configuration runs every clip; the framework's defaults and the
-project's chosen defaults (`agent/workers/turns.py`, from `Settings`) run side by side.
+project's chosen defaults (`agent/turns/options.py`, from `Settings`) run side by side.
 
 - latency: the question's last sound to the answer's first audio (complete questions);
 - floor: what the fakes need after the speech ends: the VAD's silence + STT + LLM first token
@@ -96,7 +96,7 @@ CANDIDATES = (
 
 def project_defaults() -> Config:
     from agent.config.settings import TurnSettings, load_settings
-    from agent.workers.turns import turn_handling
+    from agent.turns.options import turn_handling
 
     settings = load_settings(TurnSettings)
     return Config(

@@ -41,6 +41,9 @@ class SpokenTurn:
     voiced: tuple[tuple[float, float], ...]  # (start, end) seconds into the clip
     seconds: float
     age: int | None = None
+    # when the speaker is heard at all: 20 ms frames within 30 dB of the clip's loudest,
+    # split at every pause >= `PAUSE` (what tutor audio over the speaker is measured against)
+    sounding: tuple[tuple[float, float], ...] = ()
 
     @property
     def name(self) -> str:
@@ -78,14 +81,16 @@ def children_turns(directory: Path = CHILDREN) -> list[SpokenTurn]:
                 parts = (" ".join(words[:cut]), " ".join(words[cut:]))
             else:
                 voiced, parts = ((start, end),), (" ".join(words),)
+            path = directory / row["file"]
             turns.append(
                 SpokenTurn(
-                    path=directory / row["file"],
+                    path=path,
                     kind=row["kind"],
                     parts=parts,
                     voiced=voiced,
                     seconds=float(row["seconds"]),
                     age=int(row["age"]) if row.get("age") else None,
+                    sounding=voiced_stretches(*read_wav(path)),
                 )
             )
     return turns
@@ -104,13 +109,14 @@ def espeak_turns(directory: Path = TURN_CLIPS) -> list[SpokenTurn]:
         name, *pieces = shlex.split(line)[1:]
         path = directory / f"{name}.wav"
         samples, rate = read_wav(path)
-        voiced = voiced_stretches(samples, rate)
+        voiced = sounding = voiced_stretches(samples, rate)
         parts = tuple(p.rstrip("?,. ").lower() for p in pieces[::2])
         if len(voiced) != len(parts):  # a piece with a pause of its own: one stretch per part
             voiced = ((voiced[0][0], voiced[-1][1]),)
             parts = (" ".join(parts),)
         kind = ESPEAK_KINDS.get(name.split("-")[0], name.split("-")[0])
-        turns.append(SpokenTurn(path, f"espeak {kind}", parts, voiced, len(samples) / rate))
+        seconds = len(samples) / rate
+        turns.append(SpokenTurn(path, f"espeak {kind}", parts, voiced, seconds, None, sounding))
     return turns
 
 

@@ -1,6 +1,8 @@
 """A child's spoken turn on the real server, judged as the child heard it: when the tutor
 first sounded after the child's last voiced moment, whether it cut in before, whether the last
-whole reply covered the whole sentence, and how long the tutor sounded over the child.
+whole reply covered the whole sentence, and how long the tutor sounded over the child while
+the child was sounding (`SpokenTurn.sounding`; tutor audio in the child's silences is a
+cut-off, not overlap).
 
 The main tutor's replies come from `echo_script` ("You asked: ..."), so a reply's caption says
 which of the child's words it answered.
@@ -56,7 +58,8 @@ def judge(student: Student, turn: SpokenTurn, start: float, first_caption: int) 
     )
     whole = [c for c in replies if HEARD_ALL in c.text]
     overlap = sum(
-        HEARD_FRAME for t in tutor for a, b in turn.voiced if start + a <= t < start + b
+        HEARD_FRAME for t in tutor for a, b in turn.sounding or turn.voiced
+        if start + a <= t < start + b
     )  # fmt: skip
     return TurnResult(
         name=turn.name,

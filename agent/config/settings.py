@@ -117,7 +117,7 @@ EOT_MIN_SILENCE = 0.25  # the framework refuses a shorter VAD silence with its e
 
 
 class TurnSettings(BaseSettings):
-    """How a pipeline session decides the student has finished (see agent/workers/turns.py)."""
+    """How a pipeline session decides the student has finished (see agent/turns/)."""
 
     model_config = SettingsConfigDict(env_file=".env", extra="ignore", frozen=True)
 
@@ -128,6 +128,9 @@ class TurnSettings(BaseSettings):
     endpointing_mode: Literal["fixed", "dynamic"] = "fixed"
     min_endpointing_delay: float = Field(default=0.2, ge=0)
     max_endpointing_delay: float = Field(default=1.0, gt=0)
+    # once the student speaks over the tutor, the rest of that turn waits this long (s):
+    # a child who paused long enough for the tutor to start often pauses again
+    resumed_endpointing_delay: float = Field(default=1.5, ge=0)
     # the local voice activity detector: native (the framework's own `inference.VAD`, the
     # Silero model in native code: the cheapest on the real server), silero (the plugin,
     # onnxruntime), none (no local VAD: the streaming transcription's server VAD ends turns
@@ -344,6 +347,9 @@ class Settings(
     # the student's audio as a pipeline session receives it: 16 kHz is what Silero VAD and
     # the end-of-turn model run at (no resampling of every frame); 24 kHz is the framework's
     audio_input_sample_rate: Literal[16000, 24000, 48000] = 16000
+    # the frames it arrives in (ms): the VAD hears the student no sooner than a frame ends,
+    # so a shorter frame stops the tutor sooner when the student speaks over it
+    audio_input_frame_ms: int = Field(default=50, ge=10, le=100)
 
     # captions (the page's) in step with the tutor's voice; false: sent as soon as the text
     # is ready, which saves the framework's speaking-rate analysis of every reply

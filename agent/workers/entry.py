@@ -20,6 +20,8 @@ from agent.conversation.presence import RoomAttributes
 from agent.conversation.state import TutorKind
 from agent.dispatch.client import Dispatcher
 from agent.handover.room import LiveKitHandoverRoom
+from agent.turns.options import load_vad, turn_handling
+from agent.turns.patience import patience_for
 from agent.workers.job import JobModels, JobRoom, JobWiring, run_tutor_job
 from agent.workers.models import (
     dispatcher_for,
@@ -35,7 +37,6 @@ from agent.workers.resources import (
     resources_of,
 )
 from agent.workers.server import worker_server
-from agent.workers.turns import load_vad, turn_handling
 from agent.workers.warmup import warm_http_clients, warm_realtime_types
 
 
@@ -138,6 +139,7 @@ def job_models(resources: ProcessResources, plan: WorkerPlan) -> JobModels:
         session=session_models(resources, plan),
         # a realtime model takes the framework's 24 kHz; a pipeline the setting's rate
         input_sample_rate=plan.settings.audio_input_sample_rate if plan.pipeline else None,
+        patience=patience_for(plan.settings) if plan.pipeline else None,
     )
 
 

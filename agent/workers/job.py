@@ -47,6 +47,7 @@ from agent.safety.guard import SafetyGuard
 from agent.safety.lines import TEACHER_ENDED_LINE
 from agent.safety.moderation import Moderator
 from agent.telemetry.metrics import DUPLICATE_JOBS
+from agent.turns.patience import Patience, keep_patience
 
 logger = logging.getLogger("tutor.worker")
 
@@ -67,6 +68,8 @@ class JobModels:
     # a realtime model needs); a pipeline takes 16 kHz, what its VAD and end-of-turn model
     # run at, so neither resamples every frame
     input_sample_rate: int | None = None
+    # a pipeline session's more patient endpointing once the student goes on over the tutor
+    patience: Patience | None = None
 
 
 @dataclass
@@ -214,6 +217,8 @@ class TutorJob:
             userdata.greeted = True
             kind = resumption.tutor(kind, hosted_here=wiring.hosted_here())
         session = self.session = create_session(userdata, **wiring.models.session)
+        if wiring.models.patience is not None:
+            keep_patience(session, wiring.models.patience)
         if wiring.records is not None:
             userdata.recorder = SessionRecorder(wiring.records, userdata, worker=wiring.worker)
             userdata.recorder.attach(session, resumed=resumption is not None)
@@ -437,10 +442,10 @@ def room_options(
     audio to that rate once), and sends captions in step with the voice, or as soon as the
     text is ready (`CAPTIONS_SYNCED=false`: no speaking-rate analysis of every reply). Typed
     chat is not taken: a student's turn is what they say (and is moderated as such); text
-    sent to the room would otherwise become a turn beside the voice loop."""
-    audio_input = (
-        AudioInputOptions(sample_rate=input_sample_rate) if input_sample_rate else NOT_GIVEN
-    )
+    sent to the room would otherwise become a turn beside the voice loop. The student's
+    audio arrives in frames of `AUDIO_INPUT_FRAME_MS`."""
+    rate = {"sample_rate": input_sample_rate} if input_sample_rate else {}
+    audio_input = AudioInputOptions(**rate, frame_size_ms=settings.audio_input_frame_ms)
     return RoomOptions(
         participant_identity=student or NOT_GIVEN,
         audio_input=audio_input,

@@ -1,6 +1,7 @@
 """Real children's voices (`../shared/speech/children`, speechocean762, CC BY 4.0) on the real
 server with the shipped turn-taking settings: a fluent child is answered, a child who pauses
-mid-sentence is answered once on the whole sentence, a quiet child is heard. What the child
+mid-sentence is answered once on the whole sentence, a child who pauses twice hears the tutor
+start over them at most once, a quiet child is heard. What the child
 heard is judged from the student's side (`harness.turns`); `bench turns --real-server` times
 the same turns."""
 
@@ -29,6 +30,7 @@ def clip(name: str) -> SpokenTurn:
 FLUENT = "complete-0006-000060111"  # 6 years old: "he left the fruit stand"
 PAUSED = "paused-1197-011970087"  # 1.6 s of silence after "jayme needs new"
 QUIET = "quiet-0005-000050078"  # 6 years old, the loud frames at -27 dBFS
+TWICE = "paused-0145-001450051"  # 7 years old: 2.0 s of silence, speech, then 1.6 s more
 
 
 @pytest.fixture
@@ -76,6 +78,18 @@ async def test_a_child_who_pauses_mid_sentence_stops_the_tutor_and_gets_one_whol
     # a tutor that started in the pause stopped while the child was still speaking
     cut_in = [(a, b) for a, b in result.tutor_heard if a < turn.speech_end]
     assert all(b < turn.speech_end for _, b in cut_in), result
+
+
+async def test_a_child_who_pauses_twice_hears_the_tutor_start_over_them_at_most_once(
+    classroom: Classroom, transcriber: TurnTranscriber
+) -> None:
+    turn = clip(TWICE)
+    result = await child_says(classroom, transcriber, turn)
+    # the first pause is long enough for the tutor to start; once the child has gone on over
+    # it, the rest of the turn waits RESUMED_ENDPOINTING_DELAY, longer than the second pause
+    cut_in = [(a, b) for a, b in result.tutor_heard if a < turn.speech_end]
+    assert len(cut_in) <= 1, result
+    assert not result.half_answer and not result.unanswered, result
 
 
 async def test_a_quiet_child_is_heard(classroom: Classroom, transcriber: TurnTranscriber) -> None:

@@ -146,7 +146,7 @@ def test_prewarm_builds_the_model_clients_once_per_process_for_every_job() -> No
 async def test_turn_settings_reach_the_session_and_the_vad() -> None:
     from agent.conversation.session import create_session
     from agent.conversation.state import SessionUserdata
-    from agent.workers.turns import turn_handling, vad_options
+    from agent.turns.options import turn_handling, vad_options
 
     settings = load_settings(
         turn_detector="vad",
@@ -177,7 +177,7 @@ async def test_interruption_and_end_of_turn_threshold_settings_reach_the_session
     from agent.config.settings import SettingsError
     from agent.conversation.session import create_session
     from agent.conversation.state import SessionUserdata
-    from agent.workers.turns import turn_handling
+    from agent.turns.options import turn_handling
 
     settings = load_settings(
         turn_detector="model",
@@ -209,9 +209,9 @@ async def test_the_vad_engine_setting_picks_the_local_vad_or_none() -> None:
 
     from agent.config.roster import roster_for
     from agent.config.settings import SettingsError
+    from agent.turns.options import load_vad
     from agent.workers.entry import WorkerPlan, session_models
     from agent.workers.resources import ProcessResources
-    from agent.workers.turns import load_vad
 
     assert isinstance(load_vad(load_settings()), inference.VAD)  # the default: native
     assert isinstance(load_vad(load_settings(vad_engine="silero")), silero.VAD)
@@ -462,11 +462,15 @@ def test_the_session_listens_to_the_student_only_and_captions_follow_the_setting
     synced = room_options("kid-7", load_settings())
     assert synced.participant_identity == "kid-7"
     assert synced.get_text_output_options().sync_transcription is True  # type: ignore[union-attr]
-    assert synced.audio_input is NOT_GIVEN  # a realtime session: the framework's 24 kHz
+    # a realtime session: the framework's 24 kHz, in the set frames
+    assert synced.get_audio_input_options().sample_rate == 24000  # type: ignore[union-attr]
+    assert synced.get_audio_input_options().frame_size_ms == 50  # type: ignore[union-attr]
     assert synced.get_text_input_options() is None  # typed chat is never a student turn
-    ahead = room_options("", load_settings(captions_synced=False), input_sample_rate=16000)
+    settings = load_settings(captions_synced=False, audio_input_frame_ms=20)
+    ahead = room_options("", settings, input_sample_rate=16000)
     assert ahead.participant_identity is NOT_GIVEN
     assert ahead.get_audio_input_options().sample_rate == 16000  # type: ignore[union-attr]
+    assert ahead.get_audio_input_options().frame_size_ms == 20  # type: ignore[union-attr]
     assert ahead.get_text_output_options().sync_transcription is False  # type: ignore[union-attr]
 
 

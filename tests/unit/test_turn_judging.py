@@ -1,0 +1,45 @@
+"""How the real-server turn benchmark judges what a child heard: tutor audio inside the child's
+silence is a cut-off, and only tutor audio over the child's sounding frames is overlap."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from harness.fakes.production import HEARD_ALL
+from harness.speech import SpokenTurn
+from harness.student import HEARD_FRAME, Caption, Student
+from harness.turns import judge
+
+
+def frames(start: float, end: float) -> list[float]:
+    count = round((end - start) / HEARD_FRAME)
+    return [round(start + i * HEARD_FRAME, 3) for i in range(count)]
+
+
+def test_tutor_audio_in_a_childs_silence_is_a_cut_off_not_overlap() -> None:
+    turn = SpokenTurn(
+        path=Path("paused.wav"),
+        kind="paused",
+        parts=("what is seven", "times eight"),
+        voiced=((0.3, 1.0), (2.5, 3.6)),  # clips.tsv: split at the longest pause only
+        seconds=4.0,
+        sounding=((0.3, 1.0), (2.5, 2.9), (3.3, 3.6)),  # a second silence, 2.9 to 3.3
+    )
+    student = Student(room=None, identity="kid", source=None)  # type: ignore[arg-type]
+    # the tutor starts in the second silence and stops 60 ms after the child goes on
+    student.loud["tutor"] = frames(3.0, 3.36)
+    student.captions.append(
+        Caption("tutor", f"You asked: what is seven times eight. {HEARD_ALL}", 5)
+    )
+    result = judge(student, turn, start=0.0, first_caption=0)
+    assert result.cut_off
+    assert result.overlap_ms == 60
+    assert not result.half_answer and not result.unheard
+
+
+def test_tutor_audio_over_a_sounding_child_is_overlap() -> None:
+    turn = SpokenTurn(Path("c.wav"), "complete", ("hello there",), ((0.2, 1.5),), 2.0)
+    student = Student(room=None, identity="kid", source=None)  # type: ignore[arg-type]
+    student.loud["tutor"] = frames(1.2, 1.8)  # over the child's last 0.3 s
+    result = judge(student, turn, start=0.0, first_caption=0)
+    assert result.cut_off and result.overlap_ms == 300
