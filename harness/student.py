@@ -27,6 +27,7 @@ HEARD_RATE = 16_000
 HEARD_FRAME = 0.02
 LOUD = 0.01  # RMS, full scale 1: the fake voices are a quiet tone, far above this
 GAP = 0.25  # quieter than this long ends a stretch of speech
+JOIN_TIMEOUT = 60.0  # connecting and publishing, on a loaded 2-core machine
 
 
 @dataclass
@@ -56,6 +57,7 @@ class Student:
     left: dict[str, float] = field(default_factory=dict)
     said: list[tuple[float, float, str]] = field(default_factory=list)  # start, end, wav
     changed: asyncio.Event = field(default_factory=asyncio.Event)
+    closed: asyncio.Event = field(default_factory=asyncio.Event)  # the room disconnected us
     _tasks: set[asyncio.Task[None]] = field(default_factory=set)
     _streams: dict[str, asyncio.Task[None]] = field(default_factory=dict)
     _mic: asyncio.Queue[np.ndarray] = field(default_factory=asyncio.Queue)
@@ -250,7 +252,9 @@ class Student:
 
 
 async def join(url: str, token: str, identity: str) -> Student:
-    """Connect, publish a microphone track, and start listening to every agent."""
+    """Connect, publish a microphone track, and start listening to every agent. A room closed
+    while the student joins (`Student.closed` is then set) leaves a student with no
+    microphone: the server never answers a publication in a room it has closed."""
     room = rtc.Room()
     source = rtc.AudioSource(RATE, 1, queue_size_ms=50)
     student = Student(room, identity, source)
@@ -258,12 +262,25 @@ async def join(url: str, token: str, identity: str) -> Student:
     room.on("track_unsubscribed", student._off_track)
     room.on("participant_connected", student._on_join)
     room.on("participant_disconnected", student._on_leave)
+    room.on("disconnected", lambda *_: student.closed.set())
     room.register_text_stream_handler("lk.transcription", student._on_caption)
-    await room.connect(url, token)
+    async with asyncio.timeout(JOIN_TIMEOUT):
+        await room.connect(url, token)
     for participant in room.remote_participants.values():
         student._on_join(participant)
     track = rtc.LocalAudioTrack.create_audio_track("microphone", source)
     options = rtc.TrackPublishOptions(source=rtc.TrackSource.SOURCE_MICROPHONE)
-    await room.local_participant.publish_track(track, options)
+    publishing = asyncio.ensure_future(room.local_participant.publish_track(track, options))
+    closing = asyncio.ensure_future(student.closed.wait())
+    done, _ = await asyncio.wait(
+        {publishing, closing}, timeout=JOIN_TIMEOUT, return_when=asyncio.FIRST_COMPLETED
+    )
+    closing.cancel()
+    if publishing not in done:
+        publishing.cancel()
+        if student.closed.is_set():
+            return student
+        raise TimeoutError(f"{identity}'s microphone was not published in {JOIN_TIMEOUT} s")
+    publishing.result()
     student._spawn(student._microphone())
     return student
