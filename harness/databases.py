@@ -84,4 +84,5 @@ async def create_database(server: str, name: str) -> str:
 
 
 async def drop_database(server: str, name: str) -> None:
+    """Drop database `name` from the PostgreSQL server at `server`, its sessions closed."""
     await _as_admin(server, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')

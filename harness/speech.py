@@ -10,6 +10,7 @@ The clips of `../shared/speech/children` are from speechocean762 (Zhang et al., 
 from __future__ import annotations
 
 import csv
+import functools
 import re
 import shlex
 import subprocess
@@ -41,9 +42,6 @@ class SpokenTurn:
     voiced: tuple[tuple[float, float], ...]  # (start, end) seconds into the clip
     seconds: float
     age: int | None = None
-    # when the speaker is heard at all: 20 ms frames within 30 dB of the clip's loudest,
-    # split at every pause >= `PAUSE` (what tutor audio over the speaker is measured against)
-    sounding: tuple[tuple[float, float], ...] = ()
 
     @property
     def name(self) -> str:
@@ -60,6 +58,12 @@ class SpokenTurn:
     @property
     def text(self) -> str:
         return " ".join(self.parts)
+
+    @property
+    def sounding(self) -> tuple[tuple[float, float], ...]:
+        """When the speaker is heard at all (what tutor audio over them is measured
+        against): `voiced_stretches` of the clip, split at every pause, not just one."""
+        return sounding_of(self.path)
 
 
 def children_turns(directory: Path = CHILDREN) -> list[SpokenTurn]:
@@ -81,16 +85,14 @@ def children_turns(directory: Path = CHILDREN) -> list[SpokenTurn]:
                 parts = (" ".join(words[:cut]), " ".join(words[cut:]))
             else:
                 voiced, parts = ((start, end),), (" ".join(words),)
-            path = directory / row["file"]
             turns.append(
                 SpokenTurn(
-                    path=path,
+                    path=directory / row["file"],
                     kind=row["kind"],
                     parts=parts,
                     voiced=voiced,
                     seconds=float(row["seconds"]),
                     age=int(row["age"]) if row.get("age") else None,
-                    sounding=voiced_stretches(*read_wav(path)),
                 )
             )
     return turns
@@ -109,14 +111,13 @@ def espeak_turns(directory: Path = TURN_CLIPS) -> list[SpokenTurn]:
         name, *pieces = shlex.split(line)[1:]
         path = directory / f"{name}.wav"
         samples, rate = read_wav(path)
-        voiced = sounding = voiced_stretches(samples, rate)
+        voiced = voiced_stretches(samples, rate)
         parts = tuple(p.rstrip("?,. ").lower() for p in pieces[::2])
         if len(voiced) != len(parts):  # a piece with a pause of its own: one stretch per part
             voiced = ((voiced[0][0], voiced[-1][1]),)
             parts = (" ".join(parts),)
         kind = ESPEAK_KINDS.get(name.split("-")[0], name.split("-")[0])
-        seconds = len(samples) / rate
-        turns.append(SpokenTurn(path, f"espeak {kind}", parts, voiced, seconds, None, sounding))
+        turns.append(SpokenTurn(path, f"espeak {kind}", parts, voiced, len(samples) / rate))
     return turns
 
 
@@ -133,6 +134,12 @@ def frame_levels(samples: np.ndarray, rate: int) -> np.ndarray:
     usable = len(samples) // window * window
     frames = samples[:usable].astype(np.float32).reshape(-1, window) / 32768.0
     return np.sqrt((frames**2).mean(axis=1))
+
+
+@functools.cache
+def sounding_of(path: Path) -> tuple[tuple[float, float], ...]:
+    """`voiced_stretches` of a WAV, read once per run."""
+    return voiced_stretches(*read_wav(path))
 
 
 def voiced_stretches(samples: np.ndarray, rate: int) -> tuple[tuple[float, float], ...]:

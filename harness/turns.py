@@ -58,8 +58,7 @@ def judge(student: Student, turn: SpokenTurn, start: float, first_caption: int) 
     )
     whole = [c for c in replies if HEARD_ALL in c.text]
     overlap = sum(
-        HEARD_FRAME for t in tutor for a, b in turn.sounding or turn.voiced
-        if start + a <= t < start + b
+        HEARD_FRAME for t in tutor for a, b in turn.sounding if start + a <= t < start + b
     )  # fmt: skip
     return TurnResult(
         name=turn.name,

@@ -7,6 +7,9 @@ measured on real children, the tutor would start over them a second time. So onc
 student speaks while the tutor is speaking, the rest of that turn waits
 `RESUMED_ENDPOINTING_DELAY` of silence; the usual delays come back as soon as the tutor
 speaks again (the turn was answered, or the sound was not speech and the tutor resumed).
+With `ENDPOINTING_MODE=dynamic` the framework learns the same from the child's pauses (an
+immediate interruption raises its delay), and changing its options would reset what it
+learned: there is no patience of ours then.
 """
 
 from __future__ import annotations
@@ -55,8 +58,11 @@ class Patience:
         return {"min_delay": self.min_delay, "max_delay": self.max_delay}
 
 
-def patience_for(settings: TurnSettings) -> Patience:
-    """A fresh `Patience` for one session, from the turn settings."""
+def patience_for(settings: TurnSettings) -> Patience | None:
+    """A fresh `Patience` for one session, from the turn settings; None with dynamic
+    endpointing, which learns its own."""
+    if settings.endpointing_mode == "dynamic":
+        return None
     return Patience(
         min_delay=settings.min_endpointing_delay,
         max_delay=settings.max_endpointing_delay,

@@ -139,7 +139,7 @@ def job_models(resources: ProcessResources, plan: WorkerPlan) -> JobModels:
         session=session_models(resources, plan),
         # a realtime model takes the framework's 24 kHz; a pipeline the setting's rate
         input_sample_rate=plan.settings.audio_input_sample_rate if plan.pipeline else None,
-        patience=patience_for(plan.settings) if plan.pipeline else None,
+        patience=patience_for(plan.settings) if plan.pipeline else None,  # one per job
     )
 
 

@@ -29,7 +29,9 @@ async def test_speaking_over_the_tutor_makes_the_rest_of_the_turn_wait_longer() 
         min_endpointing_delay=0.2, max_endpointing_delay=1.0, resumed_endpointing_delay=1.5
     )
     session = create_session(SessionUserdata(), turn_handling=turn_handling(settings))
-    keep_patience(session, patience_for(settings))
+    patience = patience_for(settings)
+    assert patience is not None
+    keep_patience(session, patience)
 
     student(session, "speaking")  # a turn begun while the tutor is quiet: the usual delays
     assert delays(session) == (0.2, 1.0)
@@ -52,10 +54,14 @@ async def test_speaking_over_the_tutor_makes_the_rest_of_the_turn_wait_longer() 
 async def test_patience_off_leaves_the_delays_alone() -> None:
     settings = load_settings(min_endpointing_delay=0.2, resumed_endpointing_delay=0)
     session = create_session(SessionUserdata(), turn_handling=turn_handling(settings))
-    keep_patience(session, patience_for(settings))
+    patience = patience_for(settings)
+    assert patience is not None
+    keep_patience(session, patience)
     tutor(session, "speaking")
     student(session, "speaking")
     assert delays(session) == (0.2, 1.0)
+    # dynamic endpointing learns the child's pauses itself; ours would reset what it learned
+    assert patience_for(load_settings(endpointing_mode="dynamic")) is None
 
 
 def test_pipeline_jobs_keep_patience_and_realtime_jobs_do_not() -> None:

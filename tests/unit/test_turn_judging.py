@@ -3,7 +3,10 @@ silence is a cut-off, and only tutor audio over the child's sounding frames is o
 
 from __future__ import annotations
 
+import wave
 from pathlib import Path
+
+import numpy as np
 
 from harness.fakes.production import HEARD_ALL
 from harness.speech import SpokenTurn
@@ -11,23 +14,39 @@ from harness.student import HEARD_FRAME, Caption, Student
 from harness.turns import judge
 
 
+def clip(path: Path, sounding: list[tuple[float, float]], seconds: float) -> Path:
+    """A 16 kHz WAV that is a tone during `sounding` and silent elsewhere."""
+    rate = 16_000
+    samples = np.zeros(int(seconds * rate), dtype=np.int16)
+    for a, b in sounding:
+        t = np.arange(int(a * rate), int(b * rate))
+        samples[t] = (8000 * np.sin(2 * np.pi * 220 * t / rate)).astype(np.int16)
+    with wave.open(str(path), "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(rate)
+        w.writeframes(samples.tobytes())
+    return path
+
+
 def frames(start: float, end: float) -> list[float]:
     count = round((end - start) / HEARD_FRAME)
     return [round(start + i * HEARD_FRAME, 3) for i in range(count)]
 
 
-def test_tutor_audio_in_a_childs_silence_is_a_cut_off_not_overlap() -> None:
+def test_tutor_audio_in_a_childs_silence_is_a_cut_off_not_overlap(tmp_path: Path) -> None:
+    sounding = [(0.3, 1.0), (2.5, 2.9), (3.3, 3.6)]  # a second silence, 2.9 to 3.3
     turn = SpokenTurn(
-        path=Path("paused.wav"),
+        path=clip(tmp_path / "paused.wav", sounding, 4.0),
         kind="paused",
         parts=("what is seven", "times eight"),
         voiced=((0.3, 1.0), (2.5, 3.6)),  # clips.tsv: split at the longest pause only
         seconds=4.0,
-        sounding=((0.3, 1.0), (2.5, 2.9), (3.3, 3.6)),  # a second silence, 2.9 to 3.3
     )
+    assert [(round(a, 2), round(b, 2)) for a, b in turn.sounding] == sounding
     student = Student(room=None, identity="kid", source=None)  # type: ignore[arg-type]
     # the tutor starts in the second silence and stops 60 ms after the child goes on
-    student.loud["tutor"] = frames(3.0, 3.36)
+    student.loud["tutor"] = frames(3.01, 3.37)
     student.captions.append(
         Caption("tutor", f"You asked: what is seven times eight. {HEARD_ALL}", 5)
     )
@@ -37,8 +56,9 @@ def test_tutor_audio_in_a_childs_silence_is_a_cut_off_not_overlap() -> None:
     assert not result.half_answer and not result.unheard
 
 
-def test_tutor_audio_over_a_sounding_child_is_overlap() -> None:
-    turn = SpokenTurn(Path("c.wav"), "complete", ("hello there",), ((0.2, 1.5),), 2.0)
+def test_tutor_audio_over_a_sounding_child_is_overlap(tmp_path: Path) -> None:
+    path = clip(tmp_path / "c.wav", [(0.2, 1.5)], 2.0)
+    turn = SpokenTurn(path, "complete", ("hello there",), ((0.2, 1.5),), 2.0)
     student = Student(room=None, identity="kid", source=None)  # type: ignore[arg-type]
     student.loud["tutor"] = frames(1.2, 1.8)  # over the child's last 0.3 s
     result = judge(student, turn, start=0.0, first_caption=0)
