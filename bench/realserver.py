@@ -229,7 +229,8 @@ each request (first token = chat request + the fake's 0.4 s). 'Chat asked' comes
 final transcript because replies are generated preemptively; the reply is held until the
 turn is committed, seen as the answer's speech request (handoff lines play from the line
 cache and ask for nothing). The third question is heard by the realtime English tutor
-(server VAD), so only its first audio is measured."""
+(its turn ended by the worker's VAD, then committed to the model), so only its first audio
+is measured."""
 
 
 def main(argv: list[str]) -> int:

@@ -33,7 +33,7 @@ from agent.config.settings import LiveKitSettings
 from agent.dispatch.token import student_token
 from harness import realserver
 from harness.fakes.openai_server import Recorded
-from harness.fakes.production import GREETING, echo_script
+from harness.fakes.production import GREETING, echo_script, realtime_echo_script
 from harness.realserver import ModelFake
 from harness.report import percentile, report, table
 from harness.speech import (
@@ -44,12 +44,22 @@ from harness.speech import (
     espeak_turns,
 )
 from harness.student import join
-from harness.turns import TurnResult, speak
+from harness.turns import TurnResult, go_to_english, speak
 
 STAGES = {
     "transcription asked": "/v1/audio/transcriptions",
     "chat asked": "/v1/chat/completions",
     "speech asked": "/v1/audio/speech",
+}
+
+
+REALTIME_STAGES = {  # the realtime model's client events
+    "turn committed": "input_audio_buffer.commit",
+    "answer asked": "response.create",
+    "answer cancelled": "response.cancel",
+    "answer truncated": "conversation.item.truncate",
+    "item deleted": "conversation.item.delete",
+    "item created": "conversation.item.create",
 }
 
 
@@ -61,6 +71,12 @@ def stages(requests: list[Recorded], result: TurnResult) -> dict[str, float]:
         at = next((r.at for r in requests if r.path == path and r.at > result.spoke_until), None)
         if at is not None:
             seen[name] = round(at - result.spoke_until, 3)
+    for name, kind in REALTIME_STAGES.items():  # every one since the clip began (s after its end)
+        times = [round(r.at - result.spoke_until, 3) for r in requests
+                 if r.path == "/v1/realtime" and r.body.get("type") == kind
+                 and r.at > result.started]  # fmt: skip
+        if times:
+            seen[name] = times  # type: ignore[assignment]
     if result.latency is not None:
         seen["first audio heard"] = round(result.latency, 3)
     return seen
@@ -68,13 +84,16 @@ def stages(requests: list[Recorded], result: TurnResult) -> dict[str, float]:
 
 async def session(
     url: str, settings: LiveKitSettings, transcriber: TurnTranscriber, turns: list[SpokenTurn],
-    mic: Path, models: ModelFake,
+    mic: Path, models: ModelFake, tutor: str,
 ) -> list[TurnResult]:  # fmt: skip
-    """One child's session: join, hear the greeting, say each turn in order."""
+    """One child's session: join, hear the greeting, (with `tutor` english: ask a question
+    about nouns and hear the English tutor's answer), then say each turn in order."""
     room = f"turns-{secrets.token_hex(4)}"
     student = await join(url, student_token(settings, room=room, identity="kid"), "kid")
     try:
         await student.wait_for_caption(GREETING, realserver.TURN)
+        if tutor == "english":
+            await go_to_english(student, transcriber, mic)
         results = []
         for turn in turns:
             results.append(await speak(student, transcriber, turn, mic))
@@ -88,25 +107,28 @@ async def session(
 
 
 async def run(
-    groups: list[list[SpokenTurn]], run_dir: Path, overrides: dict[str, str]
+    groups: list[list[SpokenTurn]], run_dir: Path, overrides: dict[str, str], tutor: str
 ) -> tuple[list[TurnResult], list[str]]:
     server = await realserver.start_livekit(run_dir)
     transcriber = TurnTranscriber()
-    models = ModelFake(transcribe=transcriber, chat=echo_script)
+    models = ModelFake(transcribe=transcriber, chat=echo_script, realtime=realtime_echo_script)
     models.start()
     env = realserver.stack_env(server, models, run_dir) | overrides
-    worker = None
+    workers: list[realserver.Process] = []
     try:
-        worker = await realserver.start_worker("learning-orchestrator", env, run_dir)
+        for name in ["learning-orchestrator"] + (
+            ["learning-english"] if tutor == "english" else []
+        ):
+            workers.append(await realserver.start_worker(name, env, run_dir))
         settings = realserver.stack_settings(server.url)
         mic = run_dir / "microphone"
         mic.mkdir(exist_ok=True)
         results = []
         for group in groups:
-            results += await session(server.url, settings, transcriber, group, mic, models)
-        problems = realserver.worker_log_errors(worker.log)
+            results += await session(server.url, settings, transcriber, group, mic, models, tutor)
+        problems = realserver.worker_log_errors(*(w.log for w in workers))
     finally:
-        if worker is not None:
+        for worker in workers:
             await worker.stop()
         models.stop()
         await server.process.stop()
@@ -190,6 +212,11 @@ def main(argv: list[str]) -> int:
         "--set", action="append", default=[], metavar="NAME=VALUE",
         help="a worker setting for this run (e.g. TURN_DETECTOR=vad); repeatable",
     )  # fmt: skip
+    parser.add_argument(
+        "--tutor", choices=["main", "english"], default="main",
+        help="who answers the clips: the main tutor (pipeline) or, after a spoken question about "
+        "nouns, the English tutor (realtime, on its own worker)",
+    )  # fmt: skip
     parser.add_argument("--no-append", action="store_true", help="do not write BENCHMARKS.md")
     parser.add_argument("--verbose", action="store_true", help="print each turn's result")
     args = parser.parse_args(argv)
@@ -214,12 +241,13 @@ def main(argv: list[str]) -> int:
         return 2
     with realserver.run_directory() as run_dir:
         print(f"logs: {run_dir}", file=sys.stderr)
-        results, problems = asyncio.run(run(groups, run_dir, overrides))
+        results, problems = asyncio.run(run(groups, run_dir, overrides, args.tutor))
     if args.json:
         args.json.write_text(json.dumps(figures(results), indent=2) + "\n")
     settings = ", ".join(f"{k}={v}" for k, v in overrides.items()) or "the defaults"
+    who = " (the English tutor, realtime)" if args.tutor == "english" else ""
     report(
-        f"Turn-taking with real children on the real server ({settings})",
+        f"Turn-taking with real children on the real server{who} ({settings})",
         summary(results, problems),
         append=not args.no_append,
         notes=NOTES,

@@ -38,7 +38,7 @@ from livekit import api
 from agent.config.settings import LiveKitSettings
 from agent.dispatch.metadata import parse_dispatch_metadata
 from harness import REPO
-from harness.fakes.openai_server import ChatScript, FakeOpenAI, Transcriber
+from harness.fakes.openai_server import ChatScript, FakeOpenAI, RealtimeScript, Transcriber
 from harness.fakes.production import (
     SEVEN_EIGHTS,
     chat_script,
@@ -309,6 +309,7 @@ class ModelFake:
     questions: Questions = field(default_factory=Questions)
     transcribe: Transcriber | None = None  # instead of `questions` (e.g. spoken turns' parts)
     chat: ChatScript = chat_script
+    realtime: RealtimeScript = realtime_script
     fake: FakeOpenAI | None = None
     _loop: asyncio.AbstractEventLoop | None = None
     _thread: threading.Thread | None = None
@@ -327,7 +328,7 @@ class ModelFake:
             self.fake = FakeOpenAI(
                 chat=self.chat,
                 moderate=moderation_script,
-                realtime=realtime_script,
+                realtime=self.realtime,
                 transcribe=self.transcribe or self.questions,
                 llm_ttft=LLM_TTFT,
                 tts_ttfb=TTS_TTFB,

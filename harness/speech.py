@@ -15,6 +15,7 @@ import re
 import shlex
 import subprocess
 import threading
+import time
 import wave
 from collections import deque
 from dataclasses import dataclass
@@ -173,20 +174,33 @@ def as_microphone(turn: SpokenTurn, folder: Path, rate: int = 48_000) -> Path:
 
 
 class TurnTranscriber:
-    """The fake STT for spoken turns: each segment the VAD sends gets the next part of the
-    turn being spoken; a segment with more voiced audio than the part (the VAD did not split
-    at the pause) gets every part left. A segment with no voice is heard as nothing."""
+    """The fake STT for spoken turns. Told when the clip began to play (`expect(turn,
+    started)`), a segment is heard as the words the child had said before it reached the
+    fake (each part's words spread evenly over its voiced stretch, `LAG` for the way there),
+    whatever cut it: a VAD segment, or everything a realtime client committed. Otherwise each
+    segment gets the next part of the turn; a segment with more voiced audio than the part
+    (the VAD did not split at the pause) gets every part left. A segment with no voice is
+    heard as nothing."""
+
+    LAG = 0.25  # s: the VAD's closing silence and the way to the fake
 
     def __init__(self) -> None:
         self._parts: deque[tuple[str, float]] = deque()  # text, voiced seconds of that side
+        self._words: deque[tuple[float, str]] | None = None  # monotonic middle, word
         self.heard: list[str] = []
         self._lock = threading.Lock()
 
-    def expect(self, turn: SpokenTurn) -> None:
+    def expect(self, turn: SpokenTurn, started: float | None = None) -> None:
         with self._lock:
             self._parts.clear()
             for text, (start, end) in zip(turn.parts, turn.voiced, strict=True):
                 self._parts.append((text, end - start))
+            self._words = None if started is None else deque(_timeline(turn, started))
+
+    def expect_words(self, text: str) -> None:
+        """The next segment with a voice is heard as `text` (a question said in one go)."""
+        with self._lock:
+            self._parts, self._words = deque([(text, 0.0)]), None
 
     def __call__(self, audio: bytes) -> str:
         voiced = voiced_seconds(audio)
@@ -194,15 +208,31 @@ class TurnTranscriber:
             return ""
         with self._lock:
             texts = []
-            while self._parts:
-                text, length = self._parts.popleft()
-                texts.append(text)
-                voiced -= length
-                if not self._parts or voiced < self._parts[0][1] * 0.5:
-                    break
+            if self._words is not None:
+                said_by = time.monotonic() - self.LAG
+                while self._words and self._words[0][0] <= said_by:
+                    texts.append(self._words.popleft()[1])
+            else:
+                while self._parts:
+                    text, length = self._parts.popleft()
+                    texts.append(text)
+                    voiced -= length
+                    if not self._parts or voiced < self._parts[0][1] * 0.5:
+                        break
             said = " ".join(texts)
             self.heard.append(said)
         return said
+
+
+def _timeline(turn: SpokenTurn, started: float) -> list[tuple[float, str]]:
+    """When the middle of each word of `turn` is said (monotonic), for a clip that began at
+    `started`: each part's words evenly over its voiced stretch."""
+    timeline = []
+    for text, (start, end) in zip(turn.parts, turn.voiced, strict=True):
+        words = text.split()
+        for k, word in enumerate(words):
+            timeline.append((started + start + (k + 0.5) / len(words) * (end - start), word))
+    return timeline
 
 
 def voiced_seconds(audio: bytes) -> float:

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from harness import realserver
-from harness.fakes.production import HEARD_ALL
+from harness.fakes.production import HEARD_ALL, NOUN
 from harness.speech import SpokenTurn, TurnTranscriber, as_microphone
 from harness.student import HEARD_FRAME, Student
 
@@ -38,6 +38,7 @@ class TurnResult:
     overlap_ms: float
     replies: list[str]
     spoke_until: float  # monotonic: the child's last voiced moment
+    started: float  # monotonic: when the clip began to play
     tutor_heard: list[tuple[float, float]]  # stretches of tutor audio, s into the clip
 
 
@@ -71,6 +72,7 @@ def judge(student: Student, turn: SpokenTurn, start: float, first_caption: int) 
         overlap_ms=round(overlap * 1000),
         replies=[c.text for c in replies],
         spoke_until=speech_end,
+        started=start,
         tutor_heard=[
             (round(s.start - start, 2), round(s.end - start, 2))
             for s in student.speech()
@@ -83,9 +85,11 @@ async def speak(
     student: Student, transcriber: TurnTranscriber, turn: SpokenTurn, mic: Path
 ) -> TurnResult:
     await student.wait_for(lambda: student.quiet_since(QUIET), realserver.TURN, "a quiet moment")
-    transcriber.expect(turn)
+    microphone = as_microphone(turn, mic)
     first_caption = len(student.captions)
-    end = await student.say(as_microphone(turn, mic))
+    # the clip plays once the silence already queued in the microphone has
+    transcriber.expect(turn, started=time.monotonic() + student.source.queued_duration)
+    end = await student.say(microphone)
     start = end - turn.seconds
     deadline = time.monotonic() + ANSWER_WAIT
 
@@ -97,3 +101,21 @@ async def speak(
     settle = SETTLE_CUT if judge(student, turn, start, first_caption).cut_off else SETTLE
     await student.wait_for(lambda: student.quiet_since(settle), realserver.TURN, "quiet")
     return judge(student, turn, start, first_caption)
+
+
+async def go_to_english(student: Student, transcriber: TurnTranscriber, speech_dir: Path) -> str:
+    """Ask a question about nouns aloud (espeak-ng; the main tutor's `echo_script` routes it
+    to English) and wait for the English tutor's first whole answer; returns its identity."""
+    main = {c.identity for c in student.captions}
+    await student.wait_for(lambda: student.quiet_since(QUIET), realserver.TURN, "a quiet moment")
+    transcriber.expect_words(NOUN)
+    await student.say(realserver.espeak_wav(NOUN, speech_dir))
+
+    def english() -> str | None:
+        answers = [c for c in student.captions if c.identity not in main and HEARD_ALL in c.text]
+        return answers[0].identity if answers else None
+
+    await student.wait_for(lambda: english() is not None, realserver.TURN, "English's answer")
+    identity = english()
+    assert identity is not None
+    return identity

@@ -117,7 +117,7 @@ EOT_MIN_SILENCE = 0.25  # the framework refuses a shorter VAD silence with its e
 
 
 class TurnSettings(BaseSettings):
-    """How a pipeline session decides the student has finished (see agent/turns/)."""
+    """How a session decides the student has finished (see agent/turns/)."""
 
     model_config = SettingsConfigDict(env_file=".env", extra="ignore", frozen=True)
 
@@ -147,6 +147,10 @@ class TurnSettings(BaseSettings):
     # it within the timeout was a false interruption: the tutor resumes
     interruption_min_duration: float = Field(default=0.08, gt=0)
     false_interruption_timeout: float = Field(default=1.0, gt=0)
+    # who ends a realtime tutor's turns: server (the model's own) or local (this product's VAD
+    # and endpointing, as on the pipeline, with the model's own turn detection off; measured
+    # in BENCHMARKS.md "the English tutor": faster, but it answers half a paused sentence)
+    realtime_turn_detection: Literal["server", "local"] = "server"
 
     @field_validator("eot_threshold", mode="before")
     @classmethod
@@ -159,6 +163,11 @@ class TurnSettings(BaseSettings):
             raise ValueError(
                 "VAD_ENGINE=none needs TURN_DETECTOR=stt and STT_STREAMING=true: without a "
                 "local VAD only the streaming transcription can tell when the student stops"
+            )
+        if self.vad_engine == "none" and self.realtime_turn_detection == "local":
+            raise ValueError(
+                "REALTIME_TURN_DETECTION=local needs a local VAD: set VAD_ENGINE to native or "
+                "silero, or let the realtime model end turns (REALTIME_TURN_DETECTION=server)"
             )
         if self.turn_detector == "model" and self.vad_min_silence_duration < EOT_MIN_SILENCE:
             raise ValueError(

@@ -44,6 +44,20 @@ def turn_handling(settings: TurnSettings) -> TurnHandlingOptions:
     return options  # type: ignore[return-value]
 
 
+def realtime_turns(settings: TurnSettings, vad: vad.VAD | None) -> dict[str, Any]:
+    """What a realtime tutor's session adds to end the student's turns. With
+    `REALTIME_TURN_DETECTION=local`, this product's VAD and the pipeline's endpointing and
+    interruption: the VAD alone decides (the model has no transcript before it answers) and
+    the framework switches the model's own turn detection off. With `server`: nothing, the
+    model's turn detection stands."""
+    if settings.realtime_turn_detection == "server":
+        return {}
+    options = dict(turn_handling(settings))
+    options["turn_detection"] = "vad"
+    del options["preemptive_generation"]  # the model answers only once the turn is committed
+    return {"vad": vad, "turn_handling": options}
+
+
 def vad_options(settings: TurnSettings) -> dict[str, float]:
     """Silero VAD options: how much silence ends speech, how loud speech must be."""
     return {

@@ -20,7 +20,7 @@ from agent.conversation.presence import RoomAttributes
 from agent.conversation.state import TutorKind
 from agent.dispatch.client import Dispatcher
 from agent.handover.room import LiveKitHandoverRoom
-from agent.turns.options import load_vad, turn_handling
+from agent.turns.options import load_vad, realtime_turns, turn_handling
 from agent.turns.patience import patience_for
 from agent.workers.job import JobModels, JobRoom, JobWiring, run_tutor_job
 from agent.workers.models import (
@@ -51,6 +51,12 @@ class WorkerPlan:
     @property
     def pipeline(self) -> bool:
         return self.roster.mode_of(self.name) == "pipeline"
+
+    @property
+    def ends_turns(self) -> bool:
+        """Whether this worker's sessions end the student's turns themselves (with the VAD and
+        endpointing), rather than a realtime model's own turn detection."""
+        return self.pipeline or self.settings.realtime_turn_detection == "local"
 
     @property
     def default_tutor(self) -> TutorKind:
@@ -95,13 +101,15 @@ def worker_plan_or_exit(settings: Settings, roster: Roster, name: str) -> Worker
 
 def prewarm_worker(proc: JobProcess, plan: WorkerPlan) -> None:
     """Once per job process, before its job: the model clients (their TLS contexts and
-    connection pools), on a pipeline worker the Silero VAD and the STT, then the records
+    connection pools), the VAD (on a realtime worker only if it ends turns itself), on a
+    pipeline worker the STT, then the records
     store, the moderation client and the trace exporter; and what a job's first moments
     would otherwise do on its loop (`agent.workers.warmup`)."""
     settings, roster = plan.settings, plan.roster
     resources = resources_of(proc)
-    if plan.pipeline:
+    if plan.ends_turns:
         resources.vad = load_vad(settings)
+    if plan.pipeline:
         # every tutor: its own, and a realtime worker's tutor for when it cannot be reached
         resources.tutor_models = pipeline_tutor_models(settings, roster)
         # streaming transcription keeps loop-bound state: it is built in the job instead
@@ -119,10 +127,11 @@ def prewarm_worker(proc: JobProcess, plan: WorkerPlan) -> None:
 def session_models(resources: ProcessResources, plan: WorkerPlan) -> dict[str, Any]:
     """What a job's `AgentSession` is built with, from what its process prewarmed: on a
     pipeline worker the STT, VAD and turn handling, and the default tutor's LLM and TTS;
-    on a realtime worker only the TTS of its fixed lines."""
+    on a realtime worker the TTS of its fixed lines and, unless the model ends turns, the
+    VAD and turn handling."""
     own = resources.tutor_models[plan.default_tutor]
     if not plan.pipeline:
-        return {"tts": own.tts}
+        return {"tts": own.tts, **realtime_turns(plan.settings, resources.vad)}
     return {
         "stt": resources.stt or session_stt(plan.settings),
         "vad": resources.vad,  # None opts out: left out, the framework loads a VAD of its own
@@ -139,7 +148,7 @@ def job_models(resources: ProcessResources, plan: WorkerPlan) -> JobModels:
         session=session_models(resources, plan),
         # a realtime model takes the framework's 24 kHz; a pipeline the setting's rate
         input_sample_rate=plan.settings.audio_input_sample_rate if plan.pipeline else None,
-        patience=patience_for(plan.settings) if plan.pipeline else None,  # one per job
+        patience=patience_for(plan.settings) if plan.ends_turns else None,  # one per job
     )
 
 

@@ -35,7 +35,7 @@ class ProcessResources:
     store: RecordsStore | None = None  # None: records are off
     moderator: Moderator | None = None  # None: moderation is off
     tutor_models: dict[TutorKind, TutorModels] = field(default_factory=dict)
-    vad: vad.VAD | None = None  # None on a realtime worker, or with VAD_ENGINE=none
+    vad: vad.VAD | None = None  # None: VAD_ENGINE=none, or a realtime model ends turns
     stt: stt.STT | None = None  # None: built per job (streaming keeps loop-bound state)
 
 

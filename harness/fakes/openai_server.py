@@ -8,9 +8,10 @@ SDK send:
   server-sent `speech.audio.delta` events or a raw body); `POST /moderations`;
 - `GET /realtime` websocket: the realtime model (GA event names: session.update,
   conversation.item.create/delete, response.create/cancel, input audio; with the session's
-  server turn detection on, an energy VAD cuts the input audio into user turns, transcribed
-  and answered as OpenAI's server VAD does) and, with `intent=transcription`, streaming
-  transcription (the same energy VAD ends each segment).
+  server turn detection on, an energy VAD cuts the input audio into user turns after its
+  `silence_duration_ms`, transcribed and answered as OpenAI's server VAD does; with it off,
+  what the client commits becomes the user's turn) and, with `intent=transcription`,
+  streaming transcription (the same energy VAD ends each segment).
 
 Replies are scripted like `harness.fakes.llm.ScriptedLLM`: a function of the request returns
 a `Reply` (text and/or tool calls). Every request is recorded; one the fake does not
@@ -379,6 +380,8 @@ class _RealtimeSession:
         self.items: list[dict[str, Any]] = []
         self.responding: asyncio.Task[None] | None = None
         self.vad = _EnergyVAD()
+        self.buffer = bytearray()  # audio since the last commit or clear (the client's turns)
+        self.word_ends: dict[str, list[tuple[float, str]]] = {}  # item: (audio ms, word) each
 
     def _server_turns(self) -> dict[str, Any] | None:
         """The session's server turn detection (OpenAI's default is on), None when off."""
@@ -392,6 +395,16 @@ class _RealtimeSession:
         item_id = self.vad.item_id
         await self.send({"type": "input_audio_buffer.speech_stopped", "item_id": item_id,
                          "audio_end_ms": self.vad.position_ms})  # fmt: skip
+        await self.commit(item_id, pcm)
+        turns = self._server_turns() or {}
+        if turns.get("create_response", True) and (
+            self.responding is None or self.responding.done()
+        ):
+            self.responding = asyncio.create_task(self.respond({}))
+
+    async def commit(self, item_id: str, pcm: bytes) -> None:
+        """Audio committed as the user's message item, then transcribed (as the model's input
+        transcription does, after the commit)."""
         previous = self.items[-1]["id"] if self.items else None
         await self.send({"type": "input_audio_buffer.committed", "item_id": item_id,
                          "previous_item_id": previous})  # fmt: skip
@@ -405,11 +418,6 @@ class _RealtimeSession:
         await self.send({"type": "conversation.item.input_audio_transcription.completed",
                          "item_id": item_id, "content_index": 0,
                          "transcript": transcript})  # fmt: skip
-        turns = self._server_turns() or {}
-        if turns.get("create_response", True) and (
-            self.responding is None or self.responding.done()
-        ):
-            self.responding = asyncio.create_task(self.respond({}))
 
     async def send(self, event: dict[str, Any]) -> None:
         event.setdefault("event_id", _id("event"))
@@ -446,6 +454,7 @@ class _RealtimeSession:
             self.items = [i for i in self.items if i.get("id") != event.get("item_id")]
             await self.send({"type": "conversation.item.deleted", "item_id": event["item_id"]})
         elif kind == "conversation.item.truncate":
+            self._truncate(event["item_id"], event.get("audio_end_ms", 0))
             await self.send(
                 {
                     "type": "conversation.item.truncated",
@@ -460,8 +469,11 @@ class _RealtimeSession:
             if self.responding is not None and not self.responding.done():
                 self.responding.cancel()
         elif kind == "input_audio_buffer.append":
-            if self._server_turns() is not None:
-                ended = self.vad.feed(base64.b64decode(event.get("audio", "")))
+            pcm = base64.b64decode(event.get("audio", ""))
+            if (turns := self._server_turns()) is None:
+                self.buffer += pcm
+            else:
+                ended = self.vad.feed(pcm, turns.get("silence_duration_ms"))
                 if self.vad.started is not None:
                     await self.send({"type": "input_audio_buffer.speech_started",
                                      "item_id": self.vad.item_id,
@@ -470,20 +482,34 @@ class _RealtimeSession:
                     await self.user_turn(ended)
         elif kind == "input_audio_buffer.clear":
             self.vad.reset()
+            self.buffer.clear()
+            await self.send({"type": "input_audio_buffer.cleared"})
         elif kind == "input_audio_buffer.commit":
-            await self.send({"type": "input_audio_buffer.committed", "item_id": _id("item")})
+            pcm, self.buffer = bytes(self.buffer), bytearray()
+            if len(pcm) < SAMPLE_RATE * 2 // 10:  # the model refuses under 100 ms of audio
+                too_small = "buffer too small: at least 100 ms of audio is needed"
+                await self._refuse(event, "input_audio_buffer_commit_empty", too_small)
+            else:
+                await self.commit(_id("item"), pcm)
         else:
             self.fake._problem(f"realtime event the fake does not handle: {kind}", event)
-            await self.send(
-                {
-                    "type": "error",
-                    "error": {
-                        "type": "invalid_request_error",
-                        "message": f"unknown event {kind}",
-                        "event_id": event.get("event_id"),
-                    },
-                }
-            )
+            await self._refuse(event, "unknown_event", f"unknown event {kind}")
+
+    async def _refuse(self, event: dict[str, Any], code: str, message: str) -> None:
+        error = {"type": "invalid_request_error", "code": code, "message": message,
+                 "event_id": event.get("event_id")}  # fmt: skip
+        await self.send({"type": "error", "error": error})
+
+    def _truncate(self, item_id: str, audio_end_ms: float) -> None:
+        """An assistant item cut where its listener stopped hearing it: as OpenAI does, its
+        transcript keeps only the words whose audio was heard."""
+        heard = "".join(
+            word for end, word in self.word_ends.get(item_id, []) if end <= audio_end_ms
+        )
+        for index, item in enumerate(self.items):
+            if item.get("id") == item_id and item.get("role") == "assistant":
+                content = [{"type": "output_audio", "transcript": heard.strip()}]
+                self.items[index] = {**item, "content": content}
 
     async def respond(self, options: dict[str, Any]) -> None:
         response_id = _id("resp")
@@ -554,9 +580,13 @@ class _RealtimeSession:
                  "content_index": 0}  # fmt: skip
         part = {"type": "audio", "transcript": ""} if audio else {"type": "text", "text": ""}
         await self.send({"type": "response.content_part.added", **where, "part": part})
+        ends = self.word_ends[item_id] = []
         for word in _words(text):
             if audio:
                 pcm = _tone(max(CHUNK_SECONDS, len(word) * self.fake.tts_seconds_per_char))
+                ends.append(
+                    ((ends[-1][0] if ends else 0.0) + len(pcm) / 2 / SAMPLE_RATE * 1000, word)
+                )
                 delta = base64.b64encode(pcm).decode()
                 await self.send({"type": "response.output_audio.delta", **where, "delta": delta})
                 await self.send(
@@ -589,7 +619,9 @@ class _RealtimeSession:
 
 
 class _EnergyVAD:
-    """Cuts 24 kHz PCM into speech segments by loudness, as a server VAD would."""
+    """Cuts 24 kHz PCM into speech segments by loudness, as a server VAD would: a segment
+    ends after `SILENCE_TO_END` s of quiet, or the session's `silence_duration_ms`. It judges
+    loudness only, so `semantic_vad` is heard as this too."""
 
     SILENCE_TO_END = 0.35
     THRESHOLD = 0.02  # RMS, full scale 1
@@ -609,8 +641,9 @@ class _EnergyVAD:
     def position_ms(self) -> int:
         return int(self.position * 1000)
 
-    def feed(self, pcm: bytes) -> bytes | None:
-        """Take audio; return a segment's audio once its speech has ended."""
+    def feed(self, pcm: bytes, silence_ms: int | None = None) -> bytes | None:
+        """Take audio; return a segment's audio once its speech has ended (after
+        `silence_ms` of quiet; None: `SILENCE_TO_END`)."""
         samples = np.frombuffer(pcm, dtype=np.int16).astype(np.float32) / 32768.0
         loud = bool(len(samples)) and float(np.sqrt((samples**2).mean())) > self.THRESHOLD
         self.position += len(samples) / SAMPLE_RATE
@@ -622,7 +655,7 @@ class _EnergyVAD:
             return None
         self.speech += pcm
         self.silence = 0.0 if loud else self.silence + len(samples) / SAMPLE_RATE
-        if self.silence < self.SILENCE_TO_END:
+        if self.silence < (self.SILENCE_TO_END if silence_ms is None else silence_ms / 1000):
             return None
         segment = bytes(self.speech)
         self.speech.clear()

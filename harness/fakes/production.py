@@ -92,19 +92,35 @@ HEARD_ALL = "That is my whole answer."  # an answer cut short in the context lac
 
 
 def echo_script(call_: ChatCall) -> Reply:
-    """The main tutor answers what it was asked, in the child's words, without routing: every
-    student turn since its last whole answer (one cut short by the child does not count), as
-    a model that sees the whole conversation would. Turn-taking benches read what a reply
-    covered from its caption."""
+    """The main tutor answers what it was asked, in the child's words: every student turn
+    since its last whole answer (one cut short by the child does not count), as a model that
+    sees the whole conversation would; it routes only a question about nouns, to English.
+    Turn-taking benches read what a reply covered from its caption."""
     if any("come back" in text for text in call_.texts("system")[-1:]):
         return say(welcome_back(call_.last_user()))
+    if call_.model == MODELS["orchestrator"] and "noun" in call_.last_user():
+        return call("route_to_english", question_summary=NOUN)  # the English path's benches
+    turns = [(m["role"], ChatCall("", [m], []).texts()) for m in call_.messages]
+    return _echo([(role, texts[0]) for role, texts in turns if texts])
+
+
+def realtime_echo_script(call_: RealtimeCall) -> Reply:
+    """`echo_script` for the English realtime tutor: it answers what it was asked since its
+    last whole answer, in the child's words."""
+    turns = [
+        (item.get("role", ""), RealtimeCall("", {}, [item], None).texts()) for item in call_.items
+    ]
+    return _echo([(role, texts[0]) for role, texts in turns if texts])
+
+
+def _echo(turns: list[tuple[str, str]]) -> Reply:
+    """The reply to every student turn since the tutor's last whole answer (role, text)."""
     asked: list[str] = []
-    for message in call_.messages:
-        text = ChatCall("", [message], []).texts()
-        if message["role"] == "assistant" and text and HEARD_ALL in text[0]:
+    for role, text in turns:
+        if role == "assistant" and HEARD_ALL in text:
             asked = []
-        elif message["role"] == "user" and text and text[0].strip():
-            asked.append(text[0].strip())
+        elif role == "user" and text.strip():
+            asked.append(text.strip())
     if not asked:
         return say(GREETING)
     return say(f"You asked: {' '.join(asked)}. Let us work it out together. {HEARD_ALL}")

@@ -64,7 +64,7 @@ async def test_patience_off_leaves_the_delays_alone() -> None:
     assert patience_for(load_settings(endpointing_mode="dynamic")) is None
 
 
-def test_pipeline_jobs_keep_patience_and_realtime_jobs_do_not() -> None:
+def test_jobs_that_end_turns_themselves_keep_patience_and_those_left_to_the_model_do_not() -> None:
     from agent.config.roster import roster_for
     from agent.workers.entry import WorkerPlan, job_models
     from agent.workers.models import pipeline_tutor_models, realtime_tutor_models
@@ -83,4 +83,9 @@ def test_pipeline_jobs_keep_patience_and_realtime_jobs_do_not() -> None:
         kind: realtime_tutor_models(settings, roster, kind)
         for kind in roster.hosted_on("learning-english")
     }
+    # a realtime tutor whose turns the model ends (the default) has none of ours
     assert job_models(ProcessResources(tutor_models=hosted), realtime).patience is None
+    ended_here = load_settings(resumed_endpointing_delay=1.25, realtime_turn_detection="local")
+    realtime = WorkerPlan(ended_here, roster_for(ended_here), "learning-english")
+    patience = job_models(ProcessResources(tutor_models=hosted), realtime).patience
+    assert patience is not None and patience.resumed_delay == 1.25

@@ -7,6 +7,7 @@ import wave
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from harness.fakes.production import HEARD_ALL
 from harness.speech import SpokenTurn
@@ -63,3 +64,30 @@ def test_tutor_audio_over_a_sounding_child_is_overlap(tmp_path: Path) -> None:
     student.loud["tutor"] = frames(1.2, 1.8)  # over the child's last 0.3 s
     result = judge(student, turn, start=0.0, first_caption=0)
     assert result.cut_off and result.overlap_ms == 300
+
+
+def test_the_fake_stt_hears_the_words_said_before_a_segment_reached_it_however_it_was_cut(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A realtime client commits whatever it holds, not a VAD segment per side of a pause: the
+    fake STT hears each segment as the words the child had said by then."""
+    from types import SimpleNamespace
+
+    import harness.speech as speech
+    from harness.speech import TurnTranscriber
+
+    now = [100.0]
+    monkeypatch.setattr(speech, "time", SimpleNamespace(monotonic=lambda: now[0]))
+    path = clip(tmp_path / "turn.wav", [(0.0, 1.0), (2.0, 3.0)], 3.5)
+    turn = SpokenTurn(path, "paused", ("jayme needs", "new boots"), ((0.0, 1.0), (2.0, 3.0)), 3.5)
+    voice = (np.sin(np.arange(12_000) / 4) * 3000).astype(np.int16).tobytes()  # 0.5 s at 24 kHz
+    heard = TurnTranscriber()
+    heard.expect(turn, started=100.0)
+
+    now[0] = 100.0 + 0.5 + heard.LAG  # "jayme" said (its middle at 0.25 s), "needs" not yet
+    assert heard(voice) == "jayme"
+    now[0] = 100.0 + 2.3 + heard.LAG  # the rest of the first side and "new"
+    assert heard(voice) == "needs new"
+    assert heard(bytes(len(voice))) == ""  # silence is heard as nothing, and keeps the words
+    now[0] = 100.0 + 3.5 + heard.LAG
+    assert heard(voice) == "boots"

@@ -217,6 +217,13 @@ async def test_the_vad_engine_setting_picks_the_local_vad_or_none() -> None:
     assert isinstance(load_vad(load_settings(vad_engine="silero")), silero.VAD)
     with pytest.raises(SettingsError, match="VAD_ENGINE=none needs TURN_DETECTOR=stt"):
         load_settings(vad_engine="none")
+    with pytest.raises(SettingsError, match="REALTIME_TURN_DETECTION=local needs a local VAD"):
+        load_settings(
+            vad_engine="none",
+            turn_detector="stt",
+            stt_streaming=True,
+            realtime_turn_detection="local",
+        )
     settings = load_settings(vad_engine="none", turn_detector="stt", stt_streaming=True)
     assert load_vad(settings) is None
     plan = WorkerPlan(settings, roster_for(settings), "learning-orchestrator")

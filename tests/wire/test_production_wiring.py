@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 import pytest
 from livekit import rtc
-from livekit.agents import AgentSession, ConversationItemAddedEvent, llm
+from livekit.agents import Agent, AgentSession, ConversationItemAddedEvent, llm
 from livekit.plugins import silero
 
 from agent.config.roster import roster_for
@@ -20,8 +20,9 @@ from agent.config.settings import load_settings
 from agent.conversation.state import SessionUserdata, TutorModels
 from agent.dispatch.metadata import dispatch_metadata
 from agent.dispatch.plan import DispatchPlan
+from agent.turns.options import realtime_turns
 from agent.workers.job import JobModels, JobWiring, local_job
-from agent.workers.models import pipeline_tutor_models, session_stt
+from agent.workers.models import pipeline_tutor_models, realtime_tutor_models, session_stt
 from harness import QUESTION_WAV
 from harness.fakes.cluster import ENGLISH_WORKER, ORCHESTRATOR_WORKER, Cluster
 from harness.fakes.openai_server import API_KEY, FakeOpenAI
@@ -29,6 +30,7 @@ from harness.fakes.production import (
     FIFTY_SIX,
     GREETING,
     NAPOLEON,
+    NOUN_ANSWER,
     SEVEN_EIGHTS,
     VOICES,
     chat_script,
@@ -186,6 +188,44 @@ async def test_an_english_round_trip_runs_on_the_real_realtime_model_over_the_we
         ENGLISH_WORKER,
         ORCHESTRATOR_WORKER,
     ]
+
+
+@pytest.mark.parametrize("ends_turns", ["local", "server"])
+async def test_a_realtime_tutors_spoken_turns_end_where_realtime_turn_detection_says(
+    fake_openai: FakeOpenAI, vad: silero.VAD, ends_turns: str
+) -> None:
+    """server (the default): the model's turn detection stands and ends the turn itself.
+    local: the product's VAD and endpointing end the child's turn, the model's own turn
+    detection is switched off, and the client commits the turn and asks for the answer."""
+    settings = settings_for(fake_openai, realtime_turn_detection=ends_turns)
+    models = realtime_tutor_models(settings, roster_for(settings), "english")
+    sink = RealtimeSink()
+    clip = load_clip(QUESTION_WAV, sample_rate=24_000)
+    student = SimStudent(clip, sink, talk_seconds=30.0, max_questions=1, answer_timeout=0.5)
+    session: AgentSession[None] = AgentSession(tts=models.tts, **realtime_turns(settings, vad))
+    session.input.audio, session.output.audio = student, sink
+    answered = said_event(session, NOUN_ANSWER)
+    try:
+        await session.start(Agent(instructions="Teach English.", llm=models.llm))
+        await asyncio.wait_for(answered.wait(), WAIT)
+    finally:
+        await session.aclose()
+        await sink.aclose()
+        await close_models(models)
+
+    detection = [
+        u["session"]["audio"]["input"]["turn_detection"]
+        for u in fake_openai.events("session.update")
+        if "turn_detection" in u["session"].get("audio", {}).get("input", {})
+    ]
+    commits = fake_openai.events("input_audio_buffer.commit")
+    asked = fake_openai.events("response.create")
+    if ends_turns == "local":
+        assert detection and all(d is None for d in detection)
+        assert len(commits) == 1 and len(asked) == 1  # the client ended the turn
+    else:
+        assert detection and detection[0]["type"] == "semantic_vad"
+        assert commits == [] and asked == []  # the model ended it and answered by itself
 
 
 async def test_per_role_base_urls_and_keys_from_dot_env_reach_their_servers(
