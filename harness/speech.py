@@ -177,48 +177,33 @@ class TurnTranscriber:
     """The fake STT for spoken turns. Told when the clip began to play (`expect(turn,
     started)`), a segment is heard as the words the child had said before it reached the
     fake (each part's words spread evenly over its voiced stretch, `LAG` for the way there),
-    whatever cut it: a VAD segment, or everything a realtime client committed. Otherwise each
-    segment gets the next part of the turn; a segment with more voiced audio than the part
-    (the VAD did not split at the pause) gets every part left. A segment with no voice is
-    heard as nothing."""
+    whatever cut it: a VAD segment, or everything a realtime client committed. A segment with
+    no voice is heard as nothing."""
 
     LAG = 0.25  # s: the VAD's closing silence and the way to the fake
 
     def __init__(self) -> None:
-        self._parts: deque[tuple[str, float]] = deque()  # text, voiced seconds of that side
-        self._words: deque[tuple[float, str]] | None = None  # monotonic middle, word
+        self._words: deque[tuple[float, str]] = deque()  # monotonic middle, word
         self.heard: list[str] = []
         self._lock = threading.Lock()
 
-    def expect(self, turn: SpokenTurn, started: float | None = None) -> None:
+    def expect(self, turn: SpokenTurn, started: float) -> None:
         with self._lock:
-            self._parts.clear()
-            for text, (start, end) in zip(turn.parts, turn.voiced, strict=True):
-                self._parts.append((text, end - start))
-            self._words = None if started is None else deque(_timeline(turn, started))
+            self._words = deque(_timeline(turn, started))
 
     def expect_words(self, text: str) -> None:
         """The next segment with a voice is heard as `text` (a question said in one go)."""
         with self._lock:
-            self._parts, self._words = deque([(text, 0.0)]), None
+            self._words = deque([(float("-inf"), text)])
 
     def __call__(self, audio: bytes) -> str:
-        voiced = voiced_seconds(audio)
-        if voiced < HEARD_SECONDS:
+        if voiced_seconds(audio) < HEARD_SECONDS:
             return ""
         with self._lock:
+            said_by = time.monotonic() - self.LAG
             texts = []
-            if self._words is not None:
-                said_by = time.monotonic() - self.LAG
-                while self._words and self._words[0][0] <= said_by:
-                    texts.append(self._words.popleft()[1])
-            else:
-                while self._parts:
-                    text, length = self._parts.popleft()
-                    texts.append(text)
-                    voiced -= length
-                    if not self._parts or voiced < self._parts[0][1] * 0.5:
-                        break
+            while self._words and self._words[0][0] <= said_by:
+                texts.append(self._words.popleft()[1])
             said = " ".join(texts)
             self.heard.append(said)
         return said
