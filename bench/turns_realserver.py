@@ -15,8 +15,9 @@ covered. Per kind:
 - half answers: the last whole reply the child heard does not cover the whole sentence;
 - unheard: no reply and no tutor audio at all; unanswered: tutor audio but no whole reply;
 - overlap: tutor audio received while the child was sounding (ms, the largest of the kind):
-  20 ms frames within 30 dB of the clip's loudest, split at every pause of 0.3 s or more, so
-  the tutor speaking into a child's silence is a cut-off, not overlap.
+  20 ms frames within 30 dB of the clip's loudest and 10 dB over its noise floor, split at
+  every pause of 0.3 s or more, so the tutor speaking into a child's silence is a cut-off,
+  not overlap.
 """
 
 from __future__ import annotations
@@ -182,10 +183,10 @@ NOTES = """How to read it: seconds from the clip's last voiced moment (clips.tsv
 to the first tutor audio the student received, over the turns that were not cut off. A cut-off
 is tutor audio or a reply before the child finished; a half answer is a last whole reply that
 does not cover the whole sentence (it answered the part before the pause); overlap is tutor
-audio received while the child was sounding (frames within 30 dB of the clip's loudest,
-split at every pause of 0.3 s or more). The fakes' own share after the turn is decided is
-the model's first token (0.4 s) and the speech's first byte (0.3 s). Children's clips:
-speechocean762, CC BY 4.0 (see ../shared/speech/README.md)."""
+audio received while the child was sounding (frames within 30 dB of the clip's loudest and
+10 dB over its noise floor, split at every pause of 0.3 s or more). The fakes' own share after
+the turn is decided is the model's first token (0.4 s) and the speech's first byte (0.3 s).
+Children's clips: speechocean762, CC BY 4.0 (see ../shared/speech/README.md)."""
 
 VERBOSE = False
 

@@ -144,11 +144,14 @@ def sounding_of(path: Path) -> tuple[tuple[float, float], ...]:
 
 
 def voiced_stretches(samples: np.ndarray, rate: int) -> tuple[tuple[float, float], ...]:
-    """Stretches of frames louder than 30 dB under the loudest, split by pauses ≥ `PAUSE`."""
+    """Stretches of voiced frames, split by pauses ≥ `PAUSE`. A frame is voiced when it is
+    within 30 dB of the loudest and at least 10 dB over the noise floor (the quietest tenth of
+    the frames): a quiet child in a noisy room is less than 30 dB over the room."""
     levels = frame_levels(samples, rate)
     if not len(levels) or levels.max() == 0:
         return ()
-    loud = np.flatnonzero(levels > levels.max() * 10 ** (-30 / 20))
+    floor = float(np.percentile(levels, 10))
+    loud = np.flatnonzero(levels > max(levels.max() * 10 ** (-30 / 20), floor * 10 ** (10 / 20)))
     stretches = []
     start = prev = int(loud[0])
     for i in loud[1:]:

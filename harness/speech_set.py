@@ -8,8 +8,9 @@ this one:
     ../shared/livekit-server/in-netns.sh uv run python -m bench turns --real-server \\
         --speech build/held-out
 
-Each clip is cut 0.25 s before its first and after its last voiced frame (20 ms frames louder
-than 30 dB under the clip's loudest, as `harness.speech.voiced_stretches`), level unchanged.
+Each clip is cut 0.25 s before its first and after its last voiced frame (20 ms frames within
+30 dB of the clip's loudest and 10 dB over its noise floor, as
+`harness.speech.voiced_stretches`), level unchanged.
 Kinds: `paused` has a silence of 0.45 s or more inside the sentence, `complete` none of 0.3 s;
 `quiet` are the complete clips of the lowest level (loud frames under -27 dBFS); `faint` are
 clips in which Silero at activation 0.5 hears no speech at all. At most one clip per child and

@@ -1,21 +1,33 @@
 """Real children's voices (`../shared/speech/children`, speechocean762, CC BY 4.0) on the real
 server with the shipped turn-taking settings: a fluent child is answered, a child who pauses
 mid-sentence is answered once on the whole sentence, a child who pauses twice hears the tutor
-start over them at most once, a quiet child is heard. What the child
+start over them at most once, a quiet child is heard, a child's short sound over the tutor
+only pauses it and the whole answer goes on. What the child
 heard is judged from the student's side (`harness.turns`); `bench turns --real-server` times
 the same turns."""
 
 from __future__ import annotations
 
 import secrets
+import time
+import wave
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
-from harness.fakes.production import GREETING, echo_script
+from harness.fakes.production import GREETING, HEARD_ALL, echo_script
 from harness.realserver import TURN, ModelFake
-from harness.speech import CHILDREN, SpokenTurn, TurnTranscriber, children_turns
-from harness.turns import speak
+from harness.speech import (
+    CHILDREN,
+    SpokenTurn,
+    TurnTranscriber,
+    as_microphone,
+    children_turns,
+    read_wav,
+)
+from harness.student import Speech
+from harness.turns import REPLY, speak
 from tests.realserver.conftest import Classroom
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
@@ -97,3 +109,54 @@ async def test_a_quiet_child_is_heard(classroom: Classroom, transcriber: TurnTra
     result = await child_says(classroom, transcriber, turn)
     assert not result.unheard, result
     assert any(turn.text in reply for reply in result.replies), result
+
+
+SOUND = (0.65, 0.35)  # s into FLUENT, and how long: its first word, Silero's speech throughout
+
+
+def short_sound(turn: SpokenTurn, folder: Path) -> Path:
+    """The child's own voice (`SOUND`), at the microphone's rate: once the question has been
+    heard it holds no words, so its transcript is empty and the interruption it makes a false
+    one."""
+    samples, rate = read_wav(as_microphone(turn, folder))
+    start, length = int(SOUND[0] * rate), int(SOUND[1] * rate)
+    path = folder / f"sound-{turn.name}.wav"
+    with wave.open(str(path), "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(rate)
+        w.writeframes(samples[start : start + length].tobytes())
+    return path
+
+
+async def test_a_childs_short_sound_over_the_tutor_pauses_it_and_the_whole_answer_goes_on(
+    classroom: Classroom, transcriber: TurnTranscriber
+) -> None:
+    turn = clip(FLUENT)
+    sound = short_sound(turn, classroom.speech_dir)
+    student = await classroom.join(f"child-{secrets.token_hex(4)}", identity="kid")
+    await student.wait_for_caption(GREETING, TURN)
+    first_caption = len(student.captions)
+    transcriber.expect(turn, started=time.monotonic() + student.source.queued_duration)
+    asked = await student.say(as_microphone(turn, classroom.speech_dir))
+
+    def tutor_speech() -> list[Speech]:
+        return [s for s in student.speech() if s.identity != "kid" and s.end > asked]
+
+    await student.wait_for(lambda: tutor_speech(), TURN, "the tutor's answer")
+    sound_end = await student.say(sound)
+    sound_start = sound_end - SOUND[1]
+    await student.wait_for(
+        lambda: any(HEARD_ALL in c.text for c in student.captions[first_caption:]), TURN,
+        "the whole answer",
+    )  # fmt: skip
+    await student.wait_for(lambda: student.quiet_since(1.5), TURN, "quiet")
+    report = student.report()
+    await student.leave()
+    replies = [c.text for c in student.captions[first_caption:] if c.text.startswith(REPLY)]
+    assert len(replies) == 1 and turn.text in replies[0] and HEARD_ALL in replies[0], report
+    heard = tutor_speech()
+    # the tutor was speaking when the sound began, went quiet, and went on once it ended
+    assert len(heard) == 2, report
+    assert heard[0].start < sound_start < heard[0].end < heard[1].start, report
+    assert heard[1].start > sound_end, report

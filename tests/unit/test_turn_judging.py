@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from harness.fakes.production import HEARD_ALL
-from harness.speech import SpokenTurn
+from harness.speech import SpokenTurn, voiced_stretches
 from harness.student import HEARD_FRAME, Caption, Student
 from harness.turns import judge
 
@@ -64,6 +64,16 @@ def test_tutor_audio_over_a_sounding_child_is_overlap(tmp_path: Path) -> None:
     student.loud["tutor"] = frames(1.2, 1.8)  # over the child's last 0.3 s
     result = judge(student, turn, start=0.0, first_caption=0)
     assert result.cut_off and result.overlap_ms == 300
+
+
+def test_a_quiet_child_over_room_noise_is_sounding_only_while_speaking() -> None:
+    rate = 16_000
+    noise = np.random.default_rng(7).normal(0, 30, 3 * rate)  # the room: about -61 dBFS
+    t = np.arange(int(0.5 * rate), int(2.0 * rate))
+    voice = np.zeros(3 * rate)
+    voice[t] = 1200 * np.sin(2 * np.pi * 220 * t / rate)  # -29 dBFS: 32 dB over the room
+    stretches = voiced_stretches((noise + voice).astype(np.int16), rate)
+    assert [(round(a, 2), round(b, 2)) for a, b in stretches] == [(0.5, 2.0)]
 
 
 def test_the_fake_stt_hears_the_words_said_before_a_segment_reached_it_however_it_was_cut(
