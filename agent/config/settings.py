@@ -133,9 +133,11 @@ class TurnSettings(BaseSettings):
     resumed_endpointing_delay: float = Field(default=1.5, ge=0)
     # the local voice activity detector: native (the framework's own `inference.VAD`, the
     # Silero model in native code: the cheapest on the real server), silero (the plugin,
-    # onnxruntime), none (no local VAD: the streaming transcription's server VAD ends turns
-    # and starts interruptions; needs TURN_DETECTOR=stt and STT_STREAMING=true)
-    vad_engine: Literal["native", "silero", "none"] = "native"
+    # onnxruntime), silero_firered (speech when Silero or FireRedVAD hears it, in the plugin's
+    # stream: hears whispering children Silero does not), none (no local VAD: the streaming
+    # transcription's server VAD ends turns and starts interruptions; needs TURN_DETECTOR=stt
+    # and STT_STREAMING=true)
+    vad_engine: Literal["native", "silero", "silero_firered", "none"] = "native"
     vad_min_silence_duration: float = Field(default=0.2, gt=0)
     vad_activation_threshold: float = Field(default=0.5, gt=0, lt=1)
     stt_streaming: bool = False

@@ -74,6 +74,10 @@ def load_vad(settings: TurnSettings) -> vad.VAD | None:
         from livekit.agents import inference
 
         return inference.VAD(**vad_options(settings))
+    if settings.vad_engine == "silero_firered":
+        from agent.turns.firered import SileroFireRedVAD
+
+        return SileroFireRedVAD.load(**vad_options(settings))
     from livekit.plugins import silero  # only pipeline workers load the VAD
 
     return silero.VAD.load(**vad_options(settings))
