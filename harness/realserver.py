@@ -47,6 +47,7 @@ from harness.fakes.production import (
     realtime_script,
 )
 from harness.student import Student
+from harness.wav import read_wav, write_wav
 
 SHARED_SERVER = REPO.parent / "shared" / "livekit-server"
 NODE_IP = "10.99.0.1"
@@ -486,17 +487,10 @@ def microphone_wav(
     silence elsewhere, `seconds` long (Chromium loops the file)."""
     track = np.zeros(int(RATE_48K * seconds), dtype=np.int16)
     for at, path in script:
-        with wave.open(str(path)) as w:
-            speech = np.frombuffer(w.readframes(w.getnframes()), dtype=np.int16)
+        speech, _ = read_wav(path)
         start = int(at * RATE_48K)
         track[start : start + len(speech)] = speech[: len(track) - start]
-    target = folder / f"{name}.wav"
-    with wave.open(str(target), "wb") as w:
-        w.setnchannels(1)
-        w.setsampwidth(2)
-        w.setframerate(RATE_48K)
-        w.writeframes(track.tobytes())
-    return target
+    return write_wav(folder / f"{name}.wav", track, RATE_48K)
 
 
 async def eventually(  # type: ignore[no-untyped-def]

@@ -17,7 +17,6 @@ from __future__ import annotations
 import asyncio
 import itertools
 import time
-import wave
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -26,6 +25,8 @@ from livekit import rtc
 from livekit.agents import APIConnectOptions, stt, utils
 from livekit.agents.types import NOT_GIVEN, NotGivenOr
 from livekit.agents.voice import io
+
+from harness.wav import read_wav
 
 _request_ids = itertools.count(1)
 
@@ -48,11 +49,7 @@ class Clip:
 
 def load_clip(path: Path, *, sample_rate: int, threshold: float = 0.02) -> Clip:
     """Read a mono 16-bit WAV, resampled to `sample_rate` (once, here)."""
-    with wave.open(str(path), "rb") as w:
-        if w.getnchannels() != 1 or w.getsampwidth() != 2:
-            raise ValueError(f"{path}: expected mono 16-bit PCM")
-        rate = w.getframerate()
-        pcm = np.frombuffer(w.readframes(w.getnframes()), dtype=np.int16)
+    pcm, rate = read_wav(path)
     speech_end = _speech_end(pcm, rate, threshold)
     if rate != sample_rate:
         pcm = _resample(pcm, rate, sample_rate)

@@ -16,7 +16,6 @@ import shlex
 import subprocess
 import threading
 import time
-import wave
 from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +24,7 @@ import numpy as np
 
 from harness import FIXTURES, REPO, TURN_CLIPS
 from harness.realserver import loud_seconds
+from harness.wav import read_wav
 
 CHILDREN = REPO.parent / "shared" / "speech" / "children"
 FRAME = 0.02  # the clips' analysis frame, as `clips.tsv` was made
@@ -120,13 +120,6 @@ def espeak_turns(directory: Path = TURN_CLIPS) -> list[SpokenTurn]:
         kind = ESPEAK_KINDS.get(name.split("-")[0], name.split("-")[0])
         turns.append(SpokenTurn(path, f"espeak {kind}", parts, voiced, len(samples) / rate))
     return turns
-
-
-def read_wav(path: Path) -> tuple[np.ndarray, int]:
-    with wave.open(str(path)) as w:
-        if w.getnchannels() != 1 or w.getsampwidth() != 2:
-            raise ValueError(f"{path}: 16-bit mono WAV expected")
-        return np.frombuffer(w.readframes(w.getnframes()), dtype=np.int16), w.getframerate()
 
 
 def frame_levels(samples: np.ndarray, rate: int) -> np.ndarray:

@@ -24,13 +24,13 @@ import argparse
 import csv
 import functools
 import sys
-import wave
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from harness.speech import frame_levels, read_wav, voiced_stretches
+from harness.speech import frame_levels, voiced_stretches
+from harness.wav import read_wav, write_wav
 
 MARGIN = 0.25  # s kept before the first and after the last voiced frame
 PAUSED = 0.45  # a silence this long inside the sentence: the child is not done
@@ -164,11 +164,7 @@ def write_set(chosen: list[Clip], out: Path) -> None:
         for clip in chosen:
             samples, begin = clip.cut()
             name = f"{clip.kind}-{clip.speaker}-{clip.utterance}.wav"
-            with wave.open(str(out / name), "wb") as w:
-                w.setnchannels(1)
-                w.setsampwidth(2)
-                w.setframerate(clip.rate)
-                w.writeframes(samples.astype(np.int16).tobytes())
+            write_wav(out / name, samples, clip.rate)
             start, end = clip.stretches[0][0] - begin, clip.stretches[-1][1] - begin
             at = clip.pause_at - begin if clip.pause else 0.0
             writer.writerow([name, clip.kind, clip.speaker, clip.age, clip.gender,

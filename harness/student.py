@@ -11,12 +11,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-import wave
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 from livekit import rtc
+
+from harness.wav import read_wav
 
 RATE = 48_000
 FRAME = RATE // 50  # 20 ms of microphone per frame, as a browser's Opus packet
@@ -144,9 +145,8 @@ class Student:
     async def say(self, wav_path: Path) -> float:
         """Speak a 48 kHz mono WAV in real time; returns when its last sample has left,
         as a monotonic time (the end of the student's speech)."""
-        with wave.open(str(wav_path)) as w:
-            assert w.getframerate() == RATE and w.getnchannels() == 1
-            samples = np.frombuffer(w.readframes(w.getnframes()), dtype=np.int16)
+        samples, rate = read_wav(wav_path)
+        assert rate == RATE, f"{wav_path}: {RATE} Hz expected"
         done = asyncio.get_running_loop().create_future()
         start = time.monotonic()
         await self._mic.put(samples)

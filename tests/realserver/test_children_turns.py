@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import secrets
 import time
-import wave
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,16 +17,10 @@ import pytest
 
 from harness.fakes.production import GREETING, HEARD_ALL, echo_script
 from harness.realserver import TURN, ModelFake
-from harness.speech import (
-    CHILDREN,
-    SpokenTurn,
-    TurnTranscriber,
-    as_microphone,
-    children_turns,
-    read_wav,
-)
+from harness.speech import CHILDREN, SpokenTurn, TurnTranscriber, as_microphone, children_turns
 from harness.student import Speech
 from harness.turns import REPLY, speak
+from harness.wav import read_wav, write_wav
 from tests.realserver.conftest import Classroom
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
@@ -111,22 +104,17 @@ async def test_a_quiet_child_is_heard(classroom: Classroom, transcriber: TurnTra
     assert any(turn.text in reply for reply in result.replies), result
 
 
-SOUND = (0.65, 0.35)  # s into FLUENT, and how long: its first word, Silero's speech throughout
+SOUND_AT, SOUND_SECONDS = 0.65, 0.35  # FLUENT's first word: Silero's speech throughout
 
 
 def short_sound(turn: SpokenTurn, folder: Path) -> Path:
-    """The child's own voice (`SOUND`), at the microphone's rate: once the question has been
-    heard it holds no words, so its transcript is empty and the interruption it makes a false
-    one."""
+    """The child's own voice (`SOUND_AT`, for `SOUND_SECONDS`), at the microphone's rate: once
+    the question has been heard it holds no words, so its transcript is empty and the
+    interruption it makes a false one."""
     samples, rate = read_wav(as_microphone(turn, folder))
-    start, length = int(SOUND[0] * rate), int(SOUND[1] * rate)
-    path = folder / f"sound-{turn.name}.wav"
-    with wave.open(str(path), "wb") as w:
-        w.setnchannels(1)
-        w.setsampwidth(2)
-        w.setframerate(rate)
-        w.writeframes(samples[start : start + length].tobytes())
-    return path
+    start = int(SOUND_AT * rate)
+    sound = samples[start : start + int(SOUND_SECONDS * rate)]
+    return write_wav(folder / f"sound-{turn.name}.wav", sound, rate)
 
 
 async def test_a_childs_short_sound_over_the_tutor_pauses_it_and_the_whole_answer_goes_on(
@@ -145,7 +133,7 @@ async def test_a_childs_short_sound_over_the_tutor_pauses_it_and_the_whole_answe
 
     await student.wait_for(lambda: tutor_speech(), TURN, "the tutor's answer")
     sound_end = await student.say(sound)
-    sound_start = sound_end - SOUND[1]
+    sound_start = sound_end - SOUND_SECONDS
     await student.wait_for(
         lambda: any(HEARD_ALL in c.text for c in student.captions[first_caption:]), TURN,
         "the whole answer",

@@ -16,7 +16,8 @@ from livekit.agents import vad
 from agent.config.settings import TurnSettings
 from agent.turns.firered import SileroFireRedVAD
 from agent.turns.options import load_vad
-from harness.speech import CHILDREN, read_wav
+from harness.speech import CHILDREN
+from harness.wav import read_wav
 
 MIC_RATE = 48_000  # what the room delivers to the worker
 WHISPER = CHILDREN / "faint-1404-014040122.wav"  # a 7-year-old whispering, 2.0 to 3.1 s

@@ -4,25 +4,21 @@ spoken turns by the bench."""
 
 from __future__ import annotations
 
-import wave
 from pathlib import Path
 
 import numpy as np
 
 from harness import TURN_CLIPS
-from harness.speech import children_turns, read_wav
+from harness.speech import children_turns
 from harness.speech_set import main
+from harness.wav import read_wav, write_wav
 
 RATE = 16_000
 
 
 def write(path: Path, samples: np.ndarray) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    with wave.open(str(path), "wb") as w:
-        w.setnchannels(1)
-        w.setsampwidth(2)
-        w.setframerate(RATE)
-        w.writeframes(samples.astype(np.int16).tobytes())
+    write_wav(path, samples, RATE)
 
 
 def clicks() -> np.ndarray:

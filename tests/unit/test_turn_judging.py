@@ -3,7 +3,6 @@ silence is a cut-off, and only tutor audio over the child's sounding frames is o
 
 from __future__ import annotations
 
-import wave
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +12,7 @@ from harness.fakes.production import HEARD_ALL
 from harness.speech import SpokenTurn, voiced_stretches
 from harness.student import HEARD_FRAME, Caption, Student
 from harness.turns import judge
+from harness.wav import write_wav
 
 
 def clip(path: Path, sounding: list[tuple[float, float]], seconds: float) -> Path:
@@ -22,12 +22,7 @@ def clip(path: Path, sounding: list[tuple[float, float]], seconds: float) -> Pat
     for a, b in sounding:
         t = np.arange(int(a * rate), int(b * rate))
         samples[t] = (8000 * np.sin(2 * np.pi * 220 * t / rate)).astype(np.int16)
-    with wave.open(str(path), "wb") as w:
-        w.setnchannels(1)
-        w.setsampwidth(2)
-        w.setframerate(rate)
-        w.writeframes(samples.tobytes())
-    return path
+    return write_wav(path, samples, rate)
 
 
 def frames(start: float, end: float) -> list[float]:
