@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
-from livekit.agents import Agent, AgentServer, AgentSession, tts
+from livekit.agents import Agent, AgentServer, AgentSession, inference, tts, vad
 
 CHECKED_AGAINST = {"livekit-agents": "1.8", "livekit": "1.1"}
 
@@ -45,6 +46,21 @@ def limit_idle_processes(server: AgentServer, free: int) -> None:
     """Keep at most `free` job processes warm, never more than the pool was built with."""
     pool = server._proc_pool
     pool.set_target_idle_processes(min(pool._default_num_idle_processes, free))
+
+
+def native_vad_stream(
+    detector: inference.VAD, model: Callable[[Callable[[], float]], Any]
+) -> vad.VADStream:
+    """The framework's native VAD stream (resampling, thresholds, minimum durations, prefix
+    padding, the frames handed to the STT) around another model in the shape of its native
+    Silero (`predict` of 512 int16 samples at 16 kHz, `reset`). `model` is built with a
+    reader of the stream's activation threshold, which `update_options` may change."""
+    from livekit.agents.inference.vad import _VADStream
+
+    stream = _VADStream(detector, replace(detector._opts), executor=None)
+    stream._native_vad = model(lambda: stream._opts.activation_threshold)
+    detector._streams.add(stream)
+    return stream
 
 
 # the framework's own warm-up of a job process (imported by its forkserver)

@@ -12,6 +12,7 @@ BENCHMARKS = (
     "moderation",
     "startup",
     "turns",
+    "vad",
     "crossing",
     "capacity",
     "realserver",

@@ -131,13 +131,13 @@ class TurnSettings(BaseSettings):
     # once the student speaks over the tutor, the rest of that turn waits this long (s):
     # a child who paused long enough for the tutor to start often pauses again
     resumed_endpointing_delay: float = Field(default=1.5, ge=0)
-    # the local voice activity detector: native (the framework's own `inference.VAD`, the
-    # Silero model in native code: the cheapest on the real server), silero (the plugin,
-    # onnxruntime), silero_firered (speech when Silero or FireRedVAD hears it, in the plugin's
-    # stream: hears whispering children Silero does not), none (no local VAD: the streaming
+    # the local voice activity detector: silero_firered (speech when Silero or FireRedVAD
+    # hears it, in the framework's native stream: hears whispering children Silero alone does
+    # not), native (the framework's own `inference.VAD`, the Silero model in native code: the
+    # cheapest), silero (the plugin, onnxruntime), none (no local VAD: the streaming
     # transcription's server VAD ends turns and starts interruptions; needs TURN_DETECTOR=stt
     # and STT_STREAMING=true)
-    vad_engine: Literal["native", "silero", "silero_firered", "none"] = "native"
+    vad_engine: Literal["native", "silero", "silero_firered", "none"] = "silero_firered"
     vad_min_silence_duration: float = Field(default=0.2, gt=0)
     vad_activation_threshold: float = Field(default=0.5, gt=0, lt=1)
     stt_streaming: bool = False
@@ -168,8 +168,9 @@ class TurnSettings(BaseSettings):
             )
         if self.vad_engine == "none" and self.realtime_turn_detection == "local":
             raise ValueError(
-                "REALTIME_TURN_DETECTION=local needs a local VAD: set VAD_ENGINE to native or "
-                "silero, or let the realtime model end turns (REALTIME_TURN_DETECTION=server)"
+                "REALTIME_TURN_DETECTION=local needs a local VAD: set VAD_ENGINE to "
+                "silero_firered, native or silero, or let the realtime model end turns "
+                "(REALTIME_TURN_DETECTION=server)"
             )
         if self.turn_detector == "model" and self.vad_min_silence_duration < EOT_MIN_SILENCE:
             raise ValueError(

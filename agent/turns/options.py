@@ -77,7 +77,7 @@ def load_vad(settings: TurnSettings) -> vad.VAD | None:
     if settings.vad_engine == "silero_firered":
         from agent.turns.firered import SileroFireRedVAD
 
-        return SileroFireRedVAD.load(**vad_options(settings))
+        return SileroFireRedVAD(**vad_options(settings))
     from livekit.plugins import silero  # only pipeline workers load the VAD
 
     return silero.VAD.load(**vad_options(settings))

@@ -1,8 +1,8 @@
 """Real children's voices (`../shared/speech/children`, speechocean762, CC BY 4.0) on the real
 server with the shipped turn-taking settings: a fluent child is answered, a child who pauses
 mid-sentence is answered once on the whole sentence, a child who pauses twice hears the tutor
-start over them at most once, a quiet child is heard, a child's short sound over the tutor
-only pauses it and the whole answer goes on. What the child
+start over them at most once, a quiet child is heard, a whispering child is heard, a child's
+short sound over the tutor only pauses it and the whole answer goes on. What the child
 heard is judged from the student's side (`harness.turns`); `bench turns --real-server` times
 the same turns."""
 
@@ -36,6 +36,7 @@ FLUENT = "complete-0006-000060111"  # 6 years old: "he left the fruit stand"
 PAUSED = "paused-1197-011970087"  # 1.6 s of silence after "jayme needs new"
 QUIET = "quiet-0005-000050078"  # 6 years old, the loud frames at -27 dBFS
 TWICE = "paused-0145-001450051"  # 7 years old: 2.0 s of silence, speech, then 1.6 s more
+WHISPER = "faint-1404-014040122"  # 7 years old, whispering: Silero alone never hears it
 
 
 @pytest.fixture
@@ -101,6 +102,15 @@ async def test_a_quiet_child_is_heard(classroom: Classroom, transcriber: TurnTra
     turn = clip(QUIET)
     result = await child_says(classroom, transcriber, turn)
     assert not result.unheard, result
+    assert any(turn.text in reply for reply in result.replies), result
+
+
+async def test_a_whispering_child_is_heard(
+    classroom: Classroom, transcriber: TurnTranscriber
+) -> None:
+    turn = clip(WHISPER)
+    result = await child_says(classroom, transcriber, turn)
+    assert not result.unheard and not result.cut_off, result
     assert any(turn.text in reply for reply in result.replies), result
 
 

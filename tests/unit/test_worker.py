@@ -209,11 +209,14 @@ async def test_the_vad_engine_setting_picks_the_local_vad_or_none() -> None:
 
     from agent.config.roster import roster_for
     from agent.config.settings import SettingsError
+    from agent.turns.firered import SileroFireRedVAD
     from agent.turns.options import load_vad
     from agent.workers.entry import WorkerPlan, session_models
     from agent.workers.resources import ProcessResources
 
-    assert isinstance(load_vad(load_settings()), inference.VAD)  # the default: native
+    assert isinstance(load_vad(load_settings()), SileroFireRedVAD)  # the default
+    native = load_vad(load_settings(vad_engine="native"))
+    assert isinstance(native, inference.VAD) and not isinstance(native, SileroFireRedVAD)
     assert isinstance(load_vad(load_settings(vad_engine="silero")), silero.VAD)
     with pytest.raises(SettingsError, match="VAD_ENGINE=none needs TURN_DETECTOR=stt"):
         load_settings(vad_engine="none")
