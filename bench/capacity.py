@@ -71,7 +71,6 @@ QUICK_LEVELS = (1, 2)
 QUICK_SECONDS = 15.0  # the greeting and one answered question, with the stagger
 STAGGER_SECONDS = 4.0  # students' first questions spread over this (as in bench density)
 LLM_TTFT, TTS_TTFB, MODERATION_DELAY = 0.3, 0.15, 0.15
-SPEECH_SECONDS_PER_CHAR = 1 / 15  # the fake voice speaks 15 characters a second
 ANSWER_TIMEOUT = 8.0  # the simulated student asks again after this (SimStudent's default)
 LEVEL_TIMEOUT = 300.0  # failure guard only: nothing waits for it to pass
 LOAD_SAMPLE_INTERVAL = 0.5  # as often as the worker asks its load function
@@ -875,7 +874,7 @@ async def migrate(url: str) -> None:
 
 
 async def run_levels(opts: Options, workdir: Path, job_core: int | None) -> Outcome:
-    from harness.fakes.openai_server import FakeOpenAI
+    from harness.fakes.openai_server import VOICE_SECONDS_PER_CHAR, FakeOpenAI
     from harness.fakes.production import SEVEN_EIGHTS, chat_script
 
     fake = FakeOpenAI(
@@ -883,7 +882,7 @@ async def run_levels(opts: Options, workdir: Path, job_core: int | None) -> Outc
         transcribe=lambda audio: SEVEN_EIGHTS,
         llm_ttft=LLM_TTFT,
         tts_ttfb=TTS_TTFB,
-        tts_seconds_per_char=SPEECH_SECONDS_PER_CHAR,
+        tts_seconds_per_char=VOICE_SECONDS_PER_CHAR,
         moderation_delay=MODERATION_DELAY,
     )
     async with fake:

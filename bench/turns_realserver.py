@@ -2,7 +2,8 @@
 real LiveKit server, as the child hears it.
 
 Inside `../shared/livekit-server/in-netns.sh`: the server, the model fake (LLM first token
-0.4 s, speech first byte 0.3 s) and the orchestrator worker as compose starts it. An `rtc`
+0.4 s, speech first byte 0.3 s, a voice at a real one's pace of 15 characters a second, so a
+reply lasts as long as it would) and the orchestrator worker as compose starts it. An `rtc`
 student plays every clip of `--speech DIR` (a `clips.tsv` directory; by default
 `../shared/speech/children`) and the espeak-ng fixtures in real time, one session per kind.
 The fake STT gives each side of a pause its own part of the clip's sentence; the main tutor
@@ -33,7 +34,7 @@ from pathlib import Path
 from agent.config.settings import LiveKitSettings
 from agent.dispatch.token import student_token
 from harness import realserver
-from harness.fakes.openai_server import Recorded
+from harness.fakes.openai_server import VOICE_SECONDS_PER_CHAR, Recorded
 from harness.fakes.production import GREETING, echo_script, realtime_echo_script
 from harness.realserver import ModelFake
 from harness.report import percentile, report, table
@@ -112,7 +113,12 @@ async def run(
 ) -> tuple[list[TurnResult], list[str]]:
     server = await realserver.start_livekit(run_dir)
     transcriber = TurnTranscriber()
-    models = ModelFake(transcribe=transcriber, chat=echo_script, realtime=realtime_echo_script)
+    models = ModelFake(
+        transcribe=transcriber,
+        chat=echo_script,
+        realtime=realtime_echo_script,
+        tts_seconds_per_char=VOICE_SECONDS_PER_CHAR,  # a reply lasts as long as a real one
+    )
     models.start()
     env = realserver.stack_env(server, models, run_dir) | overrides
     workers: list[realserver.Process] = []
@@ -185,8 +191,9 @@ is tutor audio or a reply before the child finished; a half answer is a last who
 does not cover the whole sentence (it answered the part before the pause); overlap is tutor
 audio received while the child was sounding (frames within 30 dB of the clip's loudest and
 10 dB over its noise floor, split at every pause of 0.3 s or more). The fakes' own share after
-the turn is decided is the model's first token (0.4 s) and the speech's first byte (0.3 s).
-Children's clips: speechocean762, CC BY 4.0 (see ../shared/speech/README.md)."""
+the turn is decided is the model's first token (0.4 s) and the speech's first byte (0.3 s);
+the voice then speaks 15 characters a second, a real voice's pace. Children's clips:
+speechocean762, CC BY 4.0 (see ../shared/speech/README.md)."""
 
 VERBOSE = False
 

@@ -38,7 +38,13 @@ from livekit import api
 from agent.config.settings import LiveKitSettings
 from agent.dispatch.metadata import parse_dispatch_metadata
 from harness import REPO
-from harness.fakes.openai_server import ChatScript, FakeOpenAI, RealtimeScript, Transcriber
+from harness.fakes.openai_server import (
+    FAST_VOICE_SECONDS_PER_CHAR,
+    ChatScript,
+    FakeOpenAI,
+    RealtimeScript,
+    Transcriber,
+)
 from harness.fakes.production import (
     SEVEN_EIGHTS,
     chat_script,
@@ -311,6 +317,7 @@ class ModelFake:
     transcribe: Transcriber | None = None  # instead of `questions` (e.g. spoken turns' parts)
     chat: ChatScript = chat_script
     realtime: RealtimeScript = realtime_script
+    tts_seconds_per_char: float = FAST_VOICE_SECONDS_PER_CHAR
     fake: FakeOpenAI | None = None
     _loop: asyncio.AbstractEventLoop | None = None
     _thread: threading.Thread | None = None
@@ -333,6 +340,7 @@ class ModelFake:
                 transcribe=self.transcribe or self.questions,
                 llm_ttft=LLM_TTFT,
                 tts_ttfb=TTS_TTFB,
+                tts_seconds_per_char=self.tts_seconds_per_char,
             )
             loop.run_until_complete(self.fake.__aenter__())
             ready.set()

@@ -20,7 +20,7 @@ from harness.speech import SpokenTurn, TurnTranscriber, as_microphone
 from harness.student import HEARD_FRAME, Student
 
 REPLY = "You asked:"
-ANSWER_WAIT = 8.0  # after the speech, no whole reply by then: unanswered (or unheard)
+ANSWER_WAIT = 15.0  # after the speech, no whole reply by then: unanswered (or unheard)
 SETTLE = 1.5  # quiet this long after a reply: every reply to the turn has been heard
 SETTLE_CUT = 4.0  # ... after a reply that cut the child off (the next may come later)
 QUIET = 1.0  # before each clip, the tutor has been quiet this long

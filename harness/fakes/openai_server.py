@@ -41,6 +41,8 @@ from harness.fakes.llm import Reply
 API_KEY = "test-openai-key-placeholder"
 SAMPLE_RATE = 24_000
 CHUNK_SECONDS = 0.05
+FAST_VOICE_SECONDS_PER_CHAR = 0.02  # 50 characters a second: quick tests
+VOICE_SECONDS_PER_CHAR = 1 / 15  # a real voice's pace, about 150 words a minute
 MODERATION_CATEGORIES = (
     "harassment",
     "harassment/threatening",
@@ -141,7 +143,7 @@ class FakeOpenAI:
         api_key: str = API_KEY,
         llm_ttft: float = 0.0,
         tts_ttfb: float = 0.0,
-        tts_seconds_per_char: float = 0.02,
+        tts_seconds_per_char: float = FAST_VOICE_SECONDS_PER_CHAR,
         moderation_delay: float = 0.0,
     ) -> None:
         self.chat = chat or (lambda call: Reply(text="(unscripted reply)"))
