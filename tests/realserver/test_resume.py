@@ -46,8 +46,8 @@ from tests.realserver.conftest import Classroom
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 WAIT_MS = int(TURN * 1000)
 # a room the server made again after a lost node, for a lost job's attempt to resume: it
-# closes it itself about a minute later
-LEFTOVER_ROOM_TIMEOUT = 2 * TURN
+# closes it itself one to two minutes later (121 s after it was made, seen in CI)
+LEFTOVER_ROOM_TIMEOUT = 4 * TURN
 
 
 async def transcript(env: dict[str, str], session_id: str) -> list[tuple[str, str]]:
@@ -213,7 +213,7 @@ async def test_a_lost_server_node_is_survived_through_the_one_url(
         # one only seconds after the kill; the job's SDK then tries to resume once. If the
         # student has left by then, the server makes the room again for that attempt (and
         # refuses it: "could not restart participant"): nobody in it, no tutor sent to it,
-        # closed by the server about a minute later (seen in CI). So the room is waited on
+        # closed by the server one to two minutes later (seen in CI). So the room is waited on
         # for that clean-up too.
         await realserver.wait_until_empty(lk, joined["room"], timeout=LEFTOVER_ROOM_TIMEOUT)
         turns = await transcript(env, session_of(joined))
