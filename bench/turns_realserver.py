@@ -18,7 +18,10 @@ covered. Per kind:
 - overlap: tutor audio received while the child was sounding (ms, the largest of the kind):
   20 ms frames within 30 dB of the clip's loudest and 10 dB over its noise floor, split at
   every pause of 0.3 s or more, so the tutor speaking into a child's silence is a cut-off,
-  not overlap.
+  not overlap;
+- overlap over the voice: the same, counted only from the first moment of each stretch where
+  the child's voice has a pitch (a breath, a click or an unvoiced "f" or "s" before it is not
+  counted): how long the tutor went on once the child's voice was back.
 """
 
 from __future__ import annotations
@@ -157,6 +160,7 @@ def figures(results: list[TurnResult]) -> dict[str, dict[str, float | int | None
             "unheard": sum(r.unheard for r in of_kind),
             "unanswered": sum(r.unanswered for r in of_kind),
             "overlap_ms_max": max(r.overlap_ms for r in of_kind),
+            "overlap_voice_ms_max": max(r.overlap_voice_ms for r in of_kind),
         }
     return out
 
@@ -164,18 +168,21 @@ def figures(results: list[TurnResult]) -> dict[str, dict[str, float | int | None
 def summary(results: list[TurnResult], problems: list[str]) -> str:
     rows = [
         [kind, f["n"], fmt(f["p50_s"]), fmt(f["p90_s"]), f["cut_offs"], f["half_answers"],
-         f["unheard"], f["unanswered"], f["overlap_ms_max"]]
+         f["unheard"], f["unanswered"], f["overlap_ms_max"], f["overlap_voice_ms_max"]]
         for kind, f in figures(results).items()
     ]  # fmt: skip
     headers = ["kind", "n", "p50 s", "p90 s", "cut off", "half answers", "unheard",
-               "unanswered", "overlap ms (max)"]  # fmt: skip
+               "unanswered", "overlap ms (max)", "… over the voice"]  # fmt: skip
     body = table(headers, rows)
     missed = [r for r in results if r.cut_off or r.half_answer or r.unheard or r.unanswered]
     if missed:
         body += "\n\nTurns cut off, half answered, unheard or unanswered:\n"
         for r in missed:
             what = [w for w in ("cut_off", "half_answer", "unheard", "unanswered") if getattr(r, w)]
-            body += f"\n- {r.name} ({r.kind}): {', '.join(what)}; overlap {r.overlap_ms:.0f} ms"
+            body += (
+                f"\n- {r.name} ({r.kind}): {', '.join(what)}; overlap {r.overlap_ms:.0f} ms,"
+                f" {r.overlap_voice_ms:.0f} ms over the voice"
+            )
     body += f"\n\nWorker log lines with ERROR: {len(problems)}"
     body += "".join(f"\n- `{line[:160]}`" for line in problems[:5])
     return body
@@ -190,10 +197,11 @@ to the first tutor audio the student received, over the turns that were not cut 
 is tutor audio or a reply before the child finished; a half answer is a last whole reply that
 does not cover the whole sentence (it answered the part before the pause); overlap is tutor
 audio received while the child was sounding (frames within 30 dB of the clip's loudest and
-10 dB over its noise floor, split at every pause of 0.3 s or more). The fakes' own share after
-the turn is decided is the model's first token (0.4 s) and the speech's first byte (0.3 s);
-the voice then speaks 15 characters a second, a real voice's pace. Children's clips:
-speechocean762, CC BY 4.0 (see ../shared/speech/README.md)."""
+10 dB over its noise floor, split at every pause of 0.3 s or more); "over the voice" counts it
+only from the first pitched moment of each stretch, not over a breath or an "f" before the
+voice. The fakes' own share after the turn is decided is the model's first token (0.4 s) and
+the speech's first byte (0.3 s); the voice then speaks 15 characters a second, a real voice's
+pace. Children's clips: speechocean762, CC BY 4.0 (see ../shared/speech/README.md)."""
 
 VERBOSE = False
 

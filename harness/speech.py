@@ -66,6 +66,12 @@ class SpokenTurn:
         against): `voiced_stretches` of the clip, split at every pause, not just one."""
         return sounding_of(self.path)
 
+    @property
+    def voice(self) -> tuple[tuple[float, float], ...]:
+        """When the speaker's voice is heard (`voice_stretches`): each sounding stretch
+        from its first pitched moment, so a breath or an "f" before the voice is not in it."""
+        return voice_of(self.path)
+
 
 def children_turns(directory: Path = CHILDREN) -> list[SpokenTurn]:
     """The clips of a directory in the `clips.tsv` format, in its order."""
@@ -140,14 +146,78 @@ def voiced_stretches(samples: np.ndarray, rate: int) -> tuple[tuple[float, float
     """Stretches of voiced frames, split by pauses ≥ `PAUSE`. A frame is voiced when it is
     within 30 dB of the loudest and at least 10 dB over the noise floor (the quietest tenth of
     the frames): a quiet child in a noisy room is less than 30 dB over the room."""
+    return stretches_of(np.flatnonzero(sounding_frames(samples, rate)))
+
+
+def sounding_frames(samples: np.ndarray, rate: int) -> np.ndarray:
+    """Per 20 ms frame, whether it is within 30 dB of the loudest and 10 dB over the floor."""
     levels = frame_levels(samples, rate)
     if not len(levels) or levels.max() == 0:
-        return ()
+        return np.zeros(len(levels), dtype=bool)
     floor = float(np.percentile(levels, 10))
-    loud = np.flatnonzero(levels > max(levels.max() * 10 ** (-30 / 20), floor * 10 ** (10 / 20)))
+    return levels > max(levels.max() * 10 ** (-30 / 20), floor * 10 ** (10 / 20))
+
+
+@functools.cache
+def voice_of(path: Path) -> tuple[tuple[float, float], ...]:
+    """`voice_stretches` of a WAV, read once per run."""
+    return voice_stretches(*read_wav(path))
+
+
+def voice_stretches(samples: np.ndarray, rate: int) -> tuple[tuple[float, float], ...]:
+    """Each `voiced_stretches` stretch from the moment the speaker's voice has a pitch in it:
+    its first run of two or more sounding frames whose `periodicity` is at least `PITCHED`.
+    A breath, a click or an unvoiced consonant ("f", "s") sounds but has no pitch, so the
+    stretch starts at the vowel after it; a stretch with no pitch at all (a breath, clicks,
+    a whisper) is left out."""
+    sounding = sounding_frames(samples, rate)
+    pitched = sounding & (periodicity(samples, rate) >= PITCHED)
+    padded = np.concatenate([[False], pitched, [False]])
+    voice = np.flatnonzero(pitched & (padded[:-2] | padded[2:]))
     stretches = []
-    start = prev = int(loud[0])
-    for i in loud[1:]:
+    for start, end in stretches_of(np.flatnonzero(sounding)):
+        inside = voice[(voice >= round(start / FRAME)) & (voice < round(end / FRAME))]
+        if len(inside):
+            stretches.append((inside[0] * FRAME, end))
+    return tuple(stretches)
+
+
+PITCHED = 0.6  # a vowel scores 0.8 to 1, a breath or an "f" under 0.4
+PITCH_RANGE = (75.0, 600.0)  # Hz: a man's low voice to a young child's high one
+PITCH_WINDOW = 0.04  # s: two periods of the lowest pitch
+
+
+def periodicity(samples: np.ndarray, rate: int) -> np.ndarray:
+    """Per 20 ms frame, the highest normalised autocorrelation of the `PITCH_WINDOW` around
+    its middle at a lag inside `PITCH_RANGE` (1: a perfectly periodic sound, 0: noise)."""
+    hop, width = int(rate * FRAME), int(rate * PITCH_WINDOW)
+    shortest, longest = int(rate / PITCH_RANGE[1]), int(rate / PITCH_RANGE[0])
+    lags = np.arange(shortest, longest + 1)
+    x = samples.astype(np.float64)
+    out = np.zeros(len(x) // hop)
+    for i in range(len(out)):
+        middle = i * hop + hop // 2
+        window = x[max(0, middle - width // 2) : middle + width // 2]
+        if len(window) < width:
+            continue
+        window = window - window.mean()
+        energy = np.concatenate([[0.0], np.cumsum(window**2)])
+        products = np.array([window[:-lag] @ window[lag:] for lag in lags])
+        heads = energy[len(window) - lags]  # window[:-lag]
+        tails = energy[-1] - energy[lags]  # window[lag:]
+        scale = np.sqrt(heads * tails)
+        scores = np.divide(products, scale, out=np.zeros_like(products), where=scale > 0)
+        out[i] = scores.max()
+    return out
+
+
+def stretches_of(frames: np.ndarray) -> tuple[tuple[float, float], ...]:
+    """Runs of frame indices, split by gaps ≥ `PAUSE`, as (start, end) seconds."""
+    if not len(frames):
+        return ()
+    stretches = []
+    start = prev = int(frames[0])
+    for i in frames[1:]:
         if (i - prev - 1) * FRAME >= PAUSE:
             stretches.append((start * FRAME, (prev + 1) * FRAME))
             start = int(i)

@@ -2,7 +2,8 @@
 first sounded after the child's last voiced moment, whether it cut in before, whether the last
 whole reply covered the whole sentence, and how long the tutor sounded over the child while
 the child was sounding (`SpokenTurn.sounding`; tutor audio in the child's silences is a
-cut-off, not overlap).
+cut-off, not overlap) and while the child's voice was heard (`SpokenTurn.voice`: from the
+first pitched moment, so a breath or an "f" before the voice is not counted).
 
 The main tutor's replies come from `echo_script` ("You asked: ..."), so a reply's caption says
 which of the child's words it answered.
@@ -36,6 +37,7 @@ class TurnResult:
     unheard: bool
     unanswered: bool
     overlap_ms: float
+    overlap_voice_ms: float
     replies: list[str]
     spoke_until: float  # monotonic: the child's last voiced moment
     started: float  # monotonic: when the clip began to play
@@ -58,9 +60,12 @@ def judge(student: Student, turn: SpokenTurn, start: float, first_caption: int) 
         c.at < speech_end for c in replies
     )
     whole = [c for c in replies if HEARD_ALL in c.text]
-    overlap = sum(
-        HEARD_FRAME for t in tutor for a, b in turn.sounding if start + a <= t < start + b
-    )  # fmt: skip
+
+    def over(stretches: tuple[tuple[float, float], ...]) -> int:
+        """ms of tutor audio heard inside `stretches` of the clip."""
+        heard = [t for t in tutor if any(start + a <= t < start + b for a, b in stretches)]
+        return round(len(heard) * HEARD_FRAME * 1000)
+
     return TurnResult(
         name=turn.name,
         kind=turn.kind,
@@ -69,7 +74,8 @@ def judge(student: Student, turn: SpokenTurn, start: float, first_caption: int) 
         half_answer=bool(whole) and turn.text not in whole[-1].text,
         unheard=not replies and not tutor,
         unanswered=bool(tutor or replies) and not whole,
-        overlap_ms=round(overlap * 1000),
+        overlap_ms=over(turn.sounding),
+        overlap_voice_ms=over(turn.voice),
         replies=[c.text for c in replies],
         spoke_until=speech_end,
         started=start,

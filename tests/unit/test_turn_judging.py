@@ -1,5 +1,6 @@
 """How the real-server turn benchmark judges what a child heard: tutor audio inside the child's
-silence is a cut-off, and only tutor audio over the child's sounding frames is overlap."""
+silence is a cut-off, only tutor audio over the child's sounding frames is overlap, and only
+tutor audio after the child's voice is back (pitched) is overlap over the voice."""
 
 from __future__ import annotations
 
@@ -9,10 +10,10 @@ import numpy as np
 import pytest
 
 from harness.fakes.production import HEARD_ALL
-from harness.speech import SpokenTurn, voiced_stretches
+from harness.speech import CHILDREN, SpokenTurn, voice_stretches, voiced_stretches
 from harness.student import HEARD_FRAME, Caption, Student
 from harness.turns import judge
-from harness.wav import write_wav
+from harness.wav import read_wav, write_wav
 
 
 def clip(path: Path, sounding: list[tuple[float, float]], seconds: float) -> Path:
@@ -96,3 +97,46 @@ def test_the_fake_stt_hears_the_words_said_before_a_segment_reached_it_however_i
     assert heard(bytes(len(voice))) == ""  # silence is heard as nothing, and keeps the words
     now[0] = 100.0 + 3.5 + heard.LAG
     assert heard(voice) == "boots"
+
+
+def breath_then_voice(rate: int = 16_000) -> np.ndarray:
+    """A breath (noise, 1.0 to 1.4 s), a short gap, then a child's voice (a 260 Hz tone with
+    harmonics, 1.5 to 2.5 s), over a quiet room."""
+    rng = np.random.default_rng(3)
+    samples = rng.normal(0, 10, 3 * rate)
+    breath = np.arange(int(1.0 * rate), int(1.4 * rate))
+    samples[breath] += rng.normal(0, 600, len(breath))
+    voice = np.arange(int(1.5 * rate), int(2.5 * rate))
+    for k, level in ((1, 4000), (2, 2000), (3, 1000)):
+        samples[voice] += level * np.sin(2 * np.pi * 260 * k * voice / rate)
+    return samples.astype(np.int16)
+
+
+def test_a_breath_before_the_voice_is_sounding_but_not_voice() -> None:
+    samples = breath_then_voice()
+    assert [(round(a, 2), round(b, 2)) for a, b in voiced_stretches(samples, 16_000)] == [
+        (1.0, 2.5)
+    ]
+    assert [(round(a, 2), round(b, 2)) for a, b in voice_stretches(samples, 16_000)] == [(1.5, 2.5)]
+
+
+def test_tutor_audio_over_a_breath_is_overlap_but_not_overlap_over_the_voice(
+    tmp_path: Path,
+) -> None:
+    path = write_wav(tmp_path / "breath.wav", breath_then_voice(), 16_000)
+    turn = SpokenTurn(path, "paused", ("hello there",), ((1.0, 2.5),), 3.0)
+    student = Student(room=None, identity="kid", source=None)  # type: ignore[arg-type]
+    student.loud["tutor"] = frames(0.8, 1.76)  # from before the breath to 260 ms into the voice
+    result = judge(student, turn, start=0.0, first_caption=0)
+    assert result.overlap_ms == 760
+    assert result.overlap_voice_ms == 260
+
+
+def test_clicks_are_never_voice_and_a_girl_breathing_before_fans_is_heard_from_the_vowel() -> None:
+    clicks = read_wav(CHILDREN / "faint-6902-069020059.wav")  # four clicks, no speech
+    assert voiced_stretches(*clicks) and voice_stretches(*clicks) == ()
+    paused = read_wav(CHILDREN / "paused-0070-000700065.wav")  # "... friday | (breath) fans"
+    sounding, voice = voiced_stretches(*paused), voice_stretches(*paused)
+    assert [round(a, 2) for a, _ in sounding[-2:]] == [4.88, 5.64]  # the breath, the "f"
+    assert round(voice[-1][0], 2) == 5.74 and voice[-1][1] == sounding[-1][1]
+    assert len(voice) == 3  # the breath alone is not a stretch of voice
